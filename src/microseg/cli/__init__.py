@@ -1,0 +1,86 @@
+"""The `microseg` command line: thin Typer shells over the Workspace."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+import typer
+from rich.console import Console
+
+from microseg.errors import DefinitionError, MicrosegError
+
+app = typer.Typer(
+    name="microseg",
+    help="Micro-targeted audience segmentation and personalisation engine.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+console = Console()
+err_console = Console(stderr=True)
+STATE: dict[str, Any] = {"debug": False, "project": Path(".")}
+
+
+@app.callback()
+def _root(
+    project: Path = typer.Option(Path("."), "--project", "-p", help="project folder"),
+    debug: bool = typer.Option(False, "--debug", help="show tracebacks"),
+) -> None:
+    STATE["project"] = project
+    STATE["debug"] = debug or bool(os.environ.get("MICROSEG_DEBUG"))
+
+
+def workspace(**kwargs: Any) -> Any:
+    """Open the current project with Rich progress bars."""
+    from microseg.console import RichProgress, SilentProgress
+    from microseg.workspace import Workspace
+
+    progress = RichProgress() if sys.stderr.isatty() or os.environ.get("MICROSEG_PROGRESS") else SilentProgress()
+    return Workspace.open(STATE["project"], progress=progress, actor="cli", **kwargs)
+
+
+def _register() -> None:
+    from microseg.cli import ingest as ingest_cli
+
+    ingest_cli.register(app)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: user mistakes print one line; --debug shows the traceback."""
+    _register()
+    try:
+        app(args=argv, standalone_mode=False)
+    except DefinitionError as exc:
+        for problem in exc.problems:
+            err_console.print(f"[red]Error:[/red] {problem}", highlight=False, markup=True)
+        _exit(exc)
+    except MicrosegError as exc:
+        err_console.print(f"[red]Error:[/red] {exc}", highlight=False)
+        _exit(exc)
+    except typer.Exit as exc:
+        raise SystemExit(exc.exit_code) from None
+    except typer.Abort:
+        err_console.print("Aborted.")
+        raise SystemExit(1) from None
+    except click.ClickException as exc:
+        exc.show()
+        raise SystemExit(exc.exit_code) from None
+    except OSError as exc:
+        if STATE["debug"]:
+            raise
+        err_console.print(f"[red]Error:[/red] {exc}", highlight=False)
+        raise SystemExit(1) from None
+
+
+def _exit(exc: BaseException) -> None:
+    if STATE["debug"]:
+        raise exc
+    raise SystemExit(1)
+
+
+Command = Callable[..., Any]

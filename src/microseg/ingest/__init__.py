@@ -1,0 +1,1 @@
+"""Ingestion: readers, mapping, validation, quarantine, dedup, sessions and identities."""

@@ -1,0 +1,613 @@
+"""Bulk event import: read a file, map, validate, quarantine, dedupe, insert — all in SQL.
+
+Every row read ends in exactly one place: the event store, the quarantine (with a reason
+code), or the duplicate count (same event id already stored or earlier in the batch).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+from sqlglot import exp
+
+from microseg.config.models import CORE_EVENT_COLUMNS, ProjectSettings, Taxonomy
+from microseg.console import Progress, SilentProgress
+from microseg.errors import ImportFileError, display_path
+from microseg.ingest import identity_keys, sessions
+from microseg.config.sources import FieldMap, SourceSpec, detect_format, resolve_fields
+from microseg.privacy.crypto import KeyRing, normalise_email
+from microseg.store import Store, utcnow
+from microseg.store import sql as q
+
+STAGE = "_ms_stage"
+NEW = "_ms_new"
+REJECTS = "_ms_rejects"
+REJECT_SCANS = "_ms_reject_scans"
+EMAIL_RE = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
+JSON_PATH_OK = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.")
+
+
+@dataclass
+class ImportResult:
+    """What one import did; rows_read == inserted + duplicates + quarantined."""
+
+    batch_id: str
+    source: str
+    rows_read: int
+    inserted: int
+    duplicates: int
+    quarantined: int
+    reasons: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    @property
+    def rows_per_second(self) -> float:
+        return self.rows_read / self.seconds if self.seconds else 0.0
+
+
+# ----------------------------------------------------------------------------- reading
+def _reader(path: Path, fmt: str, spec: SourceSpec) -> tuple[exp.Expression, list[Any]]:
+    """FROM-clause table function for the file, with the path bound as a parameter."""
+    if fmt == "parquet":
+        return q.parse_static("SELECT * FROM read_parquet(?, file_row_number = TRUE)"), [str(path)]
+    if fmt == "jsonl":
+        # One VARCHAR per line; JSON is parsed in SQL so malformed lines can be quarantined.
+        tmpl = (
+            "SELECT * FROM read_csv(?, columns = {'line': 'VARCHAR'}, header = FALSE,"
+            " delim = ?, quote = '', escape = '', auto_detect = FALSE, encoding = ?,"
+            " store_rejects = TRUE, rejects_table = '_ms_rejects',"
+            " rejects_scan = '_ms_reject_scans')"
+        )
+        return q.parse_static(tmpl), [str(path), "\x1f", spec.encoding]
+    tmpl = (
+        "SELECT * FROM read_csv(?, all_varchar = TRUE, header = ?, encoding = ?,"
+        " store_rejects = TRUE, rejects_table = '_ms_rejects', rejects_scan = '_ms_reject_scans')"
+    )
+    params: list[Any] = [str(path), spec.header, spec.encoding]
+    if spec.delimiter:
+        tmpl = tmpl[:-1] + ", delim = ?)"
+        params.append(spec.delimiter)
+    return q.parse_static(tmpl), params
+
+
+def _describe(store: Store, reader: exp.Expression, params: list[Any]) -> dict[str, str]:
+    text = "DESCRIBE " + q.render(reader)
+    try:
+        rows = store.rows(text, params)
+    except duckdb.Error as exc:
+        raise ImportFileError(_explain_read_error(exc)) from None
+    return {r[0]: r[1] for r in rows}
+
+
+def _explain_read_error(exc: duckdb.Error) -> str:
+    msg = str(exc).splitlines()[0]
+    if "unicode" in msg.lower() or "utf" in msg.lower():
+        return f"file is not valid UTF-8 ({msg}); set the source's encoding (latin-1, utf-16)"
+    return f"cannot read file: {msg}"
+
+
+def _json_keys(store: Store, reader: exp.Expression, params: list[Any]) -> list[str]:
+    inner = q.render(reader)
+    text = (
+        "SELECT DISTINCT k FROM (SELECT unnest(json_keys(line)) AS k FROM ("
+        + inner
+        + ") WHERE json_valid(line) AND json_type(line) = 'OBJECT') ORDER BY k"
+    )
+    return [r[0] for r in store.rows(text, params)]
+
+
+# ----------------------------------------------------------------------------- mapping
+class _Builder:
+    """Builds the stage SELECT for one file: mapped, typed and validated columns."""
+
+    def __init__(
+        self,
+        settings: ProjectSettings,
+        fmt: str,
+        columns: dict[str, str],
+        fields: dict[str, FieldMap],
+        source_name: str,
+        now: datetime,
+    ) -> None:
+        self.settings = settings
+        self.tax: Taxonomy = settings.taxonomy
+        self.fmt = fmt
+        self.columns = columns
+        self.fields = fields
+        self.source_name = source_name
+        self.now = now
+
+    # raw access -------------------------------------------------------------------------
+    def _source(self, column: str) -> exp.Expression:
+        if self.fmt == "jsonl":
+            if not set(column) <= JSON_PATH_OK:
+                raise ImportFileError(f"JSON column path '{column}' has unsupported characters")
+            return q.func("json_extract_string", q.col("line"), q.lit("$." + column))
+        return q.col(column)
+
+    def _is_text(self, column: str) -> bool:
+        return self.fmt != "parquet" or self.columns.get(column, "VARCHAR") == "VARCHAR"
+
+    def _blank_to_null(self, e: exp.Expression, text: bool) -> exp.Expression:
+        if not text:
+            return e
+        return exp.Nullif(this=exp.Trim(this=e), expression=q.lit(""))
+
+    def raw(self, name: str) -> exp.Expression | None:
+        """The mapped value of a canonical field before typing (None when unmapped)."""
+        fmap = self.fields.get(name)
+        if fmap is None:
+            return None
+        if fmap.value is not None:
+            e: exp.Expression = q.lit(fmap.value)
+        else:
+            assert fmap.column is not None
+            e = self._blank_to_null(self._source(fmap.column), self._is_text(fmap.column))
+            if fmap.values:
+                as_text = exp.cast(e, "VARCHAR")
+                e = exp.Case(
+                    ifs=[
+                        exp.If(this=exp.EQ(this=as_text, expression=q.lit(k)), true=q.lit(v))
+                        for k, v in fmap.values.items()
+                    ],
+                    default=e if not fmap.prefix else as_text,
+                )
+            if fmap.prefix:
+                e = exp.DPipe(this=q.lit(fmap.prefix), expression=exp.cast(e, "VARCHAR"))
+        if fmap.when_missing:
+            other = self._blank_to_null(
+                self._source(fmap.when_missing), self._is_text(fmap.when_missing)
+            )
+            e = exp.Case(ifs=[exp.If(this=exp.Is(this=other, expression=exp.Null()), true=e)])
+        return e
+
+    # typing -------------------------------------------------------------------------------
+    def text(self, name: str) -> exp.Expression:
+        e = self.raw(name)
+        return exp.cast(exp.Null() if e is None else e, "VARCHAR")
+
+    def identity(self, name: str) -> exp.Expression:
+        """An id with blocked placeholder values ('undefined', '0', ...) turned into NULL."""
+        e = self.raw(name)
+        if e is None:
+            return exp.cast(exp.Null(), "VARCHAR")
+        value = exp.Trim(this=exp.cast(e, "VARCHAR"))
+        blocked = [q.lit(v.lower()) for v in self.settings.identity.blocked_values]
+        is_blocked = exp.In(this=exp.Lower(this=value), expressions=blocked)
+        return exp.Case(ifs=[exp.If(this=is_blocked, true=exp.Null())], default=value)
+
+    def timestamp(self) -> exp.Expression:
+        fmap = self.fields.get("timestamp")
+        e = self.raw("timestamp")
+        if e is None or fmap is None:
+            return exp.cast(exp.Null(), "TIMESTAMP")
+        tz = fmap.timezone or self.settings.ingest.default_timezone
+        source_type = self.columns.get(fmap.column or "", "VARCHAR") if self.fmt == "parquet" else "VARCHAR"
+        if fmap.unit:
+            scale = {"s": 1, "ms": 1_000, "us": 1_000_000}[fmap.unit]
+            seconds = exp.Div(this=q.try_cast(e, "number"), expression=q.lit(scale))
+            return q.func("timezone", q.lit("UTC"), q.func("to_timestamp", seconds))
+        if source_type.startswith("TIMESTAMP WITH TIME ZONE"):
+            return q.func("timezone", q.lit("UTC"), e)
+        if source_type.startswith("TIMESTAMP") or source_type == "DATE":
+            naive = exp.cast(e, "TIMESTAMP")
+            return naive if tz == "UTC" else self._local_to_utc(naive, tz)
+        text = exp.cast(e, "VARCHAR")
+        if fmap.format:
+            naive = q.func("try_strptime", text, q.lit(fmap.format))
+            return naive if tz == "UTC" else self._local_to_utc(naive, tz)
+        # ISO 8601: explicit offsets ('Z', '+02:00', ' UTC') win; naive values are in `tz`.
+        has_offset = q.func("regexp_matches", text, q.lit(r"(Z|[+-]\d\d(:?\d\d)?| UTC)$"))
+        with_offset = q.func(
+            "timezone",
+            q.lit("UTC"),
+            exp.TryCast(
+                this=q.func("regexp_replace", text, q.lit(" UTC$"), q.lit("+00:00")),
+                to=exp.DataType.build("TIMESTAMPTZ"),
+            ),
+        )
+        naive = q.try_cast(text, "timestamp")
+        local = naive if tz == "UTC" else self._local_to_utc(naive, tz)
+        return exp.Case(ifs=[exp.If(this=has_offset, true=with_offset)], default=local)
+
+    @staticmethod
+    def _local_to_utc(naive: exp.Expression, tz: str) -> exp.Expression:
+        # timezone(tz, naive) reads the wall time in tz -> instant; timezone('UTC', ...) -> naive UTC
+        return q.func("timezone", q.lit("UTC"), q.func("timezone", q.lit(tz), naive))
+
+    def event_type(self) -> exp.Expression:
+        e = self.raw("event_type")
+        if e is None:
+            return exp.cast(exp.Null(), "VARCHAR")
+        value = exp.Lower(this=exp.Trim(this=exp.cast(e, "VARCHAR")))
+        return self._canonical(value, self.tax.synonyms("event_type"), lower_keys=True)
+
+    @staticmethod
+    def _canonical(value: exp.Expression, synonyms: dict[str, str], lower_keys: bool = False) -> exp.Expression:
+        if not synonyms:
+            return value
+        key = value if lower_keys else exp.Lower(this=exp.Trim(this=value))
+        return exp.Case(
+            ifs=[exp.If(this=exp.EQ(this=key, expression=q.lit(k)), true=q.lit(v)) for k, v in synonyms.items()],
+            default=value,
+        )
+
+    def event_id(self) -> exp.Expression:
+        if "event_id" in self.fields:
+            return self.text("event_id")
+        # No id in the source: the file's row number makes re-imports idempotent.
+        return exp.DPipe(this=q.lit(self.source_name + ":"), expression=exp.cast(q.col("_row"), "VARCHAR"))
+
+    def row_number(self) -> exp.Expression:
+        if self.fmt == "parquet":
+            return exp.Add(this=q.col("file_row_number"), expression=q.lit(1))
+        return exp.Window(this=exp.RowNumber())
+
+    # the stage query --------------------------------------------------------------------
+    def stage_select(self, reader: exp.Expression) -> exp.Select:
+        """Two layers: inner maps/types each field, outer adds the quarantine reason."""
+        props = self.tax.property_columns()
+        inner = exp.select(
+            exp.alias_(self.row_number(), "_row", quoted=True),
+            exp.alias_(self.text("event_id"), "_event_id_raw", quoted=True),
+            exp.alias_(self.event_type(), "event_type", quoted=True),
+            exp.alias_(self.text("timestamp"), "_ts_raw", quoted=True),
+            exp.alias_(self.timestamp(), "ts", quoted=True),
+            exp.alias_(self.identity("user_id"), "user_id", quoted=True),
+            exp.alias_(self.identity("anonymous_id"), "anonymous_id", quoted=True),
+            exp.alias_(self.identity("device_id"), "device_id", quoted=True),
+            exp.alias_(self._email(), "_email", quoted=True),
+            exp.alias_(self.text("email_token"), "_email_token_in", quoted=True),
+            exp.alias_(self.text("session_id"), "session_id", quoted=True),
+        )
+        for prop in props:
+            inner = inner.select(exp.alias_(self.text(prop) if self._is_text_prop(prop) else self._raw_or_null(prop), f"_raw_{prop}", quoted=True))
+        inner = inner.from_(reader.args["from_"].this.copy() if "from_" in reader.args else reader.args["from"].this.copy())
+        if self.fmt == "jsonl":
+            valid_json = exp.And(
+                this=q.func("json_valid", q.col("line")),
+                expression=exp.EQ(this=q.func("json_type", q.col("line")), expression=q.lit("OBJECT")),
+            )
+            inner = inner.select(exp.alias_(valid_json, "_json_ok", quoted=True), exp.alias_(q.col("line"), "_line", quoted=True))
+
+        event_id = (
+            q.col("_event_id_raw")
+            if "event_id" in self.fields
+            else exp.DPipe(this=q.lit(self.source_name + ":"), expression=exp.cast(q.col("_row"), "VARCHAR"))
+        )
+        outer = exp.select(
+            q.col("_row"),
+            exp.alias_(event_id, "event_id", quoted=True),
+            q.col("event_type"),
+            q.col("ts"),
+            q.col("user_id"),
+            q.col("anonymous_id"),
+            q.col("device_id"),
+            q.col("_email"),
+            q.col("_email_token_in"),
+            q.col("session_id"),
+            q.col("_ts_raw"),
+        )
+        for prop, base in props.items():
+            outer = outer.select(exp.alias_(self._typed_prop(prop, base), prop, quoted=True), q.col(f"_raw_{prop}"))
+        reason, detail = self._reason(event_id, props)
+        outer = outer.select(exp.alias_(reason, "_reason", quoted=True), exp.alias_(detail, "_detail", quoted=True))
+        if self.fmt == "jsonl":
+            outer = outer.select(q.col("_line"))
+        return outer.from_(inner.subquery("m"))
+
+    def _is_text_prop(self, prop: str) -> bool:
+        fmap = self.fields.get(prop)
+        return fmap is None or fmap.value is not None or fmap.column is None or self._is_text(fmap.column) or bool(fmap.prefix or fmap.values)
+
+    def _raw_or_null(self, prop: str) -> exp.Expression:
+        e = self.raw(prop)
+        return exp.cast(exp.Null(), "VARCHAR") if e is None else e
+
+    def _email(self) -> exp.Expression:
+        return exp.Lower(this=self.identity("email"))
+
+    def _typed_prop(self, prop: str, base: str) -> exp.Expression:
+        declaring = self.tax.events_declaring(prop)
+        raw = q.col(f"_raw_{prop}")
+        value: exp.Expression
+        if base == "string":
+            value = exp.cast(raw, "VARCHAR")
+            taxonomies = {self._constraints(e, prop).taxonomy for e in declaring} - {None}
+            for name in taxonomies:
+                assert name is not None
+                value = self._canonical(value, self.tax.synonyms(name))
+        elif base == "boolean":
+            value = q.try_cast(exp.Lower(this=exp.cast(raw, "VARCHAR")), "boolean")
+        else:
+            value = q.try_cast(raw, base)
+        declared = exp.In(this=q.col("event_type"), expressions=[q.lit(e) for e in declaring])
+        return exp.Case(ifs=[exp.If(this=declared, true=value)])
+
+    def _constraints(self, event: str, prop: str) -> Any:
+        return self.tax.effective(self.tax.events[event].properties[prop])
+
+    def _reason(self, event_id: exp.Expression, props: dict[str, str]) -> tuple[exp.Expression, exp.Expression]:
+        """CASE expressions giving the first failed check's reason code and detail."""
+        checks: list[tuple[exp.Expression, str, exp.Expression]] = []
+        et = q.col("event_type")
+        ts = q.col("ts")
+
+        def is_null(e: exp.Expression) -> exp.Expression:
+            return exp.Is(this=e, expression=exp.Null())
+
+        def not_null(e: exp.Expression) -> exp.Expression:
+            return exp.Not(this=is_null(e))
+
+        if self.fmt == "jsonl":
+            checks.append((exp.Not(this=q.col("_json_ok")), "malformed_json", exp.Substring(this=q.col("_line"), start=q.lit(1), length=q.lit(200))))
+        checks.append((is_null(event_id), "missing_event_id", q.lit("event_id is empty")))
+        checks.append((is_null(et), "missing_event_type", q.lit("event_type is empty")))
+        if not self.tax.allow_unknown_events:
+            known = [q.lit(e) for e in self.tax.events]
+            cond = exp.Not(this=exp.In(this=et, expressions=known)) if known else exp.true()
+            checks.append((cond, "unknown_event_type", exp.DPipe(this=q.lit("event_type="), expression=et)))
+        checks.append((is_null(q.col("_ts_raw")), "missing_timestamp", q.lit("timestamp is empty")))
+        checks.append((is_null(ts), "invalid_timestamp", exp.DPipe(this=q.lit("timestamp="), expression=q.col("_ts_raw"))))
+        limit = self.now + timedelta(minutes=self.settings.ingest.max_future_skew_minutes)
+        checks.append((exp.GT(this=ts, expression=exp.cast(q.lit(limit.isoformat(sep=" ")), "TIMESTAMP")), "future_timestamp", exp.DPipe(this=q.lit("ts="), expression=exp.cast(ts, "VARCHAR"))))
+        checks.append((exp.LT(this=ts, expression=exp.cast(q.lit(self.settings.ingest.min_timestamp), "TIMESTAMP")), "timestamp_too_old", exp.DPipe(this=q.lit("ts="), expression=exp.cast(ts, "VARCHAR"))))
+        no_id = exp.and_(
+            *(is_null(q.col(c)) for c in ("user_id", "anonymous_id", "device_id", "_email", "_email_token_in"))
+        )
+        checks.append((no_id, "missing_identity", q.lit("no user_id, email, device_id or anonymous_id")))
+        email_bad = exp.and_(not_null(q.col("_email")), exp.Not(this=q.func("regexp_full_match", q.col("_email"), q.lit(EMAIL_RE))))
+        checks.append((email_bad, "invalid_email", q.lit("email is not an address")))
+        for prop, base in props.items():
+            raw, typed = q.col(f"_raw_{prop}"), q.col(prop)
+            for event in self.tax.events_declaring(prop):
+                spec = self.tax.events[event].properties[prop]
+                c = self.tax.effective(spec)
+                is_event = exp.EQ(this=et, expression=q.lit(event))
+                shown = exp.DPipe(this=q.lit(f"{prop}="), expression=exp.cast(raw, "VARCHAR"))
+                if spec.required:
+                    checks.append((exp.and_(is_event, is_null(raw)), "missing_property", q.lit(f"{event} requires {prop}")))
+                checks.append((exp.and_(is_event, not_null(raw), is_null(typed)), "invalid_type", exp.DPipe(this=shown, expression=q.lit(f" is not {base}"))))
+                if c.enum:
+                    allowed = [q.lit(v) for v in c.enum]
+                    checks.append((exp.and_(is_event, not_null(typed), exp.Not(this=exp.In(this=typed, expressions=allowed))), "not_in_enum", shown))
+                if c.min is not None and base in {"integer", "number"}:
+                    checks.append((exp.and_(is_event, exp.LT(this=typed, expression=q.lit(c.min))), "below_minimum", exp.DPipe(this=shown, expression=q.lit(f" < {c.min:g}"))))
+                if c.max is not None and base in {"integer", "number"}:
+                    checks.append((exp.and_(is_event, exp.GT(this=typed, expression=q.lit(c.max))), "above_maximum", exp.DPipe(this=shown, expression=q.lit(f" > {c.max:g}"))))
+                if c.pattern and base == "string":
+                    checks.append((exp.and_(is_event, not_null(typed), exp.Not(this=q.func("regexp_full_match", typed, q.lit(c.pattern)))), "pattern_mismatch", shown))
+        reason = exp.Case(ifs=[exp.If(this=cond, true=q.lit(code)) for cond, code, _ in checks])
+        detail = exp.Case(ifs=[exp.If(this=cond, true=d) for cond, _, d in checks])
+        return reason, detail
+
+
+# ----------------------------------------------------------------------------- import
+def _register_token_udf(con: duckdb.DuckDBPyConnection, keys: KeyRing) -> None:
+    def tokenise(values: pa.Array) -> pa.Array:
+        return pa.array(
+            [None if v is None else keys.token(normalise_email(v)) for v in values.to_pylist()],
+            type=pa.string(),
+        )
+
+    try:
+        con.remove_function("ms_email_token")
+    except (duckdb.InvalidInputException, duckdb.CatalogException):
+        pass
+    con.create_function(
+        "ms_email_token", tokenise, ["VARCHAR"], "VARCHAR", type="arrow", null_handling="special"
+    )
+
+
+def import_events(
+    store: Store,
+    settings: ProjectSettings,
+    keys: KeyRing,
+    path: str | Path,
+    spec: SourceSpec | None = None,
+    *,
+    source_name: str | None = None,
+    progress: Progress | None = None,
+    now: datetime | None = None,
+) -> ImportResult:
+    """Import one CSV / JSON Lines / Parquet file of events into the store."""
+    started = time.perf_counter()
+    progress = progress or SilentProgress()
+    spec = spec or SourceSpec()
+    path = Path(path)
+    shown = display_path(path)
+    if not path.exists():
+        raise ImportFileError(f"{shown}: file not found")
+    if path.stat().st_size == 0:
+        raise ImportFileError(f"{shown}: file is empty")
+    fmt = detect_format(path, spec.format)
+    source_name = source_name or path.name
+    now = now or utcnow()
+    batch_id = uuid.uuid4().hex[:16]
+
+    progress.start(f"import {path.name}", total=5)
+    try:
+        store.ensure_columns("events", settings.taxonomy.property_columns())
+        store.execute("DROP TABLE IF EXISTS _ms_rejects")
+        store.execute("DROP TABLE IF EXISTS _ms_reject_scans")
+        reader, params = _reader(path, fmt, spec)
+        columns = _describe(store, reader, params)
+        if fmt == "jsonl":
+            source_columns = _json_keys(store, reader, params)
+        else:
+            source_columns = [c for c in columns if c != "file_row_number"]
+        fields = resolve_fields(spec, source_columns, list(settings.taxonomy.property_columns()))
+        builder = _Builder(settings, fmt, columns, fields, source_name, now)
+        stage = builder.stage_select(reader)
+        progress.update(note=f"read + validate {path.name}")
+        with store.lock:
+            _register_token_udf(store.con, keys)
+            try:
+                store.execute(
+                    exp.Create(this=q.table(STAGE), kind="TABLE", expression=stage, properties=exp.Properties(expressions=[exp.TemporaryProperty()]), replace=True),
+                    params,
+                )
+            except duckdb.Error as exc:
+                raise ImportFileError(f"{shown}: {_explain_read_error(exc)}") from None
+            rejects = _csv_rejects(store) if fmt in {"csv", "jsonl"} else []
+            progress.update(note="store")
+            result = _commit(store, settings, batch_id, source_name, shown, spec, rejects, now, progress)
+    finally:
+        progress.stop()
+        store.execute("DROP TABLE IF EXISTS _ms_stage")
+        store.execute("DROP TABLE IF EXISTS _ms_new")
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+def _csv_rejects(store: Store) -> list[tuple[int, str, str]]:
+    if not store.table_exists(REJECTS):
+        return []
+    return [
+        (int(r[0]), str(r[1]), str(r[2]))
+        for r in store.rows("SELECT line, error_type, coalesce(csv_line, '') FROM _ms_rejects ORDER BY line")
+    ]
+
+
+def _commit(
+    store: Store,
+    settings: ProjectSettings,
+    batch_id: str,
+    source_name: str,
+    shown: str,
+    spec: SourceSpec,
+    rejects: list[tuple[int, str, str]],
+    now: datetime,
+    progress: Progress,
+) -> ImportResult:
+    """Move the stage into events / quarantine inside one transaction."""
+    props = list(settings.taxonomy.property_columns())
+    with store.transaction():
+        # Emails become keyed tokens here; the clear value never reaches a stored table.
+        store.execute("ALTER TABLE _ms_stage ADD COLUMN email_token VARCHAR")
+        store.execute(
+            "UPDATE _ms_stage SET email_token = coalesce(ms_email_token(_email), _email_token_in)"
+            " WHERE _email IS NOT NULL OR _email_token_in IS NOT NULL"
+        )
+        store.execute("ALTER TABLE _ms_stage DROP COLUMN _email")
+        store.execute("ALTER TABLE _ms_stage ADD COLUMN id_key VARCHAR")
+        store.execute(q.render(identity_keys.update_stage_keys(STAGE)))
+        counts = dict(store.rows("SELECT coalesce(_reason, ''), count(*) FROM _ms_stage GROUP BY 1"))
+        rows_staged = sum(counts.values())
+        reasons = {k: int(v) for k, v in counts.items() if k}
+        _quarantine_stage(store, batch_id, source_name, props, now)
+        for line, error_type, csv_line in rejects:
+            reason = "malformed_row" if error_type != "INVALID ENCODING" else "invalid_encoding"
+            reasons[reason] = reasons.get(reason, 0) + 1
+            store.execute(
+                "INSERT INTO quarantine (batch_id, source, row_number, reason, detail, record,"
+                " quarantined_at) SELECT ?, ?, ?, ?, ?, NULL, ? WHERE NOT EXISTS (SELECT 1 FROM"
+                " quarantine WHERE status = 'open' AND source = ? AND row_number = ? AND reason = ?)",
+                [batch_id, source_name, line, reason, f"line {line}: {error_type}: {csv_line[:200]}",
+                 now, source_name, line, reason],
+            )
+        inserted, duplicates = _stage_new_events(store, props, source_name, now)
+        progress.update(note="sessions + identities")
+        sessions.assign_sessions(store, NEW, settings.sessions.timeout_minutes)
+        store.execute("INSERT INTO events BY NAME SELECT * FROM _ms_new")
+        identity_keys.register(store, NEW, now)
+        quarantined = sum(reasons.values())
+        rows_read = rows_staged + len(rejects)
+        store.execute(
+            "INSERT INTO import_batches VALUES (?, 'events', ?, ?, ?, ?, ?, ?, ?, ?)",
+            [batch_id, shown, rows_read, inserted, duplicates, quarantined, now, utcnow(), spec.model_dump_json()],
+        )
+        store.audit("import", "import_events", shown, {"batch_id": batch_id, "inserted": inserted, "quarantined": quarantined})
+    return ImportResult(batch_id, source_name, rows_read, inserted, duplicates, quarantined, dict(sorted(reasons.items())))
+
+
+def _quarantine_stage(store: Store, batch_id: str, source_name: str, props: list[str], now: datetime) -> None:
+    """Invalid rows go to quarantine with the mapped record (email only as token)."""
+    record_fields = ["event_id", "event_type", "_ts_raw", "user_id", "anonymous_id", "device_id", "email_token", "session_id"]
+    pairs: list[exp.Expression] = []
+    for name in record_fields:
+        key = "timestamp" if name == "_ts_raw" else name
+        pairs.extend([q.lit(key), q.col(name)])
+    for prop in props:
+        pairs.extend([q.lit(prop), q.col(f"_raw_{prop}")])
+    record = q.func("json_object", *pairs)
+    select = exp.select(
+        q.lit(batch_id), q.lit(source_name), q.col("_row"), q.col("_reason"), q.col("_detail"), record, exp.cast(q.lit(now.isoformat(sep=" ")), "TIMESTAMP")
+    ).from_(q.table(STAGE)).where(exp.Not(this=exp.Is(this=q.col("_reason"), expression=exp.Null())))
+    # Re-importing a file must not quarantine the same bad row twice.
+    known = exp.Exists(
+        this=exp.select(q.lit(1)).from_(exp.Table(this=q.ident("quarantine"), alias=exp.TableAlias(this=q.ident("o")))).where(
+            exp.and_(
+                exp.EQ(this=q.col("status", "o"), expression=q.lit("open")),
+                exp.EQ(this=q.col("source", "o"), expression=q.lit(source_name)),
+                exp.EQ(this=q.col("row_number", "o"), expression=q.col("_row")),
+                exp.EQ(this=q.col("reason", "o"), expression=q.col("_reason")),
+            )
+        )
+    )
+    select = select.where(exp.Not(this=known))
+    insert = exp.Insert(
+        this=exp.Schema(this=q.table("quarantine"), expressions=[q.ident(c) for c in ("batch_id", "source", "row_number", "reason", "detail", "record", "quarantined_at")]),
+        expression=select,
+    )
+    store.execute(insert)
+
+
+def _stage_new_events(store: Store, props: list[str], source_name: str, now: datetime) -> tuple[int, int]:
+    """Copy valid rows whose event id is new (in the store and earlier in the batch) to NEW."""
+    valid = int(store.scalar("SELECT count(*) FROM _ms_stage WHERE _reason IS NULL"))
+    target_cols = [*CORE_EVENT_COLUMNS, *props]
+    values: list[exp.Expression] = []
+    for c in target_cols:
+        if c == "received_at":
+            value: exp.Expression = exp.cast(q.lit(now.isoformat(sep=" ")), "TIMESTAMP")
+        elif c == "source":
+            value = q.lit(source_name)
+        else:
+            value = q.col(c, "s")
+        values.append(exp.alias_(value, c, quoted=True))
+    first_in_batch = (
+        exp.select(exp.Star())
+        .from_(q.table(STAGE))
+        .where(exp.Is(this=q.col("_reason"), expression=exp.Null()))
+        .qualify(
+            exp.EQ(
+                this=exp.Window(
+                    this=exp.RowNumber(),
+                    partition_by=[q.col("event_id")],
+                    order=exp.Order(expressions=[exp.Ordered(this=q.col("_row"))]),
+                ),
+                expression=q.lit(1),
+            )
+        )
+    )
+    stored = exp.Table(this=q.ident("events"), alias=exp.TableAlias(this=q.ident("e")))
+    already = exp.Exists(
+        this=exp.select(q.lit(1))
+        .from_(stored)
+        .where(exp.EQ(this=q.col("event_id", "e"), expression=q.col("event_id", "s")))
+    )
+    select = exp.select(*values).from_(first_in_batch.subquery("s")).where(exp.Not(this=already))
+    store.execute(
+        exp.Create(
+            this=q.table(NEW),
+            kind="TABLE",
+            expression=select,
+            properties=exp.Properties(expressions=[exp.TemporaryProperty()]),
+            replace=True,
+        )
+    )
+    inserted = int(store.scalar("SELECT count(*) FROM _ms_new"))
+    return inserted, valid - inserted
+
+
+def record_json(record: dict[str, Any]) -> str:
+    return json.dumps(record, default=str)

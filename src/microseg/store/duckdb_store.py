@@ -1,0 +1,163 @@
+"""The embedded DuckDB store: connection, migrations, typed helpers."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pandas as pd
+from sqlglot import exp
+
+from microseg.errors import ConfigError
+from microseg.store import sql
+from microseg.store.schema import MIGRATIONS
+
+Params = Sequence[Any] | dict[str, Any] | None
+
+
+def utcnow() -> datetime:
+    """Current UTC time as a naive datetime (the store keeps naive UTC timestamps)."""
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+class Store:
+    """A DuckDB database file (or in-memory database) holding everything microseg keeps."""
+
+    def __init__(
+        self,
+        path: str | Path | None = None,
+        *,
+        memory_limit: str | None = None,
+        threads: int | None = None,
+        read_only: bool = False,
+    ) -> None:
+        self.path = None if path in (None, ":memory:") else Path(path)  # type: ignore[arg-type]
+        if self.path is not None and not read_only:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        config: dict[str, Any] = {}
+        if memory_limit:
+            config["memory_limit"] = memory_limit
+        if threads:
+            config["threads"] = threads
+        try:
+            self.con = duckdb.connect(
+                str(self.path) if self.path else ":memory:", read_only=read_only, config=config
+            )
+        except duckdb.IOException as exc:
+            raise ConfigError(f"cannot open store {self.path}: {exc}") from None
+        self.con.execute("SET TimeZone = 'UTC'")
+        self.lock = threading.RLock()
+        if not read_only:
+            self.migrate()
+
+    # -- schema ---------------------------------------------------------------------------
+    def version(self) -> int:
+        exists = self.con.execute(
+            "SELECT count(*) FROM information_schema.tables WHERE table_name = 'schema_migrations'"
+        ).fetchone()
+        if not exists or not exists[0]:
+            return 0
+        row = self.con.execute("SELECT max(version) FROM schema_migrations").fetchone()
+        return int(row[0] or 0) if row else 0
+
+    def migrate(self) -> list[int]:
+        """Apply pending migrations; returns the versions applied."""
+        with self.lock:
+            self.con.execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations "
+                "(version INTEGER PRIMARY KEY, name VARCHAR, applied_at TIMESTAMP)"
+            )
+            current = self.version()
+            applied = []
+            for mig in MIGRATIONS:
+                if mig.version <= current:
+                    continue
+                with self.transaction():
+                    for stmt in mig.statements:
+                        self.con.execute(stmt)
+                    self.con.execute(
+                        "INSERT INTO schema_migrations VALUES (?, ?, ?)",
+                        [mig.version, mig.name, utcnow()],
+                    )
+                applied.append(mig.version)
+            return applied
+
+    def columns(self, table: str) -> dict[str, str]:
+        rows = self.con.execute(
+            "SELECT column_name, data_type FROM information_schema.columns "
+            "WHERE table_name = ? ORDER BY ordinal_position",
+            [table],
+        ).fetchall()
+        return {name: dtype for name, dtype in rows}
+
+    def ensure_columns(self, table: str, wanted: dict[str, str]) -> list[str]:
+        """Add missing columns (name -> base type) to a table; returns the names added."""
+        have = self.columns(table)
+        added = []
+        for name, base in wanted.items():
+            if name in have:
+                continue
+            stmt = exp.Alter(
+                this=sql.table(table),
+                kind="TABLE",
+                actions=[exp.ColumnDef(this=sql.ident(name), kind=sql.dtype(base))],
+            )
+            self.con.execute(sql.render(stmt))
+            added.append(name)
+        return added
+
+    # -- execution --------------------------------------------------------------------------
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        with self.lock:
+            self.con.execute("BEGIN TRANSACTION")
+            try:
+                yield
+            except BaseException:
+                self.con.execute("ROLLBACK")
+                raise
+            else:
+                self.con.execute("COMMIT")
+
+    def execute(self, query: exp.Expression | str, params: Params = None) -> duckdb.DuckDBPyConnection:
+        """Run a statement. ``query`` is a sqlglot tree or a fixed string from this code base."""
+        text = sql.render(query) if isinstance(query, exp.Expression) else query
+        with self.lock:
+            return self.con.execute(text, params or [])
+
+    def df(self, query: exp.Expression | str, params: Params = None) -> pd.DataFrame:
+        with self.lock:
+            return self.execute(query, params).df()
+
+    def rows(self, query: exp.Expression | str, params: Params = None) -> list[tuple[Any, ...]]:
+        with self.lock:
+            return self.execute(query, params).fetchall()
+
+    def scalar(self, query: exp.Expression | str, params: Params = None) -> Any:
+        with self.lock:
+            row = self.execute(query, params).fetchone()
+        return row[0] if row else None
+
+    def table_exists(self, name: str) -> bool:
+        return bool(
+            self.scalar(
+                "SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [name]
+            )
+        )
+
+    def audit(self, actor: str, action: str, target: str | None = None, details: Any = None) -> None:
+        """Append one line to the audit log."""
+        import json
+
+        self.execute(
+            "INSERT INTO audit_log VALUES (?, ?, ?, ?, ?)",
+            [utcnow(), actor, action, target, json.dumps(details, default=str) if details else None],
+        )
+
+    def close(self) -> None:
+        self.con.close()

@@ -1,0 +1,138 @@
+"""Store schema as ordered migrations. Each migration runs once, in a transaction."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    name: str
+    statements: tuple[str, ...]
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(
+        1,
+        "core tables",
+        (
+            """CREATE TABLE events (
+                event_id VARCHAR NOT NULL,
+                event_type VARCHAR NOT NULL,
+                ts TIMESTAMP NOT NULL,
+                received_at TIMESTAMP NOT NULL,
+                user_id VARCHAR,
+                anonymous_id VARCHAR,
+                device_id VARCHAR,
+                email_token VARCHAR,
+                id_key VARCHAR NOT NULL,
+                session_id VARCHAR,
+                source VARCHAR
+            )""",
+            "CREATE SEQUENCE quarantine_seq START 1",
+            """CREATE TABLE quarantine (
+                q_id BIGINT DEFAULT nextval('quarantine_seq') PRIMARY KEY,
+                batch_id VARCHAR,
+                source VARCHAR,
+                row_number BIGINT,
+                reason VARCHAR NOT NULL,
+                detail VARCHAR,
+                record JSON,
+                quarantined_at TIMESTAMP NOT NULL,
+                status VARCHAR NOT NULL DEFAULT 'open',
+                resolved_at TIMESTAMP
+            )""",
+            """CREATE TABLE import_batches (
+                batch_id VARCHAR PRIMARY KEY,
+                kind VARCHAR NOT NULL,
+                source VARCHAR,
+                rows_read BIGINT,
+                inserted BIGINT,
+                duplicates BIGINT,
+                quarantined BIGINT,
+                started_at TIMESTAMP,
+                finished_at TIMESTAMP,
+                mapping JSON
+            )""",
+            """CREATE TABLE identities (
+                id_key VARCHAR PRIMARY KEY,
+                id_type VARCHAR NOT NULL,
+                id_value VARCHAR NOT NULL,
+                profile_id VARCHAR NOT NULL,
+                first_seen TIMESTAMP,
+                last_seen TIMESTAMP,
+                linked_by VARCHAR,
+                merge_id VARCHAR
+            )""",
+            """CREATE TABLE identity_edges (
+                id_key_a VARCHAR NOT NULL,
+                id_key_b VARCHAR NOT NULL,
+                source VARCHAR,
+                first_seen TIMESTAMP,
+                PRIMARY KEY (id_key_a, id_key_b)
+            )""",
+            """CREATE TABLE identity_merges (
+                merge_id VARCHAR PRIMARY KEY,
+                winner_profile VARCHAR NOT NULL,
+                loser_profile VARCHAR NOT NULL,
+                rule VARCHAR NOT NULL,
+                score DOUBLE,
+                details JSON,
+                merged_at TIMESTAMP NOT NULL,
+                reverted_at TIMESTAMP,
+                moved_keys JSON
+            )""",
+            """CREATE TABLE profiles (
+                profile_id VARCHAR PRIMARY KEY,
+                created_at TIMESTAMP NOT NULL,
+                updated_at TIMESTAMP NOT NULL,
+                merged_into VARCHAR
+            )""",
+            """CREATE TABLE profile_attributes (
+                profile_id VARCHAR NOT NULL,
+                name VARCHAR NOT NULL,
+                value VARCHAR,
+                value_num DOUBLE,
+                source VARCHAR,
+                updated_at TIMESTAMP NOT NULL,
+                PRIMARY KEY (profile_id, name)
+            )""",
+            """CREATE TABLE pii_vault (
+                profile_id VARCHAR NOT NULL,
+                field VARCHAR NOT NULL,
+                ciphertext BLOB NOT NULL,
+                token VARCHAR,
+                updated_at TIMESTAMP NOT NULL,
+                PRIMARY KEY (profile_id, field)
+            )""",
+            """CREATE TABLE consents (
+                profile_id VARCHAR NOT NULL,
+                purpose VARCHAR NOT NULL,
+                granted BOOLEAN NOT NULL,
+                source VARCHAR,
+                recorded_at TIMESTAMP NOT NULL,
+                expires_at TIMESTAMP
+            )""",
+            """CREATE TABLE audit_log (
+                logged_at TIMESTAMP NOT NULL,
+                actor VARCHAR NOT NULL,
+                action VARCHAR NOT NULL,
+                target VARCHAR,
+                details JSON
+            )""",
+            """CREATE TABLE trait_catalog (
+                name VARCHAR PRIMARY KEY,
+                kind VARCHAR NOT NULL,
+                dtype VARCHAR NOT NULL,
+                description VARCHAR,
+                computed_at TIMESTAMP,
+                as_of TIMESTAMP
+            )""",
+        ),
+    ),
+)
+
+
+def latest_version() -> int:
+    return MIGRATIONS[-1].version

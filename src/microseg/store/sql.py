@@ -1,0 +1,66 @@
+"""Helpers to build SQL as sqlglot syntax trees (never by string formatting)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlglot
+from sqlglot import exp
+
+DIALECT = "duckdb"
+
+SQL_TYPES: dict[str, str] = {
+    "string": "VARCHAR",
+    "integer": "BIGINT",
+    "number": "DOUBLE",
+    "boolean": "BOOLEAN",
+    "timestamp": "TIMESTAMP",
+}
+
+
+def ident(name: str) -> exp.Identifier:
+    """A always-quoted identifier, safe for any user-supplied name."""
+    return exp.to_identifier(name, quoted=True)
+
+
+def col(name: str, table: str | None = None) -> exp.Column:
+    return exp.Column(this=ident(name), table=ident(table) if table else None)
+
+
+def table(name: str) -> exp.Table:
+    return exp.Table(this=ident(name))
+
+
+def lit(value: Any) -> exp.Expression:
+    """A literal built by the AST: strings are escaped by sqlglot, never interpolated."""
+    if value is None:
+        return exp.Null()
+    if isinstance(value, bool):
+        return exp.Boolean(this=value)
+    if isinstance(value, (int, float)):
+        return exp.Literal.number(value)
+    return exp.Literal.string(str(value))
+
+
+def dtype(base: str) -> exp.DataType:
+    return exp.DataType.build(SQL_TYPES[base], dialect=DIALECT)
+
+
+def try_cast(e: exp.Expression, base: str) -> exp.Expression:
+    return exp.TryCast(this=e, to=dtype(base))
+
+
+def func(name: str, *args: exp.Expression) -> exp.Expression:
+    """A function call by name (resolved by sqlglot to its typed node when known)."""
+    return exp.func(name, *args, dialect=DIALECT)
+
+
+def render(e: exp.Expression, dialect: str = DIALECT) -> str:
+    return e.sql(dialect=dialect)
+
+
+def parse_static(sql: str) -> exp.Expression:
+    """Parse a fixed SQL snippet written in this code base (never user input)."""
+    parsed = sqlglot.parse_one(sql, dialect=DIALECT)
+    assert parsed is not None
+    return parsed

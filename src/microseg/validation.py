@@ -1,0 +1,49 @@
+"""One validator for every definition file in a project (microseg.yaml, traits, segments...)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from microseg.config.models import ProjectSettings
+from microseg.config.project import SETTINGS_FILE, Project
+from microseg.config.yamlio import Document, load_document, validate_model
+from microseg.errors import DefinitionError, Problem
+
+Validator = Callable[[Document, Project], object]
+
+
+def _settings(doc: Document, project: Project) -> object:
+    return validate_model(ProjectSettings, doc)
+
+
+def validators() -> dict[str, Validator]:
+    """Glob (relative to the project root) -> validator of one parsed file."""
+    found: dict[str, Validator] = {SETTINGS_FILE: _settings}
+    return found
+
+
+def validate_file(path: Path, project: Project) -> object:
+    """Validate one definition file by its place in the project."""
+    rel = path.resolve().relative_to(project.root)
+    for pattern, check in validators().items():
+        if rel.match(pattern):
+            return check(load_document(path), project)
+    raise DefinitionError(Problem("not a known definition file", str(rel)))
+
+
+def validate_project(root: str | Path = ".") -> list[Path]:
+    """Validate every definition file; raises one DefinitionError listing all problems."""
+    project = Project.load(root)
+    problems: list[Problem] = []
+    checked: list[Path] = []
+    for pattern, check in validators().items():
+        for path in sorted(project.root.glob(pattern)):
+            try:
+                check(load_document(path), project)
+            except DefinitionError as exc:
+                problems.extend(exc.problems)
+            checked.append(path)
+    if problems:
+        raise DefinitionError(problems)
+    return checked

@@ -1,0 +1,187 @@
+"""The Workspace façade: one object owning the project, store, keys and progress reporting.
+
+The CLI, HTTP API and dashboard are thin shells over it.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import pandas as pd
+
+from microseg.config.models import ProjectSettings
+from microseg.config.project import Project
+from microseg.config.sources import SourceSpec
+from microseg.config.yamlio import Document
+from microseg.console import Progress, SilentProgress
+from microseg.errors import NotFoundError, did_you_mean
+from microseg.ingest import quarantine as _quarantine
+from microseg.ingest.pipeline import ImportResult, import_events
+from microseg.privacy.crypto import KeyRing
+from microseg.store import Store
+
+
+class Workspace:
+    """An open microseg project."""
+
+    def __init__(
+        self,
+        project: Project,
+        *,
+        store: Store | None = None,
+        progress: Progress | None = None,
+        actor: str = "library",
+        memory_limit: str | None = None,
+    ) -> None:
+        self.project = project
+        self.store = store or Store(project.store_path, memory_limit=memory_limit)
+        self.progress: Progress = progress or SilentProgress()
+        self.actor = actor
+        self._keys: KeyRing | None = None
+
+    # -- opening ------------------------------------------------------------------------
+    @classmethod
+    def open(cls, root: str | Path = ".", **kwargs: Any) -> Workspace:
+        """Open the project in ``root`` (or a parent folder)."""
+        return cls(Project.load(root), **kwargs)
+
+    @classmethod
+    def init(cls, root: str | Path, name: str | None = None, **kwargs: Any) -> Workspace:
+        """Create a project folder from the templates and open it."""
+        return cls(Project.init(root, name), **kwargs)
+
+    @classmethod
+    def ephemeral(cls, settings: ProjectSettings | None = None, **kwargs: Any) -> Workspace:
+        """An in-memory workspace in a temporary folder (notebooks, tests)."""
+        root = Path(tempfile.mkdtemp(prefix="microseg-"))
+        settings = settings or ProjectSettings()
+        project = Project(root, settings, Document(None, str(root / "microseg.yaml")))
+        return cls(project, store=Store(None), **kwargs)
+
+    def __enter__(self) -> Workspace:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.store.close()
+
+    @property
+    def settings(self) -> ProjectSettings:
+        return self.project.settings
+
+    @property
+    def keys(self) -> KeyRing:
+        """The project's key ring, read from (or created in) the key file outside the store."""
+        if self._keys is None:
+            self._keys = KeyRing.load_or_create(self.project.key_path)
+        return self._keys
+
+    # -- ingestion ----------------------------------------------------------------------
+    def source(self, name: str) -> SourceSpec:
+        try:
+            return self.settings.sources[name]
+        except KeyError:
+            known = list(self.settings.sources)
+            raise NotFoundError(f"no source '{name}' in microseg.yaml{did_you_mean(name, known)}") from None
+
+    def import_events(
+        self,
+        path: str | Path,
+        *,
+        source: str | None = None,
+        spec: SourceSpec | None = None,
+    ) -> ImportResult:
+        """Import a CSV / JSON Lines / Parquet file of events (see SourceSpec for mapping)."""
+        if spec is None and source is not None:
+            spec = self.source(source)
+        return import_events(
+            self.store,
+            self.settings,
+            self.keys,
+            path,
+            spec,
+            source_name=source,
+            progress=self.progress,
+        )
+
+    def quarantine(self, status: str | None = "open", reason: str | None = None) -> pd.DataFrame:
+        return _quarantine.list_quarantine(self.store, status, reason)
+
+    def replay_quarantine(self, reason: str | None = None) -> list[ImportResult]:
+        return _quarantine.replay(self.store, self.settings, self.keys, reason=reason, progress=self.progress)
+
+    # -- lookups ------------------------------------------------------------------------
+    def profile_id(self, ref: str) -> str:
+        """Resolve a profile id or an id key (``user_id:123``) or a bare id value to a profile."""
+        found = self.store.scalar(
+            "SELECT profile_id FROM profiles WHERE profile_id = ? AND merged_into IS NULL", [ref]
+        )
+        if found:
+            return str(found)
+        found = self.store.scalar("SELECT profile_id FROM identities WHERE id_key = ?", [ref])
+        if found:
+            return str(found)
+        rows = self.store.rows("SELECT DISTINCT profile_id FROM identities WHERE id_value = ?", [ref])
+        if len(rows) == 1:
+            return str(rows[0][0])
+        if len(rows) > 1:
+            raise NotFoundError(f"'{ref}' matches {len(rows)} profiles; use a typed key like user_id:{ref}")
+        raise NotFoundError(f"no profile for '{ref}'")
+
+    def events(self, profile_ref: str, limit: int = 1000) -> pd.DataFrame:
+        """The profile's events, newest first (via all its linked id keys)."""
+        pid = self.profile_id(profile_ref)
+        return self.store.df(
+            "SELECT e.* FROM events e JOIN identities i ON i.id_key = e.id_key"
+            " WHERE i.profile_id = ? ORDER BY e.ts DESC LIMIT ?",
+            [pid, limit],
+        )
+
+    def identities(self, profile_ref: str) -> pd.DataFrame:
+        pid = self.profile_id(profile_ref)
+        return self.store.df(
+            "SELECT id_key, id_type, first_seen, last_seen, linked_by FROM identities"
+            " WHERE profile_id = ? ORDER BY id_type, id_key",
+            [pid],
+        )
+
+    def profile_view(self, profile_ref: str) -> dict[str, Any]:
+        """Everything the engine shows about a profile: ids, attributes and current traits."""
+        pid = self.profile_id(profile_ref)
+        view: dict[str, Any] = {"profile_id": pid}
+        view["identities"] = self.identities(pid).to_dict(orient="records")
+        attrs = self.store.rows(
+            "SELECT name, coalesce(value, CAST(value_num AS VARCHAR)) FROM profile_attributes"
+            " WHERE profile_id = ? ORDER BY name",
+            [pid],
+        )
+        view["attributes"] = dict(attrs)
+        if self.store.table_exists("traits"):
+            df = self.store.df("SELECT * FROM traits WHERE profile_id = ?", [pid])
+            view["traits"] = {} if df.empty else {
+                k: v for k, v in df.iloc[0].to_dict().items() if k != "profile_id"
+            }
+        return view
+
+    def counts(self) -> dict[str, int]:
+        """Headline counts of what the store holds."""
+        out = {}
+        for name, query in {
+            "events": "SELECT count(*) FROM events",
+            "profiles": "SELECT count(*) FROM profiles WHERE merged_into IS NULL",
+            "identities": "SELECT count(*) FROM identities",
+            "sessions": "SELECT count(DISTINCT session_id) FROM events",
+            "quarantined_open": "SELECT count(*) FROM quarantine WHERE status = 'open'",
+        }.items():
+            out[name] = int(self.store.scalar(query) or 0)
+        return out
