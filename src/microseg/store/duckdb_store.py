@@ -72,10 +72,10 @@ class Store:
                 "CREATE TABLE IF NOT EXISTS schema_migrations "
                 "(version INTEGER PRIMARY KEY, name VARCHAR, applied_at TIMESTAMP)"
             )
-            current = self.version()
+            done = {int(r[0]) for r in self.con.execute("SELECT version FROM schema_migrations").fetchall()}
             applied = []
-            for mig in MIGRATIONS:
-                if mig.version <= current:
+            for mig in sorted(MIGRATIONS, key=lambda m: m.version):
+                if mig.version in done:
                     continue
                 with self.transaction():
                     for stmt in mig.statements:
