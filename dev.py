@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
 import subprocess
 import sys
 import venv
@@ -31,7 +30,7 @@ def _stamp(extras: str) -> str:
 
 def ensure_installed(extras: str) -> None:
     """Create .venv and (re)install the package when pyproject or extras changed."""
-    if sys.version_info < (3, 11):
+    if sys.version_info < (3, 11):  # noqa: UP036 - dev.py runs before any install
         sys.exit("microseg needs python >= 3.11")
     if not PY.exists():
         print("creating virtualenv in .venv ...", flush=True)
@@ -47,18 +46,6 @@ def ensure_installed(extras: str) -> None:
     stamp_file.write_text(_stamp(extras))
 
 
-def ensure_browser() -> None:
-    """Browser tests drive Debian's Chromium; install it when we can (root on Debian)."""
-    if shutil.which("chromium") or not shutil.which("apt-get"):
-        return
-    if hasattr(os, "geteuid") and os.geteuid() != 0:
-        return
-    print("installing chromium for dashboard tests ...", flush=True)
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    subprocess.run(["apt-get", "update", "-qq"], check=False, env=env)
-    subprocess.run(["apt-get", "install", "-y", "-qq", "chromium"], check=False, env=env)
-
-
 def main(argv: list[str]) -> int:
     if not argv or argv[0] not in {"demo", "test"}:
         print(__doc__)
@@ -67,8 +54,7 @@ def main(argv: list[str]) -> int:
     if verb == "demo":
         ensure_installed("")
         return subprocess.call([str(BIN / "microseg"), "demo", *rest], cwd=ROOT)
-    ensure_installed("dev,spark")
-    ensure_browser()
+    ensure_installed("dev")
     workers = ["-n", "2"] if not any(a.startswith("-n") for a in rest) else []
     return subprocess.call([str(PY), "-m", "pytest", *workers, *rest], cwd=ROOT)
 

@@ -92,7 +92,9 @@ class Workspace:
             return self.settings.sources[name]
         except KeyError:
             known = list(self.settings.sources)
-            raise NotFoundError(f"no source '{name}' in microseg.yaml{did_you_mean(name, known)}") from None
+            raise NotFoundError(
+                f"no source '{name}' in microseg.yaml{did_you_mean(name, known)}"
+            ) from None
 
     def import_events(
         self,
@@ -118,7 +120,9 @@ class Workspace:
         return _quarantine.list_quarantine(self.store, status, reason)
 
     def replay_quarantine(self, reason: str | None = None) -> list[ImportResult]:
-        return _quarantine.replay(self.store, self.settings, self.keys, reason=reason, progress=self.progress)
+        return _quarantine.replay(
+            self.store, self.settings, self.keys, reason=reason, progress=self.progress
+        )
 
     # -- lookups ------------------------------------------------------------------------
     def profile_id(self, ref: str) -> str:
@@ -131,11 +135,15 @@ class Workspace:
         found = self.store.scalar("SELECT profile_id FROM identities WHERE id_key = ?", [ref])
         if found:
             return str(found)
-        rows = self.store.rows("SELECT DISTINCT profile_id FROM identities WHERE id_value = ?", [ref])
+        rows = self.store.rows(
+            "SELECT DISTINCT profile_id FROM identities WHERE id_value = ?", [ref]
+        )
         if len(rows) == 1:
             return str(rows[0][0])
         if len(rows) > 1:
-            raise NotFoundError(f"'{ref}' matches {len(rows)} profiles; use a typed key like user_id:{ref}")
+            raise NotFoundError(
+                f"'{ref}' matches {len(rows)} profiles; use a typed key like user_id:{ref}"
+            )
         raise NotFoundError(f"no profile for '{ref}'")
 
     def events(self, profile_ref: str, limit: int = 1000) -> pd.DataFrame:
@@ -168,9 +176,11 @@ class Workspace:
         view["attributes"] = dict(attrs)
         if self.store.table_exists("traits"):
             df = self.store.df("SELECT * FROM traits WHERE profile_id = ?", [pid])
-            view["traits"] = {} if df.empty else {
-                k: v for k, v in df.iloc[0].to_dict().items() if k != "profile_id"
-            }
+            view["traits"] = (
+                {}
+                if df.empty
+                else {k: v for k, v in df.iloc[0].to_dict().items() if k != "profile_id"}
+            )
         return view
 
     def counts(self) -> dict[str, int]:

@@ -40,14 +40,20 @@ def workspace(**kwargs: Any) -> Any:
     from microseg.console import RichProgress, SilentProgress
     from microseg.workspace import Workspace
 
-    progress = RichProgress() if sys.stderr.isatty() or os.environ.get("MICROSEG_PROGRESS") else SilentProgress()
+    progress = (
+        RichProgress()
+        if sys.stderr.isatty() or os.environ.get("MICROSEG_PROGRESS")
+        else SilentProgress()
+    )
     return Workspace.open(STATE["project"], progress=progress, actor="cli", **kwargs)
 
 
 def _register() -> None:
+    from microseg.cli import demo as demo_cli
     from microseg.cli import ingest as ingest_cli
 
     ingest_cli.register(app)
+    demo_cli.register(app)
 
 
 def main(argv: list[str] | None = None) -> None:

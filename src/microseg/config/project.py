@@ -31,9 +31,15 @@ class Project:
         for folder in (start, *start.parents):
             if (folder / SETTINGS_FILE).exists():
                 doc = load_document(folder / SETTINGS_FILE)
-                settings = validate_model(ProjectSettings, doc) if doc.data is not None else ProjectSettings()
+                settings = (
+                    validate_model(ProjectSettings, doc)
+                    if doc.data is not None
+                    else ProjectSettings()
+                )
                 return cls(folder, settings, doc)
-        raise ConfigError(f"no {SETTINGS_FILE} in {start} or its parents; run `microseg init` first")
+        raise ConfigError(
+            f"no {SETTINGS_FILE} in {start} or its parents; run `microseg init` first"
+        )
 
     @classmethod
     def init(cls, root: str | Path, name: str | None = None, *, force: bool = False) -> Project:
@@ -48,7 +54,9 @@ class Project:
             if src.is_file():
                 text = src.read_text()
                 if fname == SETTINGS_FILE:
-                    text = text.replace("name: my-project", f"name: {name or folder.resolve().name}")
+                    text = text.replace(
+                        "name: my-project", f"name: {name or folder.resolve().name}"
+                    )
                 (folder / fname).write_text(text)
         for sub in PROJECT_DIRS:
             (folder / sub).mkdir(exist_ok=True)

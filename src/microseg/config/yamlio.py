@@ -116,7 +116,9 @@ def validate_model(model: type[M], doc: Document, loc: Loc = ()) -> M:
         raise DefinitionError(_problems(exc, doc, loc, model)) from None
 
 
-def _problems(exc: ValidationError, doc: Document, base: Loc, model: type[BaseModel]) -> list[Problem]:
+def _problems(
+    exc: ValidationError, doc: Document, base: Loc, model: type[BaseModel]
+) -> list[Problem]:
     problems = []
     for err in exc.errors():
         loc = (*base, *(p for p in err["loc"] if not _is_union_tag(p)))
@@ -137,13 +139,17 @@ def _problems(exc: ValidationError, doc: Document, base: Loc, model: type[BaseMo
 
 def _is_union_tag(part: Any) -> bool:
     # pydantic inserts union member / function names into loc, e.g. 'function-after[...]'
-    return isinstance(part, str) and ("[" in part or part in {"str", "int", "float", "dict", "list"})
+    return isinstance(part, str) and (
+        "[" in part or part in {"str", "int", "float", "dict", "list"}
+    )
 
 
 def _field_names_at(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
     current: Any = model
     for part in loc:
-        if isinstance(part, int) or not (isinstance(current, type) and issubclass(current, BaseModel)):
+        if isinstance(part, int) or not (
+            isinstance(current, type) and issubclass(current, BaseModel)
+        ):
             continue
         info = current.model_fields.get(str(part))
         if info is None:

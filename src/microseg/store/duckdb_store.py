@@ -36,7 +36,7 @@ class Store:
         threads: int | None = None,
         read_only: bool = False,
     ) -> None:
-        self.path = None if path in (None, ":memory:") else Path(path)  # type: ignore[arg-type]
+        self.path = None if path is None or str(path) == ":memory:" else Path(path)
         if self.path is not None and not read_only:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         config: dict[str, Any] = {}
@@ -72,7 +72,10 @@ class Store:
                 "CREATE TABLE IF NOT EXISTS schema_migrations "
                 "(version INTEGER PRIMARY KEY, name VARCHAR, applied_at TIMESTAMP)"
             )
-            done = {int(r[0]) for r in self.con.execute("SELECT version FROM schema_migrations").fetchall()}
+            done = {
+                int(r[0])
+                for r in self.con.execute("SELECT version FROM schema_migrations").fetchall()
+            }
             applied = []
             for mig in sorted(MIGRATIONS, key=lambda m: m.version):
                 if mig.version in done:
@@ -124,21 +127,23 @@ class Store:
             else:
                 self.con.execute("COMMIT")
 
-    def execute(self, query: exp.Expression | str, params: Params = None) -> duckdb.DuckDBPyConnection:
+    def execute(
+        self, query: exp.Expr | str, params: Params = None
+    ) -> duckdb.DuckDBPyConnection:
         """Run a statement. ``query`` is a sqlglot tree or a fixed string from this code base."""
-        text = sql.render(query) if isinstance(query, exp.Expression) else query
+        text = sql.render(query) if isinstance(query, exp.Expr) else query
         with self.lock:
             return self.con.execute(text, params or [])
 
-    def df(self, query: exp.Expression | str, params: Params = None) -> pd.DataFrame:
+    def df(self, query: exp.Expr | str, params: Params = None) -> pd.DataFrame:
         with self.lock:
             return self.execute(query, params).df()
 
-    def rows(self, query: exp.Expression | str, params: Params = None) -> list[tuple[Any, ...]]:
+    def rows(self, query: exp.Expr | str, params: Params = None) -> list[tuple[Any, ...]]:
         with self.lock:
             return self.execute(query, params).fetchall()
 
-    def scalar(self, query: exp.Expression | str, params: Params = None) -> Any:
+    def scalar(self, query: exp.Expr | str, params: Params = None) -> Any:
         with self.lock:
             row = self.execute(query, params).fetchone()
         return row[0] if row else None
@@ -150,13 +155,21 @@ class Store:
             )
         )
 
-    def audit(self, actor: str, action: str, target: str | None = None, details: Any = None) -> None:
+    def audit(
+        self, actor: str, action: str, target: str | None = None, details: Any = None
+    ) -> None:
         """Append one line to the audit log."""
         import json
 
         self.execute(
             "INSERT INTO audit_log VALUES (?, ?, ?, ?, ?)",
-            [utcnow(), actor, action, target, json.dumps(details, default=str) if details else None],
+            [
+                utcnow(),
+                actor,
+                action,
+                target,
+                json.dumps(details, default=str) if details else None,
+            ],
         )
 
     def close(self) -> None:

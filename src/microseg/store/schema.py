@@ -131,8 +131,134 @@ MIGRATIONS: tuple[Migration, ...] = (
             )""",
         ),
     ),
+    Migration(
+        2,
+        "identity resolution: unmerge blocks, refused links, match keys",
+        (
+            """CREATE TABLE identity_blocks (
+                profile_a VARCHAR NOT NULL,
+                profile_b VARCHAR NOT NULL,
+                merge_id VARCHAR,
+                created_at TIMESTAMP NOT NULL,
+                PRIMARY KEY (profile_a, profile_b)
+            )""",
+            """CREATE TABLE identity_refusals (
+                subject_a VARCHAR NOT NULL,
+                subject_b VARCHAR NOT NULL,
+                rule VARCHAR NOT NULL,
+                reason VARCHAR NOT NULL,
+                detail VARCHAR,
+                first_refused_at TIMESTAMP NOT NULL,
+                last_refused_at TIMESTAMP NOT NULL,
+                PRIMARY KEY (subject_a, subject_b, reason)
+            )""",
+            """CREATE TABLE match_keys (
+                profile_id VARCHAR NOT NULL,
+                field VARCHAR NOT NULL,
+                kind VARCHAR NOT NULL,
+                token VARCHAR NOT NULL,
+                source VARCHAR,
+                updated_at TIMESTAMP NOT NULL,
+                PRIMARY KEY (profile_id, field, kind)
+            )""",
+        ),
+    ),
+    Migration(
+        8,
+        "model registry, scores, cluster membership",
+        (
+            """CREATE TABLE IF NOT EXISTS model_registry (
+                model VARCHAR NOT NULL,
+                version INTEGER NOT NULL,
+                kind VARCHAR NOT NULL,
+                target VARCHAR,
+                features JSON,
+                params JSON,
+                metrics JSON,
+                artifact BLOB,
+                trained_at TIMESTAMP NOT NULL,
+                as_of TIMESTAMP,
+                status VARCHAR NOT NULL DEFAULT 'active',
+                PRIMARY KEY (model, version)
+            )""",
+            """CREATE TABLE IF NOT EXISTS scores (
+                profile_id VARCHAR NOT NULL,
+                model VARCHAR NOT NULL,
+                version INTEGER NOT NULL,
+                score DOUBLE,
+                scored_at TIMESTAMP NOT NULL,
+                PRIMARY KEY (profile_id, model, version)
+            )""",
+            """CREATE TABLE IF NOT EXISTS cluster_membership (
+                profile_id VARCHAR NOT NULL,
+                run VARCHAR NOT NULL,
+                cluster INTEGER NOT NULL,
+                persona VARCHAR,
+                assigned_at TIMESTAMP NOT NULL,
+                PRIMARY KEY (profile_id, run)
+            )""",
+        ),
+    ),
+    Migration(
+        7,
+        "content versions, sends ledger, journey state, timers",
+        (
+            """CREATE TABLE content_versions (
+                block VARCHAR NOT NULL,
+                version INTEGER NOT NULL,
+                checksum VARCHAR NOT NULL,
+                definition JSON NOT NULL,
+                tags JSON,
+                source_file VARCHAR,
+                created_at TIMESTAMP NOT NULL,
+                created_by VARCHAR,
+                PRIMARY KEY (block, version)
+            )""",
+            """CREATE TABLE sends (
+                send_key VARCHAR PRIMARY KEY,
+                profile_id VARCHAR,
+                channel VARCHAR NOT NULL,
+                purpose VARCHAR,
+                block VARCHAR,
+                block_version INTEGER,
+                recipient_token VARCHAR,
+                status VARCHAR NOT NULL,
+                attempts INTEGER NOT NULL DEFAULT 0,
+                last_error VARCHAR,
+                provider_id VARCHAR,
+                payload JSON,
+                created_at TIMESTAMP NOT NULL,
+                updated_at TIMESTAMP NOT NULL,
+                next_attempt_at TIMESTAMP,
+                lease_until TIMESTAMP,
+                sent_at TIMESTAMP
+            )""",
+            "CREATE INDEX sends_profile_idx ON sends (profile_id, sent_at)",
+            "CREATE INDEX sends_status_idx ON sends (status, next_attempt_at)",
+            """CREATE TABLE journey_state (
+                profile_id VARCHAR NOT NULL,
+                journey VARCHAR NOT NULL,
+                step VARCHAR,
+                status VARCHAR NOT NULL,
+                entered_at TIMESTAMP NOT NULL,
+                updated_at TIMESTAMP NOT NULL,
+                data JSON,
+                PRIMARY KEY (profile_id, journey)
+            )""",
+            """CREATE TABLE timers (
+                timer_id VARCHAR PRIMARY KEY,
+                profile_id VARCHAR,
+                journey VARCHAR,
+                step VARCHAR,
+                due_at TIMESTAMP NOT NULL,
+                fired_at TIMESTAMP,
+                payload JSON
+            )""",
+            "CREATE INDEX timers_due_idx ON timers (fired_at, due_at)",
+        ),
+    ),
 )
 
 
 def latest_version() -> int:
-    return MIGRATIONS[-1].version
+    return max(m.version for m in MIGRATIONS)

@@ -31,7 +31,7 @@ def table(name: str) -> exp.Table:
     return exp.Table(this=ident(name))
 
 
-def lit(value: Any) -> exp.Expression:
+def lit(value: Any) -> exp.Expr:
     """A literal built by the AST: strings are escaped by sqlglot, never interpolated."""
     if value is None:
         return exp.Null()
@@ -46,20 +46,20 @@ def dtype(base: str) -> exp.DataType:
     return exp.DataType.build(SQL_TYPES[base], dialect=DIALECT)
 
 
-def try_cast(e: exp.Expression, base: str) -> exp.Expression:
+def try_cast(e: exp.Expr, base: str) -> exp.Expr:
     return exp.TryCast(this=e, to=dtype(base))
 
 
-def func(name: str, *args: exp.Expression) -> exp.Expression:
+def func(name: str, *args: exp.Expr) -> exp.Expr:
     """A function call by name (resolved by sqlglot to its typed node when known)."""
     return exp.func(name, *args, dialect=DIALECT)
 
 
-def render(e: exp.Expression, dialect: str = DIALECT) -> str:
+def render(e: exp.Expr, dialect: str = DIALECT) -> str:
     return e.sql(dialect=dialect)
 
 
-def parse_static(sql: str) -> exp.Expression:
+def parse_static(sql: str) -> exp.Expr:
     """Parse a fixed SQL snippet written in this code base (never user input)."""
     parsed = sqlglot.parse_one(sql, dialect=DIALECT)
     assert parsed is not None

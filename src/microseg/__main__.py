@@ -1,0 +1,5 @@
+"""`python -m microseg` runs the CLI."""
+
+from microseg.cli import main
+
+main()
