@@ -130,7 +130,8 @@ class _Builder:
         if self.fmt == "jsonl":
             if not set(column) <= JSON_PATH_OK:
                 raise ImportFileError(f"JSON column path '{column}' has unsupported characters")
-            return q.func("json_extract_string", q.col("line"), q.lit("$." + column))
+            # `_obj` is the line when it is a JSON object, else NULL (see _json_source).
+            return q.func("json_extract_string", q.col("_obj"), q.lit("$." + column))
         return q.col(column)
 
     def _is_text(self, column: str) -> bool:
@@ -270,13 +271,13 @@ class _Builder:
         )
         for prop in props:
             inner = inner.select(exp.alias_(self.text(prop) if self._is_text_prop(prop) else self._raw_or_null(prop), f"_raw_{prop}", quoted=True))
-        inner = inner.from_(reader.args["from_"].this.copy() if "from_" in reader.args else reader.args["from"].this.copy())
+        source = reader.args["from_"].this.copy() if "from_" in reader.args else reader.args["from"].this.copy()
         if self.fmt == "jsonl":
-            valid_json = exp.And(
-                this=q.func("json_valid", q.col("line")),
-                expression=exp.EQ(this=q.func("json_type", q.col("line")), expression=q.lit("OBJECT")),
-            )
-            inner = inner.select(exp.alias_(valid_json, "_json_ok", quoted=True), exp.alias_(q.col("line"), "_line", quoted=True))
+            inner = inner.from_(self._json_source(source).subquery("j"))
+            ok = exp.Not(this=exp.Is(this=q.col("_obj"), expression=exp.Null()))
+            inner = inner.select(exp.alias_(ok, "_json_ok", quoted=True), exp.alias_(q.col("line"), "_line", quoted=True))
+        else:
+            inner = inner.from_(source)
 
         event_id = (
             q.col("_event_id_raw")
@@ -303,6 +304,19 @@ class _Builder:
         if self.fmt == "jsonl":
             outer = outer.select(q.col("_line"))
         return outer.from_(inner.subquery("m"))
+
+    @staticmethod
+    def _json_source(source: exp.Expression) -> exp.Select:
+        """Lines plus ``_obj``: the line if it is a JSON object, else NULL.
+
+        The CASE keeps malformed lines away from json_extract_string (which raises on them),
+        so they can be quarantined as 'malformed_json' instead of failing the whole file."""
+        line = q.col("line")
+        is_object = exp.EQ(this=q.func("json_type", line), expression=q.lit("OBJECT"))
+        obj = exp.Case(
+            ifs=[exp.If(this=q.func("json_valid", line), true=exp.Case(ifs=[exp.If(this=is_object, true=line)]))]
+        )
+        return exp.select(line, exp.alias_(obj, "_obj", quoted=True)).from_(source)
 
     def _is_text_prop(self, prop: str) -> bool:
         fmap = self.fields.get(prop)
@@ -433,7 +447,7 @@ def import_events(
     now = now or utcnow()
     batch_id = uuid.uuid4().hex[:16]
 
-    progress.start(f"import {path.name}", total=5)
+    progress.start(f"import {path.name}", total=2)
     try:
         store.ensure_columns("events", settings.taxonomy.property_columns())
         store.execute("DROP TABLE IF EXISTS _ms_rejects")

@@ -50,27 +50,43 @@ def replay(
     file and import it again."""
     now = now or utcnow()
     rows = store.rows(
-        "SELECT q_id, source, record FROM quarantine WHERE status = 'open' AND record IS NOT NULL"
-        " AND (? IS NULL OR reason = ?) ORDER BY q_id",
+        "SELECT q_id, source, row_number, record FROM quarantine WHERE status = 'open'"
+        " AND record IS NOT NULL AND (? IS NULL OR reason = ?) ORDER BY q_id",
         [reason, reason],
     )
-    by_source: dict[str, list[tuple[int, dict[str, object]]]] = {}
-    for q_id, source, record in rows:
-        by_source.setdefault(source or "replay", []).append((q_id, json.loads(record)))
+    by_source: dict[str, list[tuple[int, int | None, dict[str, object]]]] = {}
+    for q_id, source, row_number, record in rows:
+        by_source.setdefault(source or "replay", []).append((q_id, row_number, json.loads(record)))
     results = []
     with tempfile.TemporaryDirectory(prefix="microseg-replay-") as tmp:
         for source, items in by_source.items():
             path = Path(tmp) / "quarantine.jsonl"
             with path.open("w") as fh:
-                for _, rec in items:
+                for _, _, rec in items:
                     fh.write(json.dumps({k: v for k, v in rec.items() if v is not None}) + "\n")
-            spec = SourceSpec(format="jsonl")
-            results.append(
-                import_events(store, settings, keys, path, spec, source_name=source, progress=progress, now=now)
-            )
-            ids = [q_id for q_id, _ in items]
+            ids = [q_id for q_id, _, _ in items]
+            # Close the entries first: a record that still fails is quarantined again by the
+            # import, which skips rows already open for the same source/row/reason.
             store.execute(
                 "UPDATE quarantine SET status = 'replayed', resolved_at = ? WHERE list_contains(?, q_id)",
                 [now, ids],
             )
+            spec = SourceSpec(format="jsonl")
+            try:
+                result = import_events(
+                    store, settings, keys, path, spec, source_name=source, progress=progress, now=now
+                )
+            except BaseException:
+                store.execute(
+                    "UPDATE quarantine SET status = 'open', resolved_at = NULL WHERE list_contains(?, q_id)",
+                    [ids],
+                )
+                raise
+            # New entries point at the line of the replay file; restore the original row numbers.
+            store.execute(
+                "UPDATE quarantine SET row_number = m.orig FROM (SELECT unnest(?) AS line,"
+                " unnest(?) AS orig) m WHERE quarantine.batch_id = ? AND quarantine.row_number = m.line",
+                [list(range(1, len(items) + 1)), [r for _, r, _ in items], result.batch_id],
+            )
+            results.append(result)
     return results
