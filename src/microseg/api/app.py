@@ -1,0 +1,73 @@
+"""The FastAPI application factory."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import APIRouter, FastAPI
+from starlette.concurrency import run_in_threadpool
+
+from microseg.api import problems
+from microseg.api.auth import Authenticator, RateLimiter
+from microseg.api.collector import Collector
+from microseg.api.deps import Services
+from microseg.api.routers import admin, decide, events, health, profiles, quarantine
+from microseg.api.schema import ensure_schema
+from microseg.api.serving import ServingState
+from microseg.api.settings import ApiSettings
+from microseg.workspace import Workspace
+
+DESCRIPTION = """Collect events, look up profiles and serve decisions.
+
+Every endpoint except `GET /v1/health` needs an API key (`Authorization: Bearer <key>` or
+`X-API-Key: <key>`) whose role allows it: **admin** (everything), **analyst** (profiles,
+quarantine, decisions), **collector** (events), **decision-reader** (decisions).
+Errors are `application/problem+json` (RFC 9457)."""
+
+
+def create_app(workspace: Workspace, settings: ApiSettings | None = None) -> FastAPI:
+    """Build the app for an open workspace. Refuses weak keys outside dev mode (ConfigError).
+
+    Startup (lifespan) imports spool segments left by a crash, loads the serving state and
+    starts the importer; shutdown imports what is spooled and stops it."""
+    settings = settings or ApiSettings()
+    ensure_schema(workspace.store)
+    auth = Authenticator.from_store(workspace.store, workspace.keys, settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        collector = Collector(workspace, settings)
+        await run_in_threadpool(collector.recover)
+        state = await run_in_threadpool(
+            ServingState.from_store, workspace.store, workspace.keys,
+            traits_table=settings.traits_table, membership_table=settings.membership_table,
+        )
+        collector.state = state
+        collector.start()
+        app.state.services = Services(
+            workspace, settings, auth,
+            RateLimiter(settings.rate_limit_per_second, settings.rate_limit_burst),
+            state, collector,
+        )
+        try:
+            yield
+        finally:
+            await run_in_threadpool(collector.stop)
+
+    public_docs = settings.docs_public
+    app = FastAPI(
+        title="microseg",
+        version="1",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        docs_url="/docs" if public_docs else None,
+        redoc_url=None,
+        openapi_url="/openapi.json" if public_docs else None,
+    )
+    problems.install(app)
+    v1 = APIRouter(prefix="/v1")
+    for module in (events, decide, profiles, quarantine, health, admin):
+        v1.include_router(module.router)
+    app.include_router(v1)
+    return app

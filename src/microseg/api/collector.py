@@ -1,0 +1,263 @@
+"""The HTTP event collector: spool durably, import through the file pipeline, report per request.
+
+Flow: a request's events are encoded as JSON Lines and appended + fsync'd to the spool
+(:mod:`microseg.api.spool`). One importer thread repeatedly seals the current segment and
+imports it with :func:`microseg.ingest.pipeline.import_events` — the same validator, quarantine
+and deduplication as file imports — so concurrent requests are group-committed. After the
+commit it records the segment in ``spool_commits``, deletes the file, updates the serving state
+and wakes the requests that asked to wait (``?wait=true``) with their exact counts.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import orjson
+
+from microseg.api.schema import ensure_schema
+from microseg.api.serving import CommittedBatch, ServingState
+from microseg.api.settings import ApiSettings
+from microseg.api.spool import Segment, Spool, Ticket, Waiter, repair
+from microseg.config.sources import SourceSpec
+from microseg.errors import MicrosegError
+from microseg.ingest.pipeline import ImportResult
+from microseg.store import utcnow
+from microseg.workspace import Workspace
+
+log = logging.getLogger("microseg.api.collector")
+SPEC = SourceSpec(format="jsonl")
+SOURCE_PREFIX = "http:"
+
+
+def event_id_text(item: Any) -> str | None:
+    """The event id as the pipeline reads it (json_extract_string, trimmed, blank -> None)."""
+    if not isinstance(item, dict):
+        return None
+    value = item.get("event_id")
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return value.strip() or None
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    return orjson.dumps(value).decode()
+
+
+class Collector:
+    """Owns the spool and the importer thread."""
+
+    def __init__(
+        self, workspace: Workspace, settings: ApiSettings, state: ServingState | None = None
+    ) -> None:
+        self.workspace = workspace
+        self.settings = settings
+        self.state = state
+        directory = settings.spool_dir or (workspace.project.root / ".microseg" / "spool")
+        self.spool = Spool(
+            Path(directory), fsync=settings.fsync, max_segment_events=settings.max_segment_events
+        )
+        self.failed_dir = Path(directory) / "failed"
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.committed_events = 0
+        self.committed_segments = 0
+        self.parked_segments = 0
+        self.last_error: str | None = None
+        self._inflight = 0
+
+    # -- lifecycle ------------------------------------------------------------------------------
+    def recover(self) -> int:
+        """Import segments left by an earlier run that have no commit record; returns how many."""
+        ensure_schema(self.workspace.store)
+        done = 0
+        for path in self.spool.leftovers():
+            if self._committed(path.name):
+                path.unlink()
+                continue
+            lines = repair(path)
+            if lines == 0:
+                path.unlink()
+                continue
+            log.info("recovering spool segment %s (%d events)", path.name, lines)
+            self._import(Segment(path, lines))
+            done += 1
+        return done
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="microseg-importer", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 60.0) -> None:
+        """Stop accepting work for the importer; import what is spooled, then return."""
+        self._stop.set()
+        self.spool.has_data.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+        self.spool.close()
+
+    def alive(self) -> bool:
+        """True while the importer thread runs."""
+        return self._thread is not None and self._thread.is_alive()
+
+    def _run(self) -> None:
+        while True:
+            segment = self.spool.take()
+            if segment is None:
+                if self._stop.is_set():
+                    return
+                self.spool.has_data.wait(0.5)
+                continue
+            self._inflight = segment.lines
+            try:
+                self._import(segment)
+            finally:
+                self._inflight = 0
+
+    # -- request side ---------------------------------------------------------------------------
+    def encode(self, items: list[Any]) -> tuple[list[bytes], list[str | None], list[int], list[dict[str, Any]]]:
+        """Lines to spool, their event ids, their request indexes, and synchronous rejections."""
+        lines: list[bytes] = []
+        ids: list[str | None] = []
+        indexes: list[int] = []
+        rejected: list[dict[str, Any]] = []
+        limit = self.settings.max_event_bytes
+        for i, item in enumerate(items):
+            try:
+                line = orjson.dumps(item) + b"\n"
+            except orjson.JSONEncodeError as exc:
+                rejected.append({"index": i, "reason": "unencodable", "detail": str(exc)})
+                continue
+            if len(line) > limit:
+                rejected.append(
+                    {"index": i, "reason": "event_too_large", "detail": f"{len(line)} bytes > {limit}"}
+                )
+                continue
+            lines.append(line)
+            ids.append(event_id_text(item))
+            indexes.append(i)
+        return lines, ids, indexes, rejected
+
+    def submit(
+        self, lines: list[bytes], ids: list[str | None], indexes: list[int], wait: bool
+    ) -> Ticket | None:
+        """Durably spool encoded lines (blocking: call from a worker thread)."""
+        if not lines:
+            return None
+        return self.spool.append(lines, ids, indexes if wait else None)
+
+    # -- importer side --------------------------------------------------------------------------
+    def _committed(self, name: str) -> bool:
+        return bool(
+            self.workspace.store.scalar("SELECT count(*) FROM spool_commits WHERE segment = ?", [name])
+        )
+
+    def _import(self, segment: Segment) -> None:
+        source = SOURCE_PREFIX + segment.name
+        for attempt in range(1, self.settings.import_retries + 1):
+            try:
+                result = self.workspace.import_events(segment.path, source=source, spec=SPEC)
+                self._after_commit(segment, source, result)
+                return
+            except (MicrosegError, duckdb.Error, OSError) as exc:
+                self.last_error = f"{segment.name}: {exc}"
+                log.error("import of %s failed (attempt %d): %s", segment.name, attempt, exc)
+                time.sleep(min(0.2 * 2**attempt, 5.0))
+        # Keep the events (nothing acknowledged is dropped); an operator re-imports the file.
+        self.failed_dir.mkdir(exist_ok=True)
+        segment.path.rename(self.failed_dir / segment.name)
+        self.parked_segments += 1
+        for waiter in segment.waiters:
+            waiter.future.set_result({"status": "spooled", "detail": self.last_error})
+
+    def _after_commit(self, segment: Segment, source: str, result: ImportResult) -> None:
+        store = self.workspace.store
+        now = utcnow()
+        outcomes = self._outcomes(segment, source) if segment.waiters else []
+        with store.lock:
+            events = store.con.sql(
+                "SELECT e.*, i.profile_id FROM events e LEFT JOIN identities i"
+                " ON i.id_key = e.id_key WHERE e.source = ?",
+                params=[source],
+            ).to_arrow_table()
+        identities = store.rows(
+            "SELECT id_key, profile_id FROM identities WHERE id_key IN ("
+            " SELECT 'user_id:' || user_id FROM events WHERE source = $1 AND user_id IS NOT NULL"
+            " UNION ALL SELECT 'email:' || email_token FROM events WHERE source = $1"
+            " AND email_token IS NOT NULL"
+            " UNION ALL SELECT 'device_id:' || device_id FROM events WHERE source = $1"
+            " AND device_id IS NOT NULL"
+            " UNION ALL SELECT 'anonymous_id:' || anonymous_id FROM events WHERE source = $1"
+            " AND anonymous_id IS NOT NULL)",
+            [source],
+        )
+        store.execute(
+            "INSERT INTO spool_commits VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+            [segment.name, result.batch_id, segment.lines, result.inserted, result.duplicates,
+             result.quarantined, now],
+        )
+        segment.path.unlink(missing_ok=True)
+        self.committed_events += segment.lines
+        self.committed_segments += 1
+        if self.state is not None:
+            self.state.apply_batch(CommittedBatch(segment.name, events, now), identities)
+        for waiter, outcome in zip(segment.waiters, outcomes, strict=True):
+            waiter.future.set_result(outcome)
+
+    def _outcomes(self, segment: Segment, source: str) -> list[dict[str, Any]]:
+        """Exact accepted / duplicate / quarantined counts for each waiting request."""
+        store = self.workspace.store
+        bad = {
+            int(r[0]): (r[1], r[2])
+            for r in store.rows(
+                "SELECT row_number, reason, detail FROM quarantine WHERE source = ?", [source]
+            )
+        }
+        stored = {r[0] for r in store.rows("SELECT event_id FROM events WHERE source = ?", [source])}
+        first_line: dict[str, int] = {}
+        for line, eid in enumerate(segment.ids, start=1):  # a stored id is owned by its first line
+            if eid is not None and eid in stored and eid not in first_line:
+                first_line[eid] = line
+        return [self._outcome(w, bad, stored, first_line) for w in segment.waiters]
+
+    @staticmethod
+    def _outcome(
+        waiter: Waiter,
+        bad: dict[int, tuple[str, str]],
+        stored: set[str],
+        first_line: dict[str, int],
+    ) -> dict[str, Any]:
+        accepted = duplicates = 0
+        errors: list[dict[str, Any]] = []
+        for offset, eid in enumerate(waiter.event_ids):
+            line = waiter.start + offset
+            if line in bad:
+                reason, detail = bad[line]
+                errors.append({"index": waiter.indexes[offset], "reason": reason, "detail": detail})
+            elif eid is not None and eid in stored and first_line.get(eid) == line:
+                accepted += 1
+            else:
+                duplicates += 1
+        return {
+            "status": "committed",
+            "accepted": accepted,
+            "duplicates": duplicates,
+            "quarantined": len(errors),
+            "errors": errors,
+        }
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "spooled_events": self.spool.spooled_events,
+            "committed_events": self.committed_events,
+            "committed_segments": self.committed_segments,
+            "backlog_events": self.spool.backlog() + self._inflight,
+            "parked_segments": self.parked_segments,
+            "last_error": self.last_error,
+        }

@@ -1,0 +1,1 @@
+"""One router per domain: events, decide, profiles, quarantine, health, admin."""

@@ -1,0 +1,54 @@
+"""Run the API with uvicorn (used by ``microseg serve`` and ``python -m microseg.api``)."""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+from pathlib import Path
+
+import uvicorn
+
+from microseg.api.app import create_app
+from microseg.api.settings import ApiSettings
+from microseg.errors import ConfigError
+from microseg.workspace import Workspace
+
+
+def uvicorn_options() -> dict[str, str]:
+    """Fastest installed event loop and HTTP parser (uvloop / httptools when present)."""
+    return {
+        "loop": "uvloop" if importlib.util.find_spec("uvloop") else "asyncio",
+        "http": "httptools" if importlib.util.find_spec("httptools") else "h11",
+    }
+
+
+def serve(
+    project: str | Path = ".",
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8321,
+    workers: int = 1,
+    settings: ApiSettings | None = None,
+    log_level: str = "info",
+    access_log: bool = False,
+) -> None:
+    """Serve the project until interrupted.
+
+    One worker only: the embedded DuckDB store admits a single writing process, and the
+    serving state lives in that process's memory."""
+    if workers != 1:
+        raise ConfigError(
+            f"--workers {workers}: the embedded DuckDB store allows one writing process; "
+            "run one worker per project (scale reads with more projects/replicas)"
+        )
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    workspace = Workspace.open(project, actor="api")
+    try:
+        app = create_app(workspace, settings or ApiSettings())
+        config = uvicorn.Config(
+            app, host=host, port=port, log_level=log_level, access_log=access_log,
+            lifespan="on", **uvicorn_options(),  # type: ignore[arg-type]
+        )
+        uvicorn.Server(config).run()
+    finally:
+        workspace.close()

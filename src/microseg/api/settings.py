@@ -1,0 +1,43 @@
+"""Settings of the HTTP API (pydantic-settings: MICROSEG_API_* environment variables)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# Values that must never guard a real deployment.
+WEAK_KEYS = frozenset(
+    {"", "dev", "test", "admin", "secret", "password", "changeme", "change-me", "default",
+     "microseg", "key", "apikey", "api-key", "token", "1234", "12345678"}
+)
+MIN_BOOTSTRAP_KEY_LENGTH = 24
+
+
+class ApiSettings(BaseSettings):
+    """Everything the HTTP API can be tuned with; injectable in tests."""
+
+    model_config = SettingsConfigDict(env_prefix="MICROSEG_API_", extra="forbid")
+
+    dev: bool = Field(default=False, description="dev mode: allows the weak default admin key 'dev'")
+    admin_key: SecretStr | None = Field(
+        default=None,
+        description="bootstrap admin key from the environment (never stored); refused when weak"
+        " outside dev mode",
+    )
+    docs_public: bool = Field(default=True, description="serve /docs and /openapi.json without a key")
+    rate_limit_per_second: float = Field(default=1000.0, gt=0, description="token refill per key")
+    rate_limit_burst: float = Field(default=2000.0, ge=1, description="bucket size per key")
+    max_batch_events: int = Field(default=5000, ge=1, le=100_000)
+    max_body_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
+    max_event_bytes: int = Field(default=64 * 1024, ge=256)
+    commit_wait_seconds: float = Field(
+        default=30.0, ge=0, description="how long ?wait=true waits for the store commit"
+    )
+    spool_dir: Path | None = Field(default=None, description="default: <project>/.microseg/spool")
+    fsync: bool = Field(default=True, description="fsync spool writes before acknowledging")
+    max_segment_events: int = Field(default=200_000, ge=1, description="rotate the spool segment")
+    import_retries: int = Field(default=3, ge=1, description="attempts before a segment is parked")
+    traits_table: str = "traits"
+    membership_table: str = "segment_membership"
