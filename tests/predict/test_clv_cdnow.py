@@ -42,7 +42,9 @@ def test_bgnbd_reproduces_fader_hardie_lee(cdnow_summary: pd.DataFrame) -> None:
         assert model.params_[name] == pytest.approx(value, rel=1e-2), name
     assert model.log_likelihood_ == pytest.approx(-9582.4, rel=1e-4)
     # FHL 2005: a customer with x=2, t_x=30.43, T=38.86 expects 1.226 purchases in the next 39 weeks.
-    expected = model.conditional_expected_purchases(39, np.array([2]), np.array([30.43]), np.array([38.86]))
+    expected = model.conditional_expected_purchases(
+        39, np.array([2]), np.array([30.43]), np.array([38.86])
+    )
     assert expected[0] == pytest.approx(1.226, rel=1e-2)
 
 
@@ -63,13 +65,19 @@ def test_clv_table_is_consistent(cdnow_summary: pd.DataFrame) -> None:
     bg = BetaGeoModel().fit(s["frequency"], s["recency"], s["T"])
     gg = GammaGammaModel().fit(s["frequency"], s["monetary_value"])
     out = customer_lifetime_value(bg, gg, s, horizon=12, discount_rate=0.01)
-    assert list(out.columns) == ["predicted_purchases", "expected_average_value", "probability_alive", "clv"]
+    assert list(out.columns) == [
+        "predicted_purchases",
+        "expected_average_value",
+        "probability_alive",
+        "clv",
+    ]
     assert out.index.equals(s.index)
     assert (out["clv"] >= 0).all() and out["probability_alive"].between(0, 1).all()
     undiscounted = customer_lifetime_value(bg, gg, s, horizon=12, discount_rate=0.0)
     assert (out["clv"] <= undiscounted["clv"] + 1e-9).all()
     assert undiscounted["clv"].to_numpy() == pytest.approx(
-        (undiscounted["predicted_purchases"] * undiscounted["expected_average_value"]).to_numpy(), rel=1e-9
+        (undiscounted["predicted_purchases"] * undiscounted["expected_average_value"]).to_numpy(),
+        rel=1e-9,
     )
     # Frequent recent buyers are worth more than one-off buyers.
     frequent = out[s["frequency"] >= 5]["clv"].mean()
@@ -81,12 +89,22 @@ def test_rfm_summary_is_point_in_time() -> None:
     events = pd.DataFrame(
         {
             "profile_id": ["a", "a", "a", "a", "b"],
-            "ts": pd.to_datetime(["2024-01-01 09:00", "2024-01-01 18:00", "2024-01-15 00:00", "2024-03-01 00:00", "2024-01-08 00:00"]),
+            "ts": pd.to_datetime(
+                [
+                    "2024-01-01 09:00",
+                    "2024-01-01 18:00",
+                    "2024-01-15 00:00",
+                    "2024-03-01 00:00",
+                    "2024-01-08 00:00",
+                ]
+            ),
             "value": [10.0, 5.0, 20.0, 999.0, 7.0],
         }
     )
     s = rfm_summary(events, as_of="2024-01-29", freq="W")
-    assert s.loc["a", "frequency"] == 1  # same-day orders are one purchase day; March is in the future
+    assert (
+        s.loc["a", "frequency"] == 1
+    )  # same-day orders are one purchase day; March is in the future
     assert s.loc["a", "recency"] == pytest.approx(2.0)
     assert s.loc["a", "T"] == pytest.approx(27 / 7)
     assert s.loc["a", "monetary_value"] == pytest.approx(20.0)

@@ -26,6 +26,8 @@ class OnlinePropensity(ClassifierMixin, BaseEstimator):
         SGDClassifier schedule ("optimal", "adaptive", "invscaling", "constant").
     eta0 : float
         Initial step size for non-"optimal" schedules.
+    average : bool
+        Averaged SGD (Polyak averaging): much steadier scores between batches.
     random_state : int | None
     """
 
@@ -35,11 +37,13 @@ class OnlinePropensity(ClassifierMixin, BaseEstimator):
         alpha: float = 1e-4,
         learning_rate: str = "optimal",
         eta0: float = 0.01,
+        average: bool = True,
         random_state: int | None = 0,
     ) -> None:
         self.alpha = alpha
         self.learning_rate = learning_rate
         self.eta0 = eta0
+        self.average = average
         self.random_state = random_state
 
     def partial_fit(
@@ -61,6 +65,7 @@ class OnlinePropensity(ClassifierMixin, BaseEstimator):
                 alpha=self.alpha,
                 learning_rate=self.learning_rate,
                 eta0=self.eta0,
+                average=self.average,
                 random_state=self.random_state,
             )
             self.n_features_in_ = values.shape[1]

@@ -349,7 +349,12 @@ def explain(
         raw = explainer.shap_values(Z)
     else:
         explainer = shap.TreeExplainer(est)
-        raw = explainer.shap_values(Z)
+        with warnings.catch_warnings():
+            # shap notes that LightGBM binary output is a list; handled below.
+            warnings.filterwarnings(
+                "ignore", message="LightGBM binary classifier", category=UserWarning
+            )
+            raw = explainer.shap_values(Z)
     vals = np.asarray(raw[1] if isinstance(raw, list) else raw)
     if vals.ndim == 3:
         vals = vals[:, :, 1]
