@@ -1,0 +1,1 @@
+"""Measurement: attribution of conversions to channels and journey stages of segments."""
