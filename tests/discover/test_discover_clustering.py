@@ -80,6 +80,7 @@ def test_pca_and_bootstrap_stability() -> None:
     X, truth = planted(seed=4)
     model = ClusterDiscovery(n_clusters=4, pca=0.9, n_bootstrap=4, random_state=1).fit(X)
     assert model.pca_ is not None and model.pca_.n_components_ < X.shape[1]
+    assert adjusted_rand_score(truth, model.labels_) > 0.9
     assert model.transform(X).shape[1] == model.pca_.n_components_
     assert (
         model.stability_ is not None and model.stability_ > 0.9 and len(model.stability_runs_) == 4

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.metrics import adjusted_rand_score
 
 from microseg.discover.clustering import ClusterDiscovery
 from microseg.discover.personas import describe_clusters, feature_profiles
@@ -72,6 +73,7 @@ def test_typical_cluster_and_noise_are_named_honestly() -> None:
 def test_projection_writes_png_and_html(tmp_path: Path, method: str) -> None:
     X, labels = rfm_like()
     model = ClusterDiscovery(n_clusters=3).fit(X)
+    assert adjusted_rand_score(labels, model.labels_) > 0.98  # planted groups recovered
     coords, idx = project_2d(model.transform(X), method=method, max_points=200)
     assert coords.shape == (200, 2) and len(idx) == 200
     png, html = save_projection(
