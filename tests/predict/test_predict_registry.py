@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -20,7 +22,7 @@ from microseg.store import Store
 
 
 @pytest.fixture
-def store() -> Store:
+def store() -> Iterator[Store]:
     s = Store(None)
     yield s
     s.close()

@@ -75,6 +75,7 @@ def test_labels_only_look_at_the_horizon() -> None:
     assert ((churn + y) == 1).all()
     X2, y2 = training_frame(events, as_of, target="second_purchase", horizon_days=30)
     assert (X2["frequency"] == 1).all() and set(X2.index) <= set(X.index)
+    assert (y2 == y.loc[X2.index].rename("second_purchase")).all()
     with pytest.raises(ValueError, match="target must be one of"):
         training_frame(events, as_of, target="teleport")
     with pytest.raises(ValueError, match="horizon_days"):
