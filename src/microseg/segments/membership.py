@@ -1,0 +1,378 @@
+"""Batch membership: compute segments over the whole store, keep history, sizes and overlap."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import pandas as pd
+from sqlglot import exp
+
+from microseg.config.models import ProjectSettings
+from microseg.config.yamlio import Document
+from microseg.console import Progress, SilentProgress
+from microseg.errors import ConfigError, MicrosegError, NotFoundError, did_you_mean
+from microseg.segments.ast import (
+    EventCond,
+    RecencyCond,
+    Segment,
+    SequenceCond,
+    event_list,
+    to_dict,
+    walk,
+)
+from microseg.segments.catalog import Catalog, check_all, realtime_report
+from microseg.segments.compiler import PID, compile_segment
+from microseg.segments.realtime import MembershipChange
+from microseg.segments.snapshot import segments_by_name
+from microseg.store import Store, sql
+from microseg.store.duckdb_store import utcnow
+
+EVENTS_TEMP = "_segment_events"
+NEW_TEMP = "_segment_new"
+SMALL_POLICIES = ("warn", "refuse")
+
+
+class SegmentTooSmall(MicrosegError):
+    """A segment is below its minimum size and the policy is to refuse it."""
+
+
+@dataclass
+class SegmentRun:
+    """The outcome of computing one segment."""
+
+    name: str
+    size: int
+    entered: int
+    exited: int
+    status: str  # "ok" | "too_small_warned" | "too_small_refused"
+    seconds: float
+    warning: str | None = None
+
+
+@dataclass
+class ComputeReport:
+    as_of: datetime
+    runs: list[SegmentRun] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def warnings(self) -> list[str]:
+        return [r.warning for r in self.runs if r.warning]
+
+    def frame(self) -> pd.DataFrame:
+        return pd.DataFrame([r.__dict__ for r in self.runs])
+
+
+def _checksum(seg: Segment) -> str:
+    return hashlib.sha256(json.dumps(to_dict(seg), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def save_segment(store: Store, seg: Segment, segments: Mapping[str, Segment] | None = None,
+                 source_file: str | None = None) -> dict[str, Any]:
+    """Store the definition (versioned by checksum); returns its real-time eligibility report."""
+    report = realtime_report(seg, {**(segments or {}), seg.name: seg})
+    now = utcnow()
+    with store.transaction():
+        store.execute(
+            "INSERT INTO segments (name, definition, checksum, source_file, realtime, min_size,"
+            " status, updated_at) VALUES (?, ?, ?, ?, ?, ?, 'saved', ?) ON CONFLICT (name) DO UPDATE"
+            " SET definition = excluded.definition, checksum = excluded.checksum,"
+            " source_file = excluded.source_file, realtime = excluded.realtime,"
+            " min_size = excluded.min_size, updated_at = excluded.updated_at",
+            [seg.name, json.dumps(to_dict(seg)), _checksum(seg), source_file, json.dumps(report),
+             seg.min_size, now],
+        )
+    return report
+
+
+def saved_segments(store: Store) -> dict[str, Segment]:
+    """Every saved definition, by name."""
+    rows = store.rows("SELECT name, definition FROM segments ORDER BY name")
+    return {str(n): Segment.model_validate(json.loads(d)) for n, d in rows}
+
+
+def saved_segment(store: Store, name: str) -> Segment:
+    found = saved_segments(store)
+    if name not in found:
+        raise NotFoundError(f"no segment '{name}'{did_you_mean(name, found)}; compute it first")
+    return found[name]
+
+
+def _lower_bound(segments: Iterable[Segment], as_of: datetime) -> datetime | None:
+    """Earliest event time any condition can read, or None when all history is needed."""
+    lows: list[datetime] = []
+    for seg in segments:
+        for _, node in walk(seg.rule):
+            if isinstance(node, (EventCond, SequenceCond)):
+                lower, _, _ = node.bounds(as_of)
+                if lower is None:
+                    return None
+                lows.append(lower)
+            elif isinstance(node, RecencyCond):
+                return None
+    return min(lows) if lows else as_of
+
+
+def _event_columns(segments: Iterable[Segment]) -> tuple[set[str], set[str]]:
+    types: set[str] = set()
+    cols = {"event_type", "ts", "session_id"}
+    for seg in segments:
+        for _, node in walk(seg.rule):
+            if isinstance(node, EventCond):
+                types.update(event_list(node.event))
+                cols.update(node.where, node.same, [node.of] if node.of else [])
+            elif isinstance(node, SequenceCond):
+                types.update([*event_list(node.first), *node.second])
+                cols.update(node.first_where, node.then_where)
+            elif isinstance(node, RecencyCond):
+                types.update(event_list(node.recency))
+                cols.update(node.where)
+    return types, cols
+
+
+def prepare_events(store: Store, segments: Iterable[Segment], as_of: datetime) -> None:
+    """One pass over events: the rows and columns the segments read, with their profile id."""
+    segs = list(segments)
+    types, cols = _event_columns(segs)
+    have = store.columns("events")
+    select = exp.select(sql.col(PID, "i"), *(sql.col(c, "e") for c in sorted(cols) if c in have))
+    select = select.from_(
+        exp.Table(this=sql.ident("events"), alias=exp.TableAlias(this=sql.ident("e")))
+    ).join(
+        exp.Table(this=sql.ident("identities"), alias=exp.TableAlias(this=sql.ident("i"))),
+        on=exp.EQ(this=sql.col("id_key", "i"), expression=sql.col("id_key", "e")),
+    )
+    from microseg.segments.compiler import ts
+
+    filters: list[exp.Expression] = [
+        exp.In(this=sql.col("event_type", "e"), expressions=[sql.lit(t) for t in sorted(types)] or [sql.lit("")]),
+        exp.LTE(this=sql.col("ts", "e"), expression=ts(as_of)),
+    ]
+    lower = _lower_bound(segs, as_of)
+    if lower is not None:
+        filters.append(exp.GTE(this=sql.col("ts", "e"), expression=ts(lower)))
+    create = exp.Create(
+        this=exp.Table(this=sql.ident(EVENTS_TEMP)),
+        kind="TABLE",
+        replace=True,
+        expression=select.where(exp.and_(*filters)),
+        properties=exp.Properties(expressions=[exp.TemporaryProperty()]),
+    )
+    store.execute(create)
+
+
+def compute_segments(
+    target: Any,
+    settings: ProjectSettings | None = None,
+    segments: Mapping[str, Segment] | Iterable[Segment] | None = None,
+    as_of: datetime | None = None,
+    *,
+    min_size: int | None = None,
+    on_small: str = "warn",
+    docs: Mapping[str, Document] | None = None,
+    progress: Progress | None = None,
+) -> ComputeReport:
+    """Evaluate segments over the whole store at ``as_of`` and update memberships + history.
+
+    ``target`` is a Workspace (its project's ``segments/*.yaml`` are used when ``segments`` is
+    None) or a Store (then pass ``settings``). Segments below ``min_size`` (the segment's own
+    ``min_size`` wins) are written with a warning, or left unchanged with ``on_small='refuse'``.
+    """
+    import time
+
+    if on_small not in SMALL_POLICIES:
+        raise ConfigError(f"on_small must be one of {SMALL_POLICIES}, got '{on_small}'")
+    store, settings, segs, docs = _resolve(target, settings, segments, docs)
+    progress = progress or getattr(target, "progress", None) or SilentProgress()
+    as_of = as_of or utcnow()
+    catalog = Catalog.from_store(store, settings)
+    check_all(segs, catalog, docs)
+    report = ComputeReport(as_of)
+    started = time.perf_counter()
+    with store.lock:
+        prepare_events(store, segs.values(), as_of)
+        progress.start("computing segments", len(segs))
+        try:
+            for name, seg in segs.items():
+                t0 = time.perf_counter()
+                query = compile_segment(seg, as_of, catalog=catalog, segments=segs,
+                                        events_source=EVENTS_TEMP)
+                run = _apply(store, seg, query, as_of, min_size, on_small, segs,
+                             docs[name].file if docs and name in docs else None)
+                run.seconds = time.perf_counter() - t0
+                report.runs.append(run)
+                progress.update(1, note=name)
+        finally:
+            progress.stop()
+            store.execute(f"DROP TABLE IF EXISTS {EVENTS_TEMP}")
+            store.execute(f"DROP TABLE IF EXISTS {NEW_TEMP}")
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def _resolve(
+    target: Any,
+    settings: ProjectSettings | None,
+    segments: Mapping[str, Segment] | Iterable[Segment] | None,
+    docs: Mapping[str, Document] | None,
+) -> tuple[Store, ProjectSettings | None, dict[str, Segment], Mapping[str, Document] | None]:
+    if isinstance(target, Store):
+        store = target
+    else:
+        store = target.store
+        settings = settings or target.settings
+    if segments is None:
+        project = getattr(target, "project", None)
+        if project is None:
+            raise ConfigError("pass the segments to compute (no project to read them from)")
+        from microseg.segments.parse import load_segments, project_segment_files
+
+        segs, docs = load_segments(project_segment_files(project.root))
+    else:
+        segs = segments_by_name(segments)
+    return store, settings, segs, docs
+
+
+def _apply(
+    store: Store,
+    seg: Segment,
+    query: exp.Select,
+    as_of: datetime,
+    min_size: int | None,
+    on_small: str,
+    segs: Mapping[str, Segment],
+    source_file: str | None,
+) -> SegmentRun:
+    create = exp.Create(
+        this=exp.Table(this=sql.ident(NEW_TEMP)),
+        kind="TABLE",
+        replace=True,
+        expression=query,
+        properties=exp.Properties(expressions=[exp.TemporaryProperty()]),
+    )
+    store.execute(create)
+    size = int(store.scalar(f"SELECT count(*) FROM {NEW_TEMP}") or 0)
+    limit = seg.min_size if seg.min_size is not None else (min_size or 0)
+    warning = None
+    status = "ok"
+    if size < limit:
+        warning = f"segment '{seg.name}' has {size} profiles, below the minimum of {limit}"
+        status = "too_small_refused" if on_small == "refuse" else "too_small_warned"
+    save_segment(store, seg, segs, source_file)
+    if status == "too_small_refused":
+        store.execute(
+            "UPDATE segments SET status = ?, computed_at = ? WHERE name = ?",
+            [status, utcnow(), seg.name],
+        )
+        return SegmentRun(seg.name, size, 0, 0, status, 0.0, warning)
+    now = utcnow()
+    stamp = as_of.isoformat(sep=" ")
+    with store.transaction():
+        entered = int(store.scalar(
+            f"SELECT count(*) FROM {NEW_TEMP} n WHERE n.profile_id NOT IN"
+            " (SELECT profile_id FROM memberships WHERE segment = ?)", [seg.name]) or 0)
+        store.execute(
+            "INSERT INTO membership_history SELECT ?, n.profile_id, 'entered', ?, ?, 'batch', ?"
+            f" FROM {NEW_TEMP} n WHERE n.profile_id NOT IN"
+            " (SELECT profile_id FROM memberships WHERE segment = ?)",
+            [seg.name, as_of, f"batch as_of {stamp}: matches the rule", now, seg.name],
+        )
+        exited = int(store.scalar(
+            "SELECT count(*) FROM memberships m WHERE m.segment = ? AND m.profile_id NOT IN"
+            f" (SELECT profile_id FROM {NEW_TEMP})", [seg.name]) or 0)
+        store.execute(
+            "INSERT INTO membership_history SELECT segment, profile_id, 'exited', ?, ?, 'batch', ?"
+            f" FROM memberships m WHERE m.segment = ? AND m.profile_id NOT IN"
+            f" (SELECT profile_id FROM {NEW_TEMP})",
+            [as_of, f"batch as_of {stamp}: no longer matches the rule", now, seg.name],
+        )
+        store.execute(
+            "DELETE FROM memberships WHERE segment = ? AND profile_id NOT IN"
+            f" (SELECT profile_id FROM {NEW_TEMP})", [seg.name])
+        store.execute(
+            f"INSERT INTO memberships SELECT ?, n.profile_id, ? FROM {NEW_TEMP} n"
+            " WHERE n.profile_id NOT IN (SELECT profile_id FROM memberships WHERE segment = ?)",
+            [seg.name, as_of, seg.name],
+        )
+        store.execute(
+            "UPDATE segments SET status = ?, size = ?, as_of = ?, computed_at = ? WHERE name = ?",
+            [status, size, as_of, now, seg.name],
+        )
+    return SegmentRun(seg.name, size, entered, exited, status, 0.0, warning)
+
+
+def apply_changes(store: Store, changes: Iterable[MembershipChange]) -> int:
+    """Persist real-time membership changes (memberships + history); returns how many."""
+    rows = list(changes)
+    if not rows:
+        return 0
+    now = utcnow()
+    with store.transaction():
+        for c in rows:
+            store.execute(
+                "INSERT INTO membership_history VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [c.segment, c.profile_id, c.change, c.at, c.reason, c.source, now],
+            )
+            store.execute(
+                "DELETE FROM memberships WHERE segment = ? AND profile_id = ?",
+                [c.segment, c.profile_id],
+            )
+            if c.change == "entered":
+                store.execute("INSERT INTO memberships VALUES (?, ?, ?)", [c.segment, c.profile_id, c.at])
+    return len(rows)
+
+
+# --------------------------------------------------------------------------- reading
+def members(store: Store, segment: str) -> set[str]:
+    return {str(r[0]) for r in store.rows(
+        "SELECT profile_id FROM memberships WHERE segment = ?", [segment])}
+
+
+def sizes(store: Store) -> pd.DataFrame:
+    """Every saved segment with its current size, status and last computation."""
+    return store.df(
+        "SELECT s.name AS segment, coalesce(m.n, 0) AS size, s.status, s.min_size, s.as_of,"
+        " s.computed_at FROM segments s LEFT JOIN (SELECT segment, count(*) AS n FROM memberships"
+        " GROUP BY segment) m ON m.segment = s.name ORDER BY s.name"
+    )
+
+
+def overlap(store: Store, names: Iterable[str] | None = None) -> pd.DataFrame:
+    """Pairwise overlap: both counts and Jaccard index for every pair of segments."""
+    wanted = sorted(set(names)) if names is not None else None
+    df = store.df(
+        "WITH m AS (SELECT * FROM memberships WHERE ? IS NULL OR list_contains(?, segment)),"
+        " s AS (SELECT segment, count(*) AS n FROM m GROUP BY segment),"
+        " pairs AS (SELECT a.segment AS segment_a, b.segment AS segment_b, count(*) AS both_n"
+        " FROM m a JOIN m b ON a.profile_id = b.profile_id AND a.segment < b.segment GROUP BY 1, 2)"
+        " SELECT sa.segment AS segment_a, sb.segment AS segment_b, sa.n AS size_a, sb.n AS size_b,"
+        " coalesce(p.both_n, 0) AS both,"
+        " coalesce(p.both_n, 0) / (sa.n + sb.n - coalesce(p.both_n, 0)) AS jaccard"
+        " FROM s sa JOIN s sb ON sa.segment < sb.segment"
+        " LEFT JOIN pairs p ON p.segment_a = sa.segment AND p.segment_b = sb.segment"
+        " ORDER BY 1, 2",
+        [wanted, wanted],
+    )
+    return df
+
+
+def history(store: Store, segment: str, profile_id: str | None = None, limit: int = 1000) -> pd.DataFrame:
+    """Entered / exited changes of a segment (optionally of one profile), newest first."""
+    return store.df(
+        "SELECT segment, profile_id, change, changed_at, reason, source FROM membership_history"
+        " WHERE segment = ? AND (? IS NULL OR profile_id = ?) ORDER BY changed_at DESC, profile_id LIMIT ?",
+        [segment, profile_id, profile_id, limit],
+    )
+
+
+def default_as_of(value: datetime | None) -> datetime:
+    return value or utcnow()
+
+
+def older(as_of: datetime, seconds: float) -> datetime:
+    return as_of - timedelta(seconds=seconds)
