@@ -160,32 +160,47 @@ class Collector:
 
     def _import(self, segment: Segment) -> None:
         source = SOURCE_PREFIX + segment.name
+        store = self.workspace.store
         for attempt in range(1, self.settings.import_retries + 1):
             try:
-                result = self.workspace.import_events(segment.path, source=source, spec=SPEC)
-                self._after_commit(segment, source, result)
-                return
+                # One holder of the DuckDB connection at a time: API reads wait for the commit.
+                with store.lock:
+                    result = self.workspace.import_events(segment.path, source=source, spec=SPEC)
+                    committed = self._record_commit(segment, source, result)
+                break
             except (MicrosegError, duckdb.Error, OSError) as exc:
                 self.last_error = f"{segment.name}: {exc}"
                 log.error("import of %s failed (attempt %d): %s", segment.name, attempt, exc)
                 time.sleep(min(0.2 * 2**attempt, 5.0))
-        # Keep the events (nothing acknowledged is dropped); an operator re-imports the file.
-        self.failed_dir.mkdir(exist_ok=True)
-        segment.path.rename(self.failed_dir / segment.name)
-        self.parked_segments += 1
-        for waiter in segment.waiters:
-            waiter.future.set_result({"status": "spooled", "detail": self.last_error})
+        else:
+            # Keep the events (nothing acknowledged is dropped); an operator re-imports the file.
+            self.failed_dir.mkdir(exist_ok=True)
+            segment.path.rename(self.failed_dir / segment.name)
+            self.parked_segments += 1
+            for waiter in segment.waiters:
+                waiter.future.set_result({"status": "spooled", "detail": self.last_error})
+            return
+        batch, identities, outcomes = committed
+        segment.path.unlink(missing_ok=True)
+        self.committed_events += segment.lines
+        self.committed_segments += 1
+        if self.state is not None:
+            self.state.apply_batch(batch, identities)
+        for waiter, outcome in zip(segment.waiters, outcomes, strict=True):
+            waiter.future.set_result(outcome)
 
-    def _after_commit(self, segment: Segment, source: str, result: ImportResult) -> None:
+    def _record_commit(
+        self, segment: Segment, source: str, result: ImportResult
+    ) -> tuple[CommittedBatch, list[tuple[str, str]], list[dict[str, Any]]]:
+        """Ledger row for the segment, plus what the state and the waiting requests need."""
         store = self.workspace.store
         now = utcnow()
         outcomes = self._outcomes(segment, source) if segment.waiters else []
-        with store.lock:
-            events = store.con.sql(
-                "SELECT e.*, i.profile_id FROM events e LEFT JOIN identities i"
-                " ON i.id_key = e.id_key WHERE e.source = ?",
-                params=[source],
-            ).to_arrow_table()
+        events = store.con.sql(
+            "SELECT e.*, i.profile_id FROM events e LEFT JOIN identities i"
+            " ON i.id_key = e.id_key WHERE e.source = ?",
+            params=[source],
+        ).to_arrow_table()
         identities = store.rows(
             "SELECT id_key, profile_id FROM identities WHERE id_key IN ("
             " SELECT 'user_id:' || user_id FROM events WHERE source = $1 AND user_id IS NOT NULL"
@@ -202,13 +217,7 @@ class Collector:
             [segment.name, result.batch_id, segment.lines, result.inserted, result.duplicates,
              result.quarantined, now],
         )
-        segment.path.unlink(missing_ok=True)
-        self.committed_events += segment.lines
-        self.committed_segments += 1
-        if self.state is not None:
-            self.state.apply_batch(CommittedBatch(segment.name, events, now), identities)
-        for waiter, outcome in zip(segment.waiters, outcomes, strict=True):
-            waiter.future.set_result(outcome)
+        return CommittedBatch(segment.name, events, now), [(k, p) for k, p in identities], outcomes
 
     def _outcomes(self, segment: Segment, source: str) -> list[dict[str, Any]]:
         """Exact accepted / duplicate / quarantined counts for each waiting request."""

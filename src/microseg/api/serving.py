@@ -1,7 +1,7 @@
 """In-memory serving state for the decision API: profile -> traits, segments, updated_at.
 
 Loaded once from the store (``profiles``, ``identities``, a ``traits`` table and a
-``segment_membership``-style table when present) and then kept current by the collector, which
+``memberships`` / ``segment_membership`` table when present) and then kept current by the collector, which
 calls :meth:`ServingState.apply_batch` with every durably committed batch of events. Real-time
 evaluators plug in with :meth:`ServingState.subscribe`; they receive each committed batch and
 write traits / membership changes back through :meth:`set_traits` and :meth:`apply_changes`.
@@ -32,6 +32,7 @@ from microseg.store import Store, utcnow
 log = logging.getLogger("microseg.api.serving")
 ID_TYPES: tuple[str, ...] = ("user_id", "email", "device_id", "anonymous_id")
 _BARE_LOOKUP: tuple[str, ...] = ("user_id", "device_id", "anonymous_id")
+MEMBERSHIP_TABLES: tuple[str, ...] = ("memberships", "segment_membership")
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
 
 
@@ -124,7 +125,7 @@ class ServingState:
         keys: KeyRing | None = None,
         *,
         traits_table: str = "traits",
-        membership_table: str = "segment_membership",
+        membership_table: str | None = None,
     ) -> ServingState:
         state = cls(keys)
         state.reload(store, traits_table=traits_table, membership_table=membership_table)
@@ -135,7 +136,7 @@ class ServingState:
         store: Store,
         *,
         traits_table: str = "traits",
-        membership_table: str = "segment_membership",
+        membership_table: str | None = None,
     ) -> None:
         """Rebuild everything from the store (startup, or after a batch segment/trait run)."""
         with store.lock:
@@ -170,8 +171,10 @@ class ServingState:
         return out
 
     @staticmethod
-    def _load_members(store: Store, table: str) -> dict[str, set[str]]:
-        if not store.table_exists(table):
+    def _load_members(store: Store, table: str | None) -> dict[str, set[str]]:
+        candidates = [table] if table else list(MEMBERSHIP_TABLES)
+        table = next((t for t in candidates if store.table_exists(t)), None)
+        if table is None:
             return {}
         cols = store.columns(table)
         segment_col = next((c for c in ("segment", "segment_name", "segment_id") if c in cols), None)

@@ -40,4 +40,6 @@ class ApiSettings(BaseSettings):
     max_segment_events: int = Field(default=200_000, ge=1, description="rotate the spool segment")
     import_retries: int = Field(default=3, ge=1, description="attempts before a segment is parked")
     traits_table: str = "traits"
-    membership_table: str = "segment_membership"
+    membership_table: str | None = Field(
+        default=None, description="default: 'memberships', else 'segment_membership' if present"
+    )

@@ -1,0 +1,166 @@
+"""The event collector: durable, idempotent, quarantining, refusing garbage with problems."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import orjson
+import pytest
+from fastapi.testclient import TestClient
+
+from conftest import Api, event, iso, make_keys
+from microseg.api import ApiSettings, create_app
+from microseg.api.spool import repair
+from microseg.workspace import Workspace
+
+
+def _events(ws: Workspace) -> int:
+    return int(ws.store.scalar("SELECT count(*) FROM events"))
+
+
+def test_batch_counts_and_reasons_are_exact(api: Api) -> None:
+    batch = [
+        event(1),
+        event(2),
+        {**event(3), "event_type": "teleport"},  # unknown event type
+        {**event(4), "timestamp": "not a time"},
+        {**event(5), "time_spent": "long"},  # declared number
+        7,  # not an object
+        event(1),  # duplicate within the batch
+        {**event(6), "user_id": "undefined"},  # blocked placeholder -> no identity
+    ]
+    r = api.client.post("/v1/events/batch", json={"events": batch}, headers=api.headers("collector"))
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["status"] == "committed"
+    assert (body["received"], body["accepted"], body["duplicates"], body["quarantined"]) == (8, 2, 1, 5)
+    reasons = {e["index"]: e["reason"] for e in body["errors"]}
+    assert reasons == {2: "unknown_event_type", 3: "invalid_timestamp", 4: "invalid_type",
+                       5: "malformed_json", 7: "missing_identity"}
+    assert _events(api.workspace) == 2
+    q = api.client.get("/v1/quarantine", headers=api.headers("analyst")).json()["items"]
+    assert sorted(i["reason"] for i in q) == sorted(reasons.values())
+    teleport = next(i for i in q if i["reason"] == "unknown_event_type")
+    assert teleport["record"]["event_id"] == "e3" and teleport["source"].startswith("http:seg-")
+
+
+def test_resending_is_idempotent(api: Api) -> None:
+    batch = {"events": [event(i) for i in range(50)]}
+    h = api.headers("collector")
+    first = api.client.post("/v1/events/batch", json=batch, headers=h).json()
+    second = api.client.post("/v1/events/batch", json=batch, headers=h).json()
+    assert (first["accepted"], first["duplicates"]) == (50, 0)
+    assert (second["accepted"], second["duplicates"]) == (0, 50)
+    single = api.client.post("/v1/events", json=event(7), headers=h).json()
+    assert (single["accepted"], single["duplicates"]) == (0, 1)
+    assert _events(api.workspace) == 50
+    # a bad event resent is not quarantined twice either
+    bad = {**event(99), "event_type": "teleport"}
+    for _ in range(2):
+        assert api.client.post("/v1/events", json=bad, headers=h).json()["quarantined"] == 1
+    items = api.client.get("/v1/quarantine?reason=unknown_event_type",
+                           headers=api.headers("analyst")).json()["items"]
+    assert len(items) == 2  # one per request segment, each with its own source
+
+
+def test_async_mode_acknowledges_spool_then_commits(api: Api) -> None:
+    h = api.headers("collector")
+    r = api.client.post("/v1/events/batch?wait=false", json={"events": [event(i) for i in range(20)]}, headers=h)
+    assert r.status_code == 202
+    assert r.json()["status"] == "spooled" and r.json()["accepted"] is None
+    deadline = time.monotonic() + 10
+    while _events(api.workspace) < 20 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _events(api.workspace) == 20
+    assert api.client.get("/v1/decide/u3", headers=api.headers("decision-reader")).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "headers", "status", "slug"),
+    [
+        ("/v1/events/batch", b"{oops", {}, 400, "malformed-json"),
+        ("/v1/events/batch", b"", {}, 400, "malformed-json"),
+        ("/v1/events/batch", b'"just a string"', {}, 422, "not-a-batch"),
+        ("/v1/events/batch", b'{"events": {"a": 1}}', {}, 422, "not-a-batch"),
+        ("/v1/events", b"[1, 2]", {}, 422, "not-an-object"),
+        ("/v1/events", b"\xff\xfe garbage", {}, 400, "malformed-json"),
+        ("/v1/events", b"{}", {"Content-Type": "text/csv"}, 415, "unsupported-media-type"),
+        ("/v1/events/batch", orjson.dumps({"events": [{"event_id": str(i)} for i in range(101)]}),
+         {}, 413, "batch-too-large"),
+        ("/v1/events", b'{"x": "' + b"a" * 70_000 + b'"}', {}, 413, "too-large"),
+        ("/v1/events/batch?wait=maybe", b"[]", {}, 422, "validation-error"),
+    ],
+)
+def test_garbage_is_refused_with_problem_json(
+    api: Api, path: str, body: bytes, headers: dict[str, str], status: int, slug: str
+) -> None:
+    h = {"Content-Type": "application/json", **api.headers("collector"), **headers}
+    r = api.client.post(path, content=body, headers=h)
+    assert r.status_code == status, r.text
+    assert r.headers["content-type"] == "application/problem+json"
+    problem = r.json()
+    assert problem["type"].endswith("/" + slug) and problem["status"] == status and problem["detail"]
+    assert _events(api.workspace) == 0
+
+
+def test_oversized_event_in_batch_is_rejected_by_index(project: Path) -> None:
+    ws = Workspace.open(project)
+    keys = make_keys(ws)
+    app = create_app(ws, ApiSettings(max_event_bytes=1024))
+    with TestClient(app) as client:
+        big = {**event(2), "url": "x" * 2000}
+        r = client.post("/v1/events/batch", json=[event(1), big, event(3)],
+                        headers={"X-API-Key": keys["collector"]})
+        body = r.json()
+        assert (body["accepted"], body["rejected"], body["quarantined"]) == (2, 1, 0)
+        assert body["errors"] == [{"index": 1, "reason": "event_too_large", "detail": body["errors"][0]["detail"]}]
+    ws.close()
+
+
+def test_leftover_spool_is_imported_at_startup_and_torn_tail_cut(project: Path) -> None:
+    spool = project / ".microseg" / "spool"
+    spool.mkdir(parents=True)
+    lines = b"".join(orjson.dumps(event(i)) + b"\n" for i in range(30))
+    (spool / "seg-00000000000000000001-1-000001.jsonl").write_bytes(lines + b'{"event_id": "torn", "ev')
+    ws = Workspace.open(project)
+    keys = make_keys(ws)
+    with TestClient(create_app(ws, ApiSettings())) as client:
+        assert _events(ws) == 30
+        assert not list(spool.glob("seg-*"))
+        assert client.get("/v1/decide/user_id:u29", headers={"X-API-Key": keys["analyst"]}).status_code == 200
+        assert ws.store.scalar("SELECT count(*) FROM quarantine") == 0  # the torn line was cut
+    ws.close()
+
+
+def test_committed_leftover_is_not_imported_again(project: Path) -> None:
+    ws = Workspace.open(project)
+    keys = make_keys(ws)
+    with TestClient(create_app(ws, ApiSettings())) as client:
+        client.post("/v1/events/batch", json=[event(1)], headers={"X-API-Key": keys["collector"]})
+    name = ws.store.scalar("SELECT segment FROM spool_commits")
+    batches = ws.store.scalar("SELECT count(*) FROM import_batches")
+    spool = project / ".microseg" / "spool"
+    (spool / name).write_bytes(orjson.dumps(event(1)) + b"\n")  # as if the crash came before unlink
+    with TestClient(create_app(ws, ApiSettings())):
+        pass
+    assert not (spool / name).exists()
+    assert ws.store.scalar("SELECT count(*) FROM import_batches") == batches
+    ws.close()
+
+
+def test_repair_keeps_complete_lines(tmp_path: Path) -> None:
+    seg = tmp_path / "s.jsonl"
+    seg.write_bytes(b'{"a":1}\n{"b":2}\n{"c"')
+    assert repair(seg) == 2
+    assert seg.read_bytes() == b'{"a":1}\n{"b":2}\n'
+    assert repair(seg) == 2
+
+
+def test_email_is_tokenised_and_resolvable(api: Api) -> None:
+    ev = {"event_id": "m1", "event_type": "page_view", "timestamp": iso(), "email": "Ann@Example.com"}
+    assert api.client.post("/v1/events", json=ev, headers=api.headers("collector")).json()["accepted"] == 1
+    stored = api.workspace.store.rows("SELECT email_token, id_key FROM events")
+    assert stored[0][0].startswith("tok_") and "ann" not in str(stored).lower()
+    r = api.client.get("/v1/decide/email:ann@example.com", headers=api.headers("decision-reader"))
+    assert r.status_code == 200
