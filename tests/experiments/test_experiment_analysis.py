@@ -109,7 +109,11 @@ def test_msprt_detects_real_effect_and_api() -> None:
 
 
 def test_plot_lift_writes_png(tmp_path: Path) -> None:
-    arms = [_arm("generic", 5000, 250, 2500.0), _arm("tailored", 5000, 300, 2600.0), _arm("x", 5000, 240, 2300.0)]
+    arms = [
+        _arm("generic", 5000, 250, 2500.0),
+        _arm("tailored", 5000, 300, 2600.0),
+        _arm("x", 5000, 240, 2300.0),
+    ]
     fig = plot_lift(analyze_experiment(arms))
     out = tmp_path / "lift.png"
     fig.savefig(out)

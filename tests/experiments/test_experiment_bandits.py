@@ -59,7 +59,9 @@ def test_bad_inputs() -> None:
 
 def test_segmented_bandit_learns_per_segment() -> None:
     rates = {"young": {"x": 0.2, "y": 0.02}, "old": {"x": 0.02, "y": 0.2}}
-    sb = SegmentedBandit(lambda s: ThompsonSampling(arms=["x", "y"], min_exposures=10, random_state=len(s)))
+    sb = SegmentedBandit(
+        lambda s: ThompsonSampling(arms=["x", "y"], min_exposures=10, random_state=len(s))
+    )
     rng = np.random.default_rng(0)
     for _ in range(1500):
         for seg, r in rates.items():
@@ -84,7 +86,9 @@ def test_ipw_is_unbiased_and_intervals_cover_on_synthetic_logs() -> None:
     assert covered >= 34  # ~95 % nominal coverage
 
 
-needs_obd = pytest.mark.skipif(not OBD.exists(), reason=f"Open Bandit Dataset sample not found at {OBD}")
+needs_obd = pytest.mark.skipif(
+    not OBD.exists(), reason=f"Open Bandit Dataset sample not found at {OBD}"
+)
 
 
 @needs_obd

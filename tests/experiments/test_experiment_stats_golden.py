@@ -27,7 +27,12 @@ from microseg.experiments.stats import (
 
 TOL = 1e-6
 
-PROPORTION_CASES = [(1000, 120, 1000, 100), (21307, 3894, 21306, 2262), (50, 3, 70, 1), (400, 399, 380, 370)]
+PROPORTION_CASES = [
+    (1000, 120, 1000, 100),
+    (21307, 3894, 21306, 2262),
+    (50, 3, 70, 1),
+    (400, 399, 380, 370),
+]
 
 
 @pytest.mark.parametrize(("n1", "k1", "n2", "k2"), PROPORTION_CASES)
@@ -44,7 +49,9 @@ def test_ztest_matches_statsmodels(n1: int, k1: int, n2: int, k2: int) -> None:
 def test_chi_square_matches_scipy(n1: int, k1: int, n2: int, k2: int, correction: bool) -> None:
     table = np.array([[k1, n1 - k1], [k2, n2 - k2]])
     chi2, p, dof, _ = sps.chi2_contingency(table, correction=correction)
-    r = chi_square_test([SufficientStats.binary(n1, k1), SufficientStats.binary(n2, k2)], correction)
+    r = chi_square_test(
+        [SufficientStats.binary(n1, k1), SufficientStats.binary(n2, k2)], correction
+    )
     assert r.statistic == pytest.approx(chi2, abs=TOL)
     assert r.p_value == pytest.approx(p, abs=TOL)
     assert r.df == dof
@@ -122,13 +129,17 @@ def test_power_and_mde_match_statsmodels(alternative: str, es: float, n: int) ->
     ours = pw.solve_effect_size(n, alternative=alternative)
     # ours is the exact root (power 0.8 to 1e-9); statsmodels' own solver stops at ~1e-6 power
     # error for one-sided small-n cases (power(ref_es) = 0.799998), hence 1e-5 on the effect.
-    assert NormalIndPower().power(ours, n, 0.05, alternative=alternative) == pytest.approx(0.8, abs=1e-9)
+    assert NormalIndPower().power(ours, n, 0.05, alternative=alternative) == pytest.approx(
+        0.8, abs=1e-9
+    )
     assert ours == pytest.approx(ref_es, abs=1e-5)
 
 
 def test_mean_plan_matches_statsmodels() -> None:
     plan = pw.plan_mean(baseline_mean=1.0, sd=15.0, mde_abs=0.5)
-    assert plan.n_control == math.ceil(zt_ind_solve_power(effect_size=0.5 / 15, alpha=0.05, power=0.8))
+    assert plan.n_control == math.ceil(
+        zt_ind_solve_power(effect_size=0.5 / 15, alpha=0.05, power=0.8)
+    )
 
 
 def test_mde_inverts_sample_size() -> None:
@@ -139,8 +150,11 @@ def test_mde_inverts_sample_size() -> None:
 
 def test_beta_closed_form_agrees_with_monte_carlo() -> None:
     exact = prob_beta_greater(1 + 130, 1 + 870, 1 + 110, 1 + 890)
-    mc = bayes_proportions([SufficientStats.binary(1000, 130), SufficientStats.binary(1000, 110)],
-                           draws=400_000, random_state=1)
+    mc = bayes_proportions(
+        [SufficientStats.binary(1000, 130), SufficientStats.binary(1000, 110)],
+        draws=400_000,
+        random_state=1,
+    )
     assert mc.chance_to_win[0] == pytest.approx(exact, abs=3e-3)
     # symmetric case is exactly one half
     assert prob_beta_greater(11, 91, 11, 91) == pytest.approx(0.5, abs=1e-9)

@@ -21,10 +21,18 @@ from microseg.experiments.uplift import (
     uplift_at_k,
 )
 
-HILLSTROM = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "hillstrom_email" / "hillstrom.csv"
+HILLSTROM = (
+    Path(__file__).resolve().parents[2].parent
+    / "shared"
+    / "data"
+    / "hillstrom_email"
+    / "hillstrom.csv"
+)
 
 
-def _planted(n: int = 20_000, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def _planted(
+    n: int = 20_000, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """x[:,0] > 0 users respond to treatment (+20 pp), others do not."""
     rng = np.random.default_rng(seed)
     X = rng.normal(size=(n, 3))
@@ -35,7 +43,7 @@ def _planted(n: int = 20_000, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np
 
 
 def test_qini_ranks_true_uplift_above_random() -> None:
-    X, t, y, true_uplift = _planted()
+    _, t, y, true_uplift = _planted()
     rnd = np.random.default_rng(1).random(len(y))
     # worked by hand: Q rises to N_t*0.1 = 1000 at x=0.5 then stays flat, the random line is
     # 1000x, so the area between them is 250 responders, i.e. 0.0125 per user.
@@ -49,7 +57,9 @@ def test_qini_ranks_true_uplift_above_random() -> None:
 
 def test_tlearner_recovers_planted_responders() -> None:
     X, t, y, true_uplift = _planted()
-    model = TLearner(estimator=LogisticRegression(), random_state=0).fit(X[:15000], t[:15000], y[:15000])
+    model = TLearner(estimator=LogisticRegression(), random_state=0).fit(
+        X[:15000], t[:15000], y[:15000]
+    )
     u = model.predict(X[15000:])
     assert np.corrcoef(u, true_uplift[15000:])[0, 1] > 0.7
     with pytest.raises(ValueError, match="not fitted"):
@@ -75,7 +85,9 @@ def test_treatment_effects_small_table_and_degenerate_segment() -> None:
         treatment_effects(df, "armm", "c", ["y"])
 
 
-needs_hillstrom = pytest.mark.skipif(not HILLSTROM.exists(), reason=f"Hillstrom data not found at {HILLSTROM}")
+needs_hillstrom = pytest.mark.skipif(
+    not HILLSTROM.exists(), reason=f"Hillstrom data not found at {HILLSTROM}"
+)
 
 
 @pytest.fixture(scope="module")

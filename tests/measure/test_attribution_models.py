@@ -27,7 +27,9 @@ from microseg.measure.attribution import (
 TOUCHES = pd.DataFrame(
     {
         "journey_id": ["j1", "j1", "j2", "j3", "j3"],
-        "ts": pd.to_datetime(["2024-01-01", "2024-01-08", "2024-01-01", "2024-01-04", "2024-01-05"]),
+        "ts": pd.to_datetime(
+            ["2024-01-01", "2024-01-08", "2024-01-01", "2024-01-04", "2024-01-05"]
+        ),
         "channel": ["A", "B", "A", "B", "A"],
         "converted": [False, True, False, True, False],
         "value": [0.0, 30.0, 0.0, 10.0, 0.0],
@@ -76,8 +78,15 @@ def _random_touches(seed: int = 0, n: int = 400) -> pd.DataFrame:
         p_conv = 0.05 + 0.25 * ("email" in chans) + 0.1 * ("search" in chans)
         conv = rng.random() < p_conv
         for i, c in enumerate(chans):
-            rows.append((f"j{j}", pd.Timestamp("2024-01-01") + pd.Timedelta(hours=int(i * 5)), c,
-                         bool(conv and i == k - 1), 20.0 if conv and i == k - 1 else 0.0))
+            rows.append(
+                (
+                    f"j{j}",
+                    pd.Timestamp("2024-01-01") + pd.Timedelta(hours=int(i * 5)),
+                    c,
+                    bool(conv and i == k - 1),
+                    20.0 if conv and i == k - 1 else 0.0,
+                )
+            )
     return pd.DataFrame(rows, columns=["journey_id", "ts", "channel", "converted", "value"])
 
 

@@ -31,11 +31,23 @@ def test_default_rules_place_each_segment() -> None:
 
 
 def test_custom_rules_with_multiple_conditions_and_funnel() -> None:
-    rules = parse_rules({"conversion": ["conversion_rate > 0.05", "visit_rate >= 0.8"],
-                         "consideration": ["visit_rate >= 0.3"]})
+    rules = parse_rules(
+        {
+            "conversion": ["conversion_rate > 0.05", "visit_rate >= 0.8"],
+            "consideration": ["visit_rate >= 0.3"],
+        }
+    )
     out = map_stages(KPIS, rules)
-    assert list(out["stage"]) == ["conversion", "consideration", "consideration", "awareness", "awareness"]
-    funnel = stage_funnel(out, pd.Series({"loyal_vips": 100, "cart_abandoners": 400, "browsers": 900}))
+    assert list(out["stage"]) == [
+        "conversion",
+        "consideration",
+        "consideration",
+        "awareness",
+        "awareness",
+    ]
+    funnel = stage_funnel(
+        out, pd.Series({"loyal_vips": 100, "cart_abandoners": 400, "browsers": 900})
+    )
     assert list(funnel["stage"]) == ["awareness", "consideration", "conversion", "retention"]
     assert funnel.set_index("stage").loc["consideration", "users"] == 1300
 

@@ -118,19 +118,25 @@ def analyze_experiment(
         raise MicrosegError(f"duplicate arm names: {names}")
     control = control or names[0]
     if control not in names:
-        raise MicrosegError(f"control arm {control!r} not found{did_you_mean(control, names)}; arms: {names}")
+        raise MicrosegError(
+            f"control arm {control!r} not found{did_you_mean(control, names)}; arms: {names}"
+        )
     by_name = {a.name: a for a in arms}
     ctrl = by_name[control]
     weights = [float(expected_shares.get(n, 0.0)) for n in names] if expected_shares else None
     srm = sample_ratio_mismatch([a.n for a in arms], weights, srm_threshold)
-    horizon = horizon_gate([a.conversion for a in arms], planned_per_arm) if planned_per_arm else None
+    horizon = (
+        horizon_gate([a.conversion for a in arms], planned_per_arm) if planned_per_arm else None
+    )
 
     bayes: dict[str, BayesResult] = {
         "conversion": bayes_proportions([a.conversion for a in arms], random_state=random_state)
     }
     has_revenue = all(a.revenue is not None for a in arms)
     if has_revenue:
-        bayes["revenue"] = bayes_means([a.revenue for a in arms if a.revenue], random_state=random_state)
+        bayes["revenue"] = bayes_means(
+            [a.revenue for a in arms if a.revenue], random_state=random_state
+        )
 
     results: list[VariantResult] = []
     for i, arm in enumerate(arms):
@@ -148,16 +154,27 @@ def analyze_experiment(
             ctw = ctw_all[i] if ctw_all else float("nan")
             results.append(
                 VariantResult(
-                    arm.name, metric, t.n, t.mean, lr, test, ctw,
+                    arm.name,
+                    metric,
+                    t.n,
+                    t.mean,
+                    lr,
+                    test,
+                    ctw,
                     _verdict(lr, test, srm, horizon, alpha),
                 )
             )
     if len(arms) < 2:
         results.append(
             VariantResult(
-                control, "conversion", ctrl.n, ctrl.conversion.mean,
-                LiftResult(error=ErrorCode.SINGLE_ARM), TestResult(error=ErrorCode.SINGLE_ARM),
-                float("nan"), "error: single_arm",
+                control,
+                "conversion",
+                ctrl.n,
+                ctrl.conversion.mean,
+                LiftResult(error=ErrorCode.SINGLE_ARM),
+                TestResult(error=ErrorCode.SINGLE_ARM),
+                float("nan"),
+                "error: single_arm",
             )
         )
     return ExperimentResult(control, tuple(results), srm, horizon, bayes, alpha)
@@ -195,7 +212,9 @@ def arms_from_frame(df: pd.DataFrame) -> list[ArmStats]:
         try:
             n, conv = int(row["n"]), int(row["conversions"])
         except (TypeError, ValueError) as exc:
-            raise MicrosegError(f"variant {row['variant']!r}: n and conversions must be integers") from exc
+            raise MicrosegError(
+                f"variant {row['variant']!r}: n and conversions must be integers"
+            ) from exc
         rev = (
             SufficientStats(n, float(row["revenue_sum"]), float(row["revenue_sum_sq"]))
             if has_rev

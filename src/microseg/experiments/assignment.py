@@ -66,20 +66,26 @@ class Experiment:
         if len(set(names)) != len(names):
             raise ValueError(f"experiment {self.key!r} has duplicate variant names: {names}")
         if any(not (v.weight > 0 and math.isfinite(v.weight)) for v in self.variants):
-            raise ValueError(f"variant weights must be positive, got {[v.weight for v in self.variants]}")
+            raise ValueError(
+                f"variant weights must be positive, got {[v.weight for v in self.variants]}"
+            )
         if not 0 <= self.holdout < 1:
             raise ValueError(f"holdout must be in [0, 1), got {self.holdout}")
         if self.control is not None and self.control not in names:
             raise ValueError(f"control {self.control!r} is not a variant of {self.key!r}: {names}")
 
     @classmethod
-    def ab(cls, key: str, *names: str, weights: Sequence[float] | None = None, **kw: object) -> Experiment:
+    def ab(
+        cls, key: str, *names: str, weights: Sequence[float] | None = None, **kw: object
+    ) -> Experiment:
         """Shortcut: ``Experiment.ab("exp", "control", "tailored")``."""
         ws = list(weights) if weights is not None else [1.0] * len(names)
         return cls(key, tuple(Variant(n, w) for n, w in zip(names, ws, strict=True)), **kw)  # type: ignore[arg-type]
 
     @classmethod
-    def factorial(cls, key: str, factors: Mapping[str, Sequence[str]], holdout: float = 0.0) -> Experiment:
+    def factorial(
+        cls, key: str, factors: Mapping[str, Sequence[str]], holdout: float = 0.0
+    ) -> Experiment:
         """Multivariate experiment: every combination of factor levels is a cell."""
         fs = {k: tuple(v) for k, v in factors.items()}
         if not fs or any(len(v) < 2 for v in fs.values()):
@@ -93,8 +99,10 @@ class Experiment:
         if self.holdout > 0 and unit_hash(self.key, "__holdout__", pid) < self.holdout:
             return self.holdout_name
         if self.factors:
-            return "|".join(_race(self.key + "/" + f, [Variant(lv) for lv in levels], pid)
-                            for f, levels in self.factors.items())
+            return "|".join(
+                _race(self.key + "/" + f, [Variant(lv) for lv in levels], pid)
+                for f, levels in self.factors.items()
+            )
         return _race(self.key, self.variants, pid)
 
     def assign_many(self, profile_ids: Iterable[str]) -> pd.DataFrame:

@@ -18,7 +18,9 @@ import numpy as np
 class _Policy:
     """Shared bookkeeping: arm names, pulls, rewards, warm-up."""
 
-    def __init__(self, *, arms: Sequence[str], min_exposures: int = 0, random_state: int | None = None) -> None:
+    def __init__(
+        self, *, arms: Sequence[str], min_exposures: int = 0, random_state: int | None = None
+    ) -> None:
         self.arms = arms
         self.min_exposures = min_exposures
         self.random_state = random_state

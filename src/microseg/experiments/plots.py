@@ -7,10 +7,10 @@ import math
 import matplotlib
 
 matplotlib.use("Agg", force=False)
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
+import matplotlib.pyplot as plt
+from matplotlib.figure import Figure
 
-from microseg.experiments.analysis import ExperimentResult  # noqa: E402
+from microseg.experiments.analysis import ExperimentResult
 
 
 def plot_lift(result: ExperimentResult, relative: bool = True) -> Figure:
@@ -25,8 +25,12 @@ def plot_lift(result: ExperimentResult, relative: bool = True) -> Figure:
             est, (lo, hi), scale = r.lift.abs_lift, r.lift.abs_ci, 1.0
         color = "tab:green" if lo > 0 else "tab:red" if hi < 0 else "tab:gray"
         ax.errorbar(
-            est * scale, y, xerr=[[(est - lo) * scale], [(hi - est) * scale]],
-            fmt="o", color=color, capsize=4,
+            est * scale,
+            y,
+            xerr=[[(est - lo) * scale], [(hi - est) * scale]],
+            fmt="o",
+            color=color,
+            capsize=4,
         )
         labels.append(f"{r.variant} · {r.metric}")
     ax.axvline(0, color="black", lw=0.8, ls="--")

@@ -127,12 +127,20 @@ def plan_proportion(
     """Users per arm to detect ``baseline -> baseline + mde_abs`` (arcsine method)."""
     target = baseline + mde_abs
     if not 0 < baseline < 1 or not 0 < target < 1:
-        raise ValueError(f"baseline and baseline+mde must be in (0, 1), got {baseline!r}, {target!r}")
+        raise ValueError(
+            f"baseline and baseline+mde must be in (0, 1), got {baseline!r}, {target!r}"
+        )
     h = proportion_effect_size(target, baseline)
     n1 = solve_nobs1(h, alpha, power_target, ratio, alternative)
     return SampleSizePlan(
-        "proportion", baseline, mde_abs, alpha, power_target, ratio,
-        math.ceil(n1), math.ceil(n1 * ratio),
+        "proportion",
+        baseline,
+        mde_abs,
+        alpha,
+        power_target,
+        ratio,
+        math.ceil(n1),
+        math.ceil(n1 * ratio),
     )
 
 
@@ -150,8 +158,14 @@ def plan_mean(
         raise ValueError(f"sd must be positive, got {sd!r}")
     n1 = solve_nobs1(mde_abs / sd, alpha, power_target, ratio, alternative)
     return SampleSizePlan(
-        "mean", baseline_mean, mde_abs, alpha, power_target, ratio,
-        math.ceil(n1), math.ceil(n1 * ratio),
+        "mean",
+        baseline_mean,
+        mde_abs,
+        alpha,
+        power_target,
+        ratio,
+        math.ceil(n1),
+        math.ceil(n1 * ratio),
     )
 
 
@@ -193,7 +207,9 @@ def segment_mde_table(
     """
     missing = [c for c in (segment_col, size_col, baseline_col) if c not in segments.columns]
     if missing:
-        raise MicrosegError(f"segment table lacks column(s) {missing}; has {list(segments.columns)}")
+        raise MicrosegError(
+            f"segment table lacks column(s) {missing}; has {list(segments.columns)}"
+        )
     if n_arms < 2:
         raise ValueError(f"n_arms must be >= 2, got {n_arms}")
     rows = []
@@ -226,4 +242,3 @@ def segment_mde_table(
             }
         )
     return pd.DataFrame(rows)
-

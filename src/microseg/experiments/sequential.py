@@ -71,7 +71,9 @@ def msprt_lambda(theta_hat: float, variance: float, tau: float) -> float:
     if variance <= 0 or tau <= 0:
         return float("nan")
     s = variance + tau * tau
-    return math.sqrt(variance / s) * math.exp(tau * tau * theta_hat * theta_hat / (2 * variance * s))
+    return math.sqrt(variance / s) * math.exp(
+        tau * tau * theta_hat * theta_hat / (2 * variance * s)
+    )
 
 
 def msprt(
@@ -106,9 +108,7 @@ def msprt(
     return MSPRTResult(tuple(ps), stopped, alpha, float(tau))
 
 
-def msprt_vectorised(
-    theta_hat: np.ndarray, variance: np.ndarray, tau: float
-) -> np.ndarray:
+def msprt_vectorised(theta_hat: np.ndarray, variance: np.ndarray, tau: float) -> np.ndarray:
     """Running always-valid p-values along the last axis (for simulations)."""
     s = variance + tau * tau
     log_lam = 0.5 * np.log(variance / s) + tau * tau * theta_hat**2 / (2 * variance * s)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 
 import numpy as np
 from scipy import special, stats
@@ -19,7 +19,7 @@ from scipy import special, stats
 NAN = float("nan")
 
 
-class ErrorCode(str, Enum):
+class ErrorCode(StrEnum):
     """Why a statistic could not be computed (the result still exists, with NaN numbers)."""
 
     NO_DATA = "no_data"  # an arm has zero (or one, for variances) users
@@ -216,7 +216,9 @@ def lift(
         q = float(stats.norm.ppf(0.5 + confidence / 2))
         p_value = float(2 * stats.norm.sf(abs(mt - mc) / se))
     else:
-        df = se2**2 / ((vt / treatment.n) ** 2 / (treatment.n - 1) + (vc / control.n) ** 2 / (control.n - 1))
+        df = se2**2 / (
+            (vt / treatment.n) ** 2 / (treatment.n - 1) + (vc / control.n) ** 2 / (control.n - 1)
+        )
         q = float(stats.t.ppf(0.5 + confidence / 2, df))
         p_value = float(2 * stats.t.sf(abs(mt - mc) / se, df))
     abs_ci = (mt - mc - q * se, mt - mc + q * se)
@@ -342,7 +344,9 @@ def bayes_means(
     if all(sd == 0 for sd in sds):
         return BayesResult((), (), ErrorCode.NO_VARIANCE)
     rng = np.random.default_rng(random_state)
-    samples = np.column_stack([rng.normal(s.mean, sd, size=draws) for s, sd in zip(arms, sds, strict=True)])
+    samples = np.column_stack(
+        [rng.normal(s.mean, sd, size=draws) for s, sd in zip(arms, sds, strict=True)]
+    )
     return _from_samples(samples)
 
 

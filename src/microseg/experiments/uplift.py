@@ -34,7 +34,9 @@ def arm_summary(df: pd.DataFrame, arm_col: str, outcomes: Sequence[str]) -> pd.D
     """Users and mean of every outcome per arm."""
     _need(df, [arm_col, *outcomes])
     out = df.groupby(arm_col, observed=True)[list(outcomes)].agg(["mean"])
-    out.columns = [f"{c}_rate" if set(df[c].unique()) <= {0, 1} else f"{c}_mean" for c, _ in out.columns]
+    out.columns = [
+        f"{c}_rate" if set(df[c].unique()) <= {0, 1} else f"{c}_mean" for c, _ in out.columns
+    ]
     out.insert(0, "n", df.groupby(arm_col, observed=True).size())
     return out.reset_index()
 
@@ -55,7 +57,9 @@ def treatment_effects(
     _need(df, [arm_col, *outcomes] + ([by] if by else []))
     arms = [a for a in pd.unique(df[arm_col]) if a != control]
     if control not in set(df[arm_col]):
-        raise MicrosegError(f"control arm {control!r} not found{did_you_mean(control, map(str, arms))}")
+        raise MicrosegError(
+            f"control arm {control!r} not found{did_you_mean(control, map(str, arms))}"
+        )
     groups = [(None, df)] if by is None else list(df.groupby(by, observed=True, sort=True))
     rows: list[dict[str, Any]] = []
     for seg, g in groups:
@@ -68,13 +72,21 @@ def treatment_effects(
                 sc = SufficientStats.from_values(ctrl[y].to_numpy(float))
                 lr = lift(st, sc, confidence=confidence, binary=binary)
                 test = two_proportion_ztest(st, sc) if binary else welch_ttest(st, sc)
+                err = lr.error or test.error
                 row: dict[str, Any] = {} if by is None else {by: seg}
                 row.update(
-                    treatment=arm, outcome=y, n_treatment=st.n, n_control=sc.n,
-                    mean_treatment=st.mean, mean_control=sc.mean, ate=lr.abs_lift,
-                    ci_low=lr.abs_ci[0], ci_high=lr.abs_ci[1], rel_lift=lr.rel_lift,
+                    treatment=arm,
+                    outcome=y,
+                    n_treatment=st.n,
+                    n_control=sc.n,
+                    mean_treatment=st.mean,
+                    mean_control=sc.mean,
+                    ate=lr.abs_lift,
+                    ci_low=lr.abs_ci[0],
+                    ci_high=lr.abs_ci[1],
+                    rel_lift=lr.rel_lift,
                     p_value=test.p_value,
-                    error=(lr.error or test.error).value if (lr.error or test.error) else "",
+                    error=err.value if err else "",
                 )
                 rows.append(row)
     return pd.DataFrame(rows)
@@ -87,7 +99,9 @@ class TLearner:
     gradient boosting), cloned for the treated and control models; ``random_state``.
     """
 
-    def __init__(self, *, estimator: BaseEstimator | None = None, random_state: int | None = None) -> None:
+    def __init__(
+        self, *, estimator: BaseEstimator | None = None, random_state: int | None = None
+    ) -> None:
         self.estimator = estimator
         self.random_state = random_state
 
@@ -99,7 +113,10 @@ class TLearner:
         if t.all() or not t.any():
             raise ValueError("need both treated and control rows")
         base = self.estimator or HistGradientBoostingClassifier(
-            max_iter=150, learning_rate=0.05, max_leaf_nodes=15, min_samples_leaf=200,
+            max_iter=150,
+            learning_rate=0.05,
+            max_leaf_nodes=15,
+            min_samples_leaf=200,
             random_state=self.random_state,
         )
         Xa = np.asarray(X, dtype=float)
@@ -115,7 +132,9 @@ class TLearner:
         return self.model_t_.predict_proba(Xa)[:, 1] - self.model_c_.predict_proba(Xa)[:, 1]
 
 
-def qini_curve(uplift: np.ndarray, treatment: np.ndarray, y: np.ndarray, points: int = 101) -> pd.DataFrame:
+def qini_curve(
+    uplift: np.ndarray, treatment: np.ndarray, y: np.ndarray, points: int = 101
+) -> pd.DataFrame:
     """Qini curve: ``Q(n) = Y_t(n) - Y_c(n) · N_t(n)/N_c(n)`` over the top-n users by score.
 
     Columns: ``fraction`` (share of users targeted), ``qini`` (incremental responders),
@@ -132,7 +151,11 @@ def qini_curve(uplift: np.ndarray, treatment: np.ndarray, y: np.ndarray, points:
     idx = np.unique(np.linspace(0, n - 1, points).round().astype(int))
     frac = (idx + 1) / n
     return pd.DataFrame(
-        {"fraction": np.r_[0.0, frac], "qini": np.r_[0.0, q[idx]], "random": np.r_[0.0, frac * q[-1]]}
+        {
+            "fraction": np.r_[0.0, frac],
+            "qini": np.r_[0.0, q[idx]],
+            "random": np.r_[0.0, frac * q[-1]],
+        }
     )
 
 
@@ -152,7 +175,7 @@ def uplift_at_k(uplift: np.ndarray, treatment: np.ndarray, y: np.ndarray, k: flo
     if not 0 < k <= 1:
         raise ValueError(f"k must be in (0, 1], got {k}")
     u, t, yy = np.asarray(uplift, float), np.asarray(treatment).astype(bool), np.asarray(y, float)
-    top = np.argsort(-u, kind="mergesort")[: max(1, int(round(k * len(u))))]
+    top = np.argsort(-u, kind="mergesort")[: max(1, round(k * len(u)))]
     tt, yt = t[top], yy[top]
     if tt.all() or not tt.any():
         return float("nan")
@@ -173,7 +196,9 @@ def load_hillstrom(path: str | Path) -> pd.DataFrame:
     df = pd.read_csv(p)
     df["history_quartile"] = pd.qcut(df["history"], 4, labels=["Q1", "Q2", "Q3", "Q4"])
     df["gender_bought"] = np.select(
-        [(df.mens == 1) & (df.womens == 1), df.mens == 1, df.womens == 1], ["both", "mens", "womens"], "none"
+        [(df.mens == 1) & (df.womens == 1), df.mens == 1, df.womens == 1],
+        ["both", "mens", "womens"],
+        "none",
     )
     return df
 

@@ -16,6 +16,7 @@ Touches after a journey's conversion are ignored. Models:
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -73,7 +74,9 @@ def build_journeys(
             g = g.iloc[:cut]
         ts = g[ts_col].to_numpy()
         ages = ((ts[-1] - ts) / np.timedelta64(1, "s")).astype(float)
-        value = float(g[value_col].fillna(0).sum()) if value_col and conv.any() else float(conv.any())
+        value = (
+            float(g[value_col].fillna(0).sum()) if value_col and conv.any() else float(conv.any())
+        )
         journeys.append(
             Journey(str(jid), tuple(map(str, g[channel_col])), tuple(ages), bool(conv.any()), value)
         )
@@ -119,8 +122,12 @@ def attribute(
     if model not in MODELS:
         raise MicrosegError(f"unknown attribution model {model!r}{did_you_mean(model, MODELS)}")
     journeys = build_journeys(
-        touchpoints, journey_col=journey_col, ts_col=ts_col, channel_col=channel_col,
-        converted_col=converted_col, value_col=value_col,
+        touchpoints,
+        journey_col=journey_col,
+        ts_col=ts_col,
+        channel_col=channel_col,
+        converted_col=converted_col,
+        value_col=value_col,
     )
     if model == "markov":
         return markov_attribution(journeys)
@@ -141,8 +148,12 @@ def attribute(
     return _frame(conv, val)
 
 
-def _frame(conv: dict[str, float], val: dict[str, float], extra: dict[str, float] | None = None) -> pd.DataFrame:
-    df = pd.DataFrame({"channel": list(conv), "conversions": list(conv.values()), "value": [val[c] for c in conv]})
+def _frame(
+    conv: dict[str, float], val: dict[str, float], extra: dict[str, float] | None = None
+) -> pd.DataFrame:
+    df = pd.DataFrame(
+        {"channel": list(conv), "conversions": list(conv.values()), "value": [val[c] for c in conv]}
+    )
     total = df["conversions"].sum()
     df["share"] = df["conversions"] / total if total > 0 else 0.0
     if extra is not None:
@@ -175,7 +186,7 @@ def fit_markov(journeys: Sequence[Journey]) -> MarkovChain:
         if not j.channels:
             continue
         path = [START, *j.channels, CONV if j.converted else NULL]
-        for a, b in zip(path[:-1], path[1:], strict=True):
+        for a, b in itertools.pairwise(path):
             counts[idx[a], idx[b]] += 1
     counts[idx[CONV], idx[CONV]] = counts[idx[NULL], idx[NULL]] = 1
     rows = counts.sum(axis=1, keepdims=True)
@@ -190,7 +201,9 @@ def conversion_probability(chain: MarkovChain, removed: str | None = None) -> fl
     transient = list(range(n - 2))
     if removed is not None:
         if removed not in chain.channels:
-            raise MicrosegError(f"unknown channel {removed!r}{did_you_mean(removed, chain.channels)}")
+            raise MicrosegError(
+                f"unknown channel {removed!r}{did_you_mean(removed, chain.channels)}"
+            )
         transient.remove(chain.states.index(removed))
     q = chain.matrix[np.ix_(transient, transient)]
     r = chain.matrix[transient, n - 2]
@@ -264,7 +277,9 @@ def plot_attribution(df: pd.DataFrame, metric: str = "share") -> Figure:
     import matplotlib.pyplot as plt
 
     if metric not in df.columns or "channel" not in df.columns:
-        raise MicrosegError(f"attribution table needs 'channel' and {metric!r}; has {list(df.columns)}")
+        raise MicrosegError(
+            f"attribution table needs 'channel' and {metric!r}; has {list(df.columns)}"
+        )
     wide = (
         df.pivot_table(index="channel", columns="model", values=metric, aggfunc="sum")
         if "model" in df.columns

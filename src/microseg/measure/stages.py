@@ -22,10 +22,16 @@ from microseg.errors import DefinitionError, MicrosegError, did_you_mean
 
 STAGES = ("awareness", "consideration", "conversion", "retention")
 _OPS: dict[str, Callable[[float, float], bool]] = {
-    ">=": operator.ge, ">": operator.gt, "<=": operator.le, "<": operator.lt,
-    "==": operator.eq, "!=": operator.ne,
+    ">=": operator.ge,
+    ">": operator.gt,
+    "<=": operator.le,
+    "<": operator.lt,
+    "==": operator.eq,
+    "!=": operator.ne,
 }
-_COND = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*(>=|<=|==|!=|>|<)\s*(-?[0-9.]+(?:[eE]-?[0-9]+)?)\s*$")
+_COND = re.compile(
+    r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*(>=|<=|==|!=|>|<)\s*(-?[0-9.]+(?:[eE]-?[0-9]+)?)\s*$"
+)
 
 
 @dataclass(frozen=True)
@@ -56,7 +62,9 @@ def parse_condition(text: str) -> Condition:
     """Parse ``"kpi >= 0.3"``; raises DefinitionError on malformed text."""
     m = _COND.match(text)
     if not m:
-        raise DefinitionError(f"cannot parse stage condition {text!r}; expected e.g. 'repeat_rate >= 0.3'")
+        raise DefinitionError(
+            f"cannot parse stage condition {text!r}; expected e.g. 'repeat_rate >= 0.3'"
+        )
     return Condition(m.group(1), m.group(2), float(m.group(3)))
 
 
