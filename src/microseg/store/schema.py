@@ -164,6 +164,36 @@ MIGRATIONS: tuple[Migration, ...] = (
         ),
     ),
     Migration(
+        6,
+        "experiments: definitions, sticky assignments, exposures",
+        (
+            """CREATE TABLE IF NOT EXISTS experiments (
+                experiment_key VARCHAR PRIMARY KEY,
+                definition JSON NOT NULL,
+                control VARCHAR,
+                planned_per_arm BIGINT,
+                status VARCHAR NOT NULL DEFAULT 'draft',
+                created_at TIMESTAMP NOT NULL,
+                started_at TIMESTAMP,
+                stopped_at TIMESTAMP
+            )""",
+            """CREATE TABLE IF NOT EXISTS experiment_assignments (
+                experiment_key VARCHAR NOT NULL,
+                profile_id VARCHAR NOT NULL,
+                variant VARCHAR NOT NULL,
+                assigned_at TIMESTAMP NOT NULL,
+                PRIMARY KEY (experiment_key, profile_id)
+            )""",
+            """CREATE TABLE IF NOT EXISTS experiment_exposures (
+                experiment_key VARCHAR NOT NULL,
+                profile_id VARCHAR NOT NULL,
+                variant VARCHAR NOT NULL,
+                exposed_at TIMESTAMP NOT NULL,
+                context VARCHAR
+            )""",
+        ),
+    ),
+    Migration(
         8,
         "model registry, scores, cluster membership",
         (
