@@ -103,3 +103,63 @@ def test_refused_recipients_and_unreachable_server(smtp, store, clock) -> None:
     assert handler.messages == []
     # the permanent failure is final: retrying the key does not contact the server again
     assert dispatcher.deliver(Message("k-perm", "email", "nobody@example.com", subject="s", text="t")).status == "failed"
+
+
+def _self_signed(tmp_path) -> tuple[str, str, bytes]:
+    """A throwaway certificate for 127.0.0.1 (cert path, key path, PEM)."""
+    import datetime as dt
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=1))
+        .not_valid_after(now + dt.timedelta(hours=1))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
+        .sign(key, hashes.SHA256())
+    )
+    pem = cert.public_bytes(serialization.Encoding.PEM)
+    cert_path, key_path = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert_path.write_bytes(pem)
+    key_path.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    return str(cert_path), str(key_path), pem
+
+
+def test_starttls_is_used_and_verified(tmp_path) -> None:
+    import ssl
+
+    cert, key, pem = _self_signed(tmp_path)
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_ctx.load_cert_chain(cert, key)
+    handler = Collector()
+    port = _free_port()
+    controller = Controller(handler, hostname="127.0.0.1", port=port, tls_context=server_ctx, require_starttls=True)
+    controller.start()
+    try:
+        plain = EmailChannel("127.0.0.1", port).send(Message("k0", "email", "a@example.com", subject="s", text="t"))
+        assert plain.status == "failed" and "530" in (plain.error or "")  # server demands STARTTLS
+        trusting = ssl.create_default_context(cadata=pem.decode())
+        tls = EmailChannel("127.0.0.1", port, starttls=True, ssl_context=trusting)
+        result = tls.send(Message("k1", "email", "a@example.com", subject="Over TLS", text="secret"))
+        assert result.status == "sent", result.error
+        untrusted = EmailChannel("127.0.0.1", port, starttls=True).send(
+            Message("k2", "email", "a@example.com", subject="s", text="t")
+        )
+        assert untrusted.status == "retry" and "CERTIFICATE_VERIFY_FAILED" in (untrusted.error or "")
+    finally:
+        controller.stop()
+    assert [m[2]["Subject"] for m in handler.messages] == ["Over TLS"]

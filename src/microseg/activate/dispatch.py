@@ -3,7 +3,8 @@
 Order for one message (``deliver``):
 
 1. a key the ledger already settled (sent / failed / skipped) returns that outcome —
-   nothing is re-checked or re-sent;
+   nothing is re-checked or re-sent; a key mid-attempt (``sending``) is ``in_flight`` until
+   its lease expires, then it is re-attempted;
 2. the outbox row is written (``pending``) before anything else, so nothing is lost;
 3. consent (``consent_ok(profile_id, purpose)``), then every frequency cap — a refusal
    marks the row ``skipped`` with the reason;
@@ -13,6 +14,8 @@ Order for one message (``deliver``):
 
 :meth:`Dispatcher.retry_due` re-delivers due rows (transient failures, deferrals, crashed
 attempts whose lease expired), re-checking consent and caps at that time.
+
+Messages without a ``profile_id`` (operational webhooks) skip the per-profile checks.
 """
 
 from __future__ import annotations
@@ -102,7 +105,8 @@ class Dispatcher:
         )
         if status is None:
             self.ledger.record(key, meta)
-        elif status != "pending" and status != "sending":
+        elif status != "pending":
+            # settled (sent/failed/skipped) or mid-attempt: the ledger answers without re-checking
             return self.ledger.send_once(key, lambda: channel.send(message), meta)
         now = self.clock()
         pid = message.profile_id

@@ -45,6 +45,7 @@ from microseg.personalize.templates import (
     TemplateCache,
     TemplateProblem,
     escape_html,
+    plain_context,
     render_template,
 )
 from microseg.privacy.crypto import KeyRing
@@ -512,6 +513,7 @@ def render_block(
     spec = block.spec
     variant = select_variant(spec, channel, device)
     ctx, used = prepare_context(spec, context)
+    ctx = plain_context(ctx)
     parts: dict[str, str] = {}
     errors: list[str] = []
     for part, source in variant.parts().items():
@@ -526,7 +528,7 @@ def render_block(
             parts[part] = fallback
             errors.append(f"{part}: {exc.message}")
             continue
-        result = render_template(template, ctx, fallback=fallback)
+        result = render_template(template, ctx, fallback=fallback, plain=True)
         text = result.text
         if part == "text" and variant.channel == "push":
             limit = variant.max_chars or PUSH_MAX_CHARS

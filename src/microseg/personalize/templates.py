@@ -24,7 +24,6 @@ back to the block's static fallback text (see :func:`render_template`).
 from __future__ import annotations
 
 import contextvars
-import hashlib
 import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -329,7 +328,7 @@ def _check_attr(name: str, line: int | None) -> None:
 # -- compile cache + rendering -----------------------------------------------------------------
 @dataclass
 class TemplateCache:
-    """Compiled templates keyed by (escape mode, source hash): compile once per version."""
+    """Compiled templates keyed by (escape mode, source): compile once per version."""
 
     html: MicrosegSandbox = field(default_factory=lambda: MicrosegSandbox(autoescape=True))
     text: MicrosegSandbox = field(default_factory=lambda: MicrosegSandbox(autoescape=False))
@@ -341,7 +340,7 @@ class TemplateCache:
 
     def get(self, source: str, *, html: bool) -> Template:
         """The compiled template for ``source`` (checked and compiled on first use)."""
-        key = (html, hashlib.blake2b(source.encode(), digest_size=16).hexdigest())
+        key = (html, source)  # str hashes are cached by Python: cheap on the hot path
         found = self._compiled.get(key)
         if found is not None:
             return found
@@ -385,13 +384,17 @@ def render_template(
     *,
     fallback: str = "",
     max_chars: int = MAX_OUTPUT_CHARS,
+    plain: bool = False,
 ) -> PartResult:
-    """Render a compiled template; any runtime error yields ``fallback`` with the reason."""
+    """Render a compiled template; any runtime error yields ``fallback`` with the reason.
+
+    ``plain=True`` says the context already went through :func:`plain_context`.
+    """
     token = _budget.set([ITERATION_BUDGET])
     try:
         out: list[str] = []
         size = 0
-        for chunk in template.generate(plain_context(context)):
+        for chunk in template.generate(context if plain else plain_context(context)):
             size += len(chunk)
             if size > max_chars:
                 raise SecurityError(f"rendered output exceeds {max_chars} characters")
