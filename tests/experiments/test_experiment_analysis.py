@@ -119,3 +119,12 @@ def test_plot_lift_writes_png(tmp_path: Path) -> None:
     fig.savefig(out)
     data = out.read_bytes()
     assert data.startswith(PNG_MAGIC) and len(data) > 2000
+
+
+def test_public_api_exports_resolve() -> None:
+    import microseg.experiments as api
+
+    assert sorted(api.__all__) == sorted(api._EXPORTS)
+    assert api.SufficientStats is SufficientStats
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        api.nope  # noqa: B018
