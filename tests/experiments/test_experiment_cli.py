@@ -129,3 +129,80 @@ def test_attribution_command(app: typer.Typer, tmp_path: Path) -> None:
     assert res.exit_code == 0 and "time_decay" in res.output
     res = runner.invoke(app, ["attribution", str(f), "--model", "shapley"])
     assert res.exit_code == 1 and res.output.startswith("Error: unknown attribution model")
+
+
+def test_effects_command_by_quantile(app: typer.Typer, tmp_path: Path) -> None:
+    f = tmp_path / "users.csv"
+    pd.DataFrame(
+        {
+            "arm": ["c", "t"] * 50,
+            "visit": [0, 1] * 40 + [0, 0] * 10,
+            "history": list(range(100)),
+        }
+    ).to_csv(f, index=False)
+    out = tmp_path / "eff.csv"
+    res = runner.invoke(
+        app,
+        [
+            "experiment",
+            "effects",
+            str(f),
+            "--arm-col",
+            "arm",
+            "--control",
+            "c",
+            "--outcome",
+            "visit",
+            "--by",
+            "history",
+            "--quantiles",
+            "2",
+            "--out",
+            str(out),
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    table = pd.read_csv(out)
+    assert len(table) == 2 and table["ate"].iloc[0] == pytest.approx(1.0)
+    res = runner.invoke(
+        app,
+        [
+            "experiment",
+            "effects",
+            str(f),
+            "--arm-col",
+            "armm",
+            "--control",
+            "c",
+            "--outcome",
+            "visit",
+        ],
+    )
+    assert res.exit_code == 1 and "did you mean 'arm'" in res.output
+
+
+OBD = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "open_bandit_dataset_sample"
+
+
+@pytest.mark.skipif(not OBD.exists(), reason=f"Open Bandit Dataset sample not found at {OBD}")
+def test_ope_command(app: typer.Typer) -> None:
+    res = runner.invoke(app, ["experiment", "ope", str(OBD), "--campaign", "men"])
+    assert res.exit_code == 0, res.output
+    assert "SNIPW" in res.output and "on-policy" in res.output
+    res = runner.invoke(app, ["experiment", "ope", str(OBD), "--campaign", "kids"])
+    assert res.exit_code == 1 and "not found" in res.output
+
+
+def test_plot_qini_png(tmp_path: Path) -> None:
+    import numpy as np
+
+    from microseg.experiments.plots import plot_qini
+    from microseg.experiments.uplift import qini_curve
+
+    rng = np.random.default_rng(0)
+    t = rng.random(2000) < 0.5
+    score = rng.random(2000)
+    y = (rng.random(2000) < 0.1 + 0.2 * t * (score > 0.5)).astype(int)
+    out = tmp_path / "qini.png"
+    plot_qini(qini_curve(score, t, y)).savefig(out)
+    assert out.read_bytes().startswith(b"\x89PNG") and out.stat().st_size > 2000

@@ -192,6 +192,53 @@ def register(app: typer.Typer) -> None:
             if out is not None:
                 assigned.to_csv(out, index=False)
 
+    @exp_app.command("effects")
+    def effects(
+        file: Path = typer.Argument(..., help="one row per user: arm column and outcome columns"),
+        arm_col: str = typer.Option(..., "--arm-col", help="treatment arm column"),
+        control: str = typer.Option(..., help="control arm value"),
+        outcome: list[str] = typer.Option(..., help="outcome column (repeatable)"),
+        by: str | None = typer.Option(None, help="segment column for per-segment effects"),
+        quantiles: int = typer.Option(0, help="bin a numeric --by column into this many quantiles"),
+        out: Path | None = typer.Option(None, help="write the effects table as CSV"),
+    ) -> None:
+        """Average treatment effects with CIs per arm (and per segment) from randomised data."""
+        import pandas as pd
+
+        from microseg.experiments.uplift import treatment_effects
+
+        with _one_line_errors():
+            df = _read_csv(file)
+            if by and quantiles > 1:
+                if by not in df.columns:
+                    raise MicrosegError(f"column {by!r} not found")
+                df[by] = pd.qcut(df[by], quantiles, duplicates="drop").astype(str)
+            table = treatment_effects(df, arm_col, control, outcome, by=by)
+            cols = [c for c in table.columns if c not in ("n_control", "error")]
+            console.print(_table(table[cols], f"Treatment effects vs '{control}'"))
+            if out is not None:
+                table.to_csv(out, index=False)
+
+    @exp_app.command("ope")
+    def ope(
+        root: Path = typer.Argument(..., help="Open Bandit Dataset folder (random/, bts/)"),
+        campaign: str = typer.Option("all", help="all | men | women"),
+        target: str = typer.Option("bts", help="policy to evaluate: bts | random"),
+        logged: str = typer.Option("random", help="policy whose logs are used: random | bts"),
+    ) -> None:
+        """Off-policy CTR estimates (IPW, SNIPW, DR) vs the target's on-policy CTR."""
+        import pandas as pd
+
+        from microseg.experiments.ope import evaluate_obd
+
+        with _one_line_errors():
+            res = evaluate_obd(root, campaign, target=target, logged=logged)
+            table = pd.DataFrame(
+                [(k, v.value, v.ci_low, v.ci_high, v.n) for k, v in res.items()],
+                columns=["estimator", "ctr", "ci_low", "ci_high", "rows"],
+            )
+            console.print(_table(table, f"CTR of '{target}' from '{logged}' logs ({campaign})"))
+
     @app.command("attribution")
     def attribution(
         file: Path = typer.Argument(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import matplotlib
+import pandas as pd
 
 matplotlib.use("Agg", force=False)
 import matplotlib.pyplot as plt
@@ -39,5 +40,21 @@ def plot_lift(result: ExperimentResult, relative: bool = True) -> Figure:
     conf = f"{1 - result.alpha:.0%}"
     ax.set_xlabel(("relative lift (%)" if relative else "absolute lift") + f", {conf} CI")
     ax.set_title(f"Lift vs control '{result.control}'")
+    fig.tight_layout()
+    return fig
+
+
+def plot_qini(curve: pd.DataFrame, label: str = "model") -> Figure:
+    """Qini curve (incremental responders vs share targeted) against random targeting."""
+    need = {"fraction", "qini", "random"}
+    if not need <= set(curve.columns):
+        raise ValueError(f"qini curve needs columns {sorted(need)}, got {list(curve.columns)}")
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(curve["fraction"], curve["qini"], label=label)
+    ax.plot(curve["fraction"], curve["random"], ls="--", color="gray", label="random")
+    ax.set_xlabel("share of users targeted (by predicted uplift)")
+    ax.set_ylabel("incremental responders")
+    ax.set_title("Qini curve")
+    ax.legend()
     fig.tight_layout()
     return fig
