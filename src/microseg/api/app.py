@@ -26,11 +26,14 @@ quarantine, decisions), **collector** (events), **decision-reader** (decisions).
 Errors are `application/problem+json` (RFC 9457)."""
 
 
-def create_app(workspace: Workspace, settings: ApiSettings | None = None) -> FastAPI:
+def create_app(
+    workspace: Workspace, settings: ApiSettings | None = None, *, close_workspace: bool = False
+) -> FastAPI:
     """Build the app for an open workspace. Refuses weak keys outside dev mode (ConfigError).
 
     Startup (lifespan) imports spool segments left by a crash, loads the serving state and
-    starts the importer; shutdown imports what is spooled and stops it."""
+    starts the importer; shutdown imports what is spooled, stops it and, with
+    ``close_workspace``, closes the store (the server owns it)."""
     settings = settings or ApiSettings()
     ensure_schema(workspace.store)
     auth = Authenticator.from_store(workspace.store, workspace.keys, settings)
@@ -54,6 +57,8 @@ def create_app(workspace: Workspace, settings: ApiSettings | None = None) -> Fas
             yield
         finally:
             await run_in_threadpool(collector.stop)
+            if close_workspace:
+                workspace.close()
 
     public_docs = settings.docs_public
     app = FastAPI(

@@ -44,11 +44,13 @@ def serve(
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     workspace = Workspace.open(project, actor="api")
     try:
-        app = create_app(workspace, settings or ApiSettings())
-        config = uvicorn.Config(
-            app, host=host, port=port, log_level=log_level, access_log=access_log,
-            lifespan="on", **uvicorn_options(),  # type: ignore[arg-type]
-        )
-        uvicorn.Server(config).run()
-    finally:
+        app = create_app(workspace, settings or ApiSettings(), close_workspace=True)
+    except BaseException:
         workspace.close()
+        raise
+    config = uvicorn.Config(
+        app, host=host, port=port, log_level=log_level, access_log=access_log,
+        lifespan="on", **uvicorn_options(),  # type: ignore[arg-type]
+    )
+    # uvicorn re-raises SIGTERM/SIGINT after a graceful shutdown; the lifespan closes the store.
+    uvicorn.Server(config).run()

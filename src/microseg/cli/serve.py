@@ -51,7 +51,8 @@ def register(app: typer.Typer) -> None:
         from microseg.cli.ingest import _table
 
         with workspace() as ws:
-            console.print(_table(list_keys(ws.store), "API keys"))
+            df = list_keys(ws.store)
+            console.print(_table(df[["key_id", "role", "name", "created_at", "revoked_at"]], "API keys"))
 
     @apikey_app.command("revoke")
     def revoke(key_id: str = typer.Argument(..., help="key id shown by create / list")) -> None:
