@@ -33,7 +33,7 @@ class Collector:
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         parsed = email.message_from_bytes(envelope.content, policy=policy.default)
-        self.messages.append((envelope.mail_from, list(envelope.rcpt_tos), parsed))  # type: ignore[arg-type]
+        self.messages.append((envelope.mail_from, list(envelope.rcpt_tos), parsed))
         return "250 Message accepted"
 
 

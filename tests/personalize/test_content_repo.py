@@ -151,3 +151,19 @@ def test_profile_context_feeds_placeholders(store: Store) -> None:
     # as_of before the purchase: no last purchase yet, the early cart item counts
     early = ProfileContextLoader(store, keys).load(pid, as_of=datetime(2026, 3, 31))
     assert "last_purchase" not in early and [i["product_id"] for i in early["abandoned_items"]] == ["p8"]
+
+
+def test_save_refuses_bad_templates_from_any_path(store: Store) -> None:
+    """The API path (no YAML file) goes through the same template checks as the files."""
+    from microseg.personalize.content import BlockSpec
+
+    repo = ContentRepo(store)
+    bad = BlockSpec.model_validate(
+        {"variants": [{"id": "w", "channel": "web", "html": "ok\n{{ ''.__class__ }}"}]}
+    )
+    with pytest.raises(DefinitionError) as info:
+        repo.save("promo", bad, source_file="api")
+    problem = info.value.problems[0]
+    assert problem.file == "api" and problem.path == "promo.variants.0.html"
+    assert "attribute '__class__' is not allowed" in problem.message and "template line 2" in problem.message
+    assert repo.latest_version("promo") == 0  # nothing stored

@@ -361,7 +361,7 @@ class ContentRepo:
         problems = check_block_templates(name, spec, cache=self.cache)
         if problems:
             raise DefinitionError(
-                [Problem(p.message, source_file, None, None, f"{name}.{p.path}") for p in problems]
+                [Problem(p.message, source_file, None, None, p.path) for p in problems]
             )
         checksum = spec.checksum()
         with self.store.transaction():
