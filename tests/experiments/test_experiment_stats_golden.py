@@ -196,3 +196,29 @@ def test_zero_variance_and_zero_baseline_for_means() -> None:
     assert bayes_means([same]).error is ErrorCode.SINGLE_ARM
     assert chi_square_test([same]).error is ErrorCode.SINGLE_ARM
     assert sample_ratio_mismatch([0, 0]).error is ErrorCode.NO_DATA
+
+
+@pytest.mark.parametrize(("es", "ratio"), [(0.5, 1.0), (0.2, 1.0), (0.8, 2.0), (0.05, 1.0)])
+def test_t_test_power_and_sample_size_match_statsmodels(es: float, ratio: float) -> None:
+    from statsmodels.stats.power import TTestIndPower, tt_ind_solve_power
+
+    assert pw.power_t(es, 30, ratio=ratio) == pytest.approx(
+        TTestIndPower().power(es, 30, 0.05, ratio=ratio), abs=TOL
+    )
+    ref = tt_ind_solve_power(effect_size=es, alpha=0.05, power=0.8, ratio=ratio)
+    ours = pw.solve_nobs1_t(es, ratio=ratio)
+    assert ours == pytest.approx(ref, rel=1e-6)
+    assert ours > pw.solve_nobs1(es, ratio=ratio)  # t needs a few more users than z
+    plan = pw.plan_mean(10.0, 4.0, 2.0, use_t=True)
+    assert plan.n_control == math.ceil(tt_ind_solve_power(effect_size=0.5, alpha=0.05, power=0.8))
+
+
+def test_analysis_metric_names() -> None:
+    from microseg.experiments.analysis import ArmStats, analyze_experiment
+
+    arms = [
+        ArmStats(n, SufficientStats.binary(1000, k), SufficientStats(1000, 5.0 * k, 50.0 * k))
+        for n, k in (("c", 100), ("t", 130))
+    ]
+    res = analyze_experiment(arms, metric_names=("visit", "spend"))
+    assert [r.metric for r in res.results] == ["visit", "spend"]

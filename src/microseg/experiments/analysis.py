@@ -103,6 +103,7 @@ def analyze_experiment(
     alpha: float = 0.05,
     srm_threshold: float = 0.001,
     random_state: int | None = 0,
+    metric_names: tuple[str, str] = ("conversion", "revenue"),
 ) -> ExperimentResult:
     """Compare every arm with ``control`` (default: the first arm) on each available metric.
 
@@ -110,6 +111,7 @@ def analyze_experiment(
     ``continue: …`` while the fixed horizon (``planned_per_arm``) is not reached — no
     significance claim is made before that; otherwise ``better``/``worse``/``no difference``
     at level ``alpha``. Degenerate arms produce a verdict ``error: <code>``.
+    ``metric_names`` labels the 0/1 and the continuous metric (e.g. ``("visit", "spend")``).
     """
     if not arms:
         raise MicrosegError("no arms to analyse")
@@ -155,7 +157,7 @@ def analyze_experiment(
             results.append(
                 VariantResult(
                     arm.name,
-                    metric,
+                    metric_names[0] if binary else metric_names[1],
                     t.n,
                     t.mean,
                     lr,
@@ -168,7 +170,7 @@ def analyze_experiment(
         results.append(
             VariantResult(
                 control,
-                "conversion",
+                metric_names[0],
                 ctrl.n,
                 ctrl.conversion.mean,
                 LiftResult(error=ErrorCode.SINGLE_ARM),

@@ -152,11 +152,20 @@ def plan_mean(
     power_target: float = 0.8,
     ratio: float = 1.0,
     alternative: str = "two-sided",
+    use_t: bool = False,
 ) -> SampleSizePlan:
-    """Users per arm to detect a mean shift of ``mde_abs`` for a metric with std ``sd``."""
+    """Users per arm to detect a mean shift of ``mde_abs`` for a metric with std ``sd``.
+
+    ``use_t`` sizes for the (two-sided) t test instead of the normal approximation.
+    """
     if sd <= 0:
         raise ValueError(f"sd must be positive, got {sd!r}")
-    n1 = solve_nobs1(mde_abs / sd, alpha, power_target, ratio, alternative)
+    if use_t:
+        if alternative != "two-sided":
+            raise ValueError("use_t supports only the two-sided alternative")
+        n1 = solve_nobs1_t(mde_abs / sd, alpha, power_target, ratio)
+    else:
+        n1 = solve_nobs1(mde_abs / sd, alpha, power_target, ratio, alternative)
     return SampleSizePlan(
         "mean",
         baseline_mean,
@@ -242,3 +251,28 @@ def segment_mde_table(
             }
         )
     return pd.DataFrame(rows)
+
+
+def power_t(effect_size: float, nobs1: float, alpha: float = 0.05, ratio: float = 1.0) -> float:
+    """Two-sided power of the two-sample pooled t test via the noncentral t distribution
+    (``statsmodels.stats.power.TTestIndPower().power``)."""
+    if nobs1 <= 1 or ratio <= 0:
+        raise ValueError(f"nobs1 must be > 1 and ratio positive, got {nobs1!r}, {ratio!r}")
+    nobs2 = nobs1 * ratio
+    df = nobs1 + nobs2 - 2
+    nc = abs(effect_size) * math.sqrt(1.0 / (1.0 / nobs1 + 1.0 / nobs2))
+    crit = float(stats.t.isf(alpha / 2, df))
+    return float(stats.nct.sf(crit, df, nc) + stats.nct.cdf(-crit, df, nc))
+
+
+def solve_nobs1_t(
+    effect_size: float, alpha: float = 0.05, power_target: float = 0.8, ratio: float = 1.0
+) -> float:
+    """Users in the first arm for a two-sided t test (``tt_ind_solve_power``); slightly more
+    than the normal approximation for small samples."""
+    z = solve_nobs1(effect_size, alpha, power_target, ratio)
+
+    def gap(n: float) -> float:
+        return power_t(effect_size, n, alpha, ratio) - power_target
+
+    return float(optimize.brentq(gap, max(1.5, z / 2), z * 2 + 10, xtol=1e-12, rtol=1e-14))
