@@ -135,3 +135,34 @@ def test_arm_summary_columns() -> None:
     s = arm_summary(df, "arm", ["visit", "spend"])
     assert list(s.columns) == ["arm", "n", "visit_rate", "spend_mean"]
     assert s.set_index("arm").loc["a", "spend_mean"] == pytest.approx(1.75)
+
+
+@needs_hillstrom
+def test_hillstrom_micro_segments_flagged_too_small_to_test() -> None:
+    """Channel x zip x newbie cells of the 64k-user test: which could detect a 20 % lift?"""
+    from statsmodels.stats.power import NormalIndPower
+
+    from microseg.experiments.power import segment_mde_table
+
+    df = pd.read_csv(HILLSTROM)
+    ctrl = df[df["segment"] == "No E-Mail"]
+    cells = (
+        ctrl.groupby(["channel", "zip_code", "newbie"])["visit"].agg(["size", "mean"]).reset_index()
+    )
+    cells["segment"] = (
+        cells["channel"] + "/" + cells["zip_code"] + "/" + cells["newbie"].astype(str)
+    )
+    table = segment_mde_table(
+        cells.assign(size=cells["size"] * 3).rename(columns={"mean": "baseline"}),
+        n_arms=3,
+        max_relative_mde=0.3,
+    )
+    assert len(table) == 18
+    small = table[~table["testable"]]
+    assert 0 < len(small) < 18 and small["warning"].str.contains("too small").all()
+    # every MDE is the statsmodels effect size for its arm size, mapped back to a rate
+    row = table.iloc[0]
+    h = NormalIndPower().solve_power(nobs1=row.n_per_arm, alpha=0.05, power=0.8)
+    p1 = row.baseline
+    expected = np.sin(np.arcsin(np.sqrt(p1)) + h / 2) ** 2 - p1
+    assert row.mde_abs == pytest.approx(expected, abs=1e-5)
