@@ -13,10 +13,9 @@ from microseg.personalize.content import (
     select_variant,
     validate_content_document,
 )
-from microseg.personalize.templates import DEFAULT_CACHE, TemplateCache, TemplateProblem
+from microseg.personalize.templates import TemplateCache, TemplateProblem, default_cache
 
 __all__ = [
-    "DEFAULT_CACHE",
     "BlockSpec",
     "ContentBlock",
     "ContentRepo",
@@ -25,6 +24,7 @@ __all__ = [
     "TemplateCache",
     "TemplateProblem",
     "VariantSpec",
+    "default_cache",
     "load_project_content",
     "parse_content",
     "render_block",

@@ -41,9 +41,9 @@ from microseg.config.models import check_name
 from microseg.config.yamlio import Document, parse_text, validate_model
 from microseg.errors import DefinitionError, NotFoundError, Problem, did_you_mean, display_path
 from microseg.personalize.templates import (
-    DEFAULT_CACHE,
     TemplateCache,
     TemplateProblem,
+    default_cache,
     escape_html,
     plain_context,
     render_template,
@@ -242,9 +242,10 @@ def check_block_templates(
     *,
     doc: Document | None = None,
     text: str | None = None,
-    cache: TemplateCache = DEFAULT_CACHE,
+    cache: TemplateCache | None = None,
 ) -> list[Problem]:
     """Compile every template of a block (filling the cache); problems carry file lines."""
+    cache = cache if cache is not None else default_cache()
     problems: list[Problem] = []
     for i, variant in enumerate(spec.variants):
         for part, source in variant.parts().items():
@@ -342,9 +343,9 @@ def load_project_content(root: str | Path) -> list[ContentBlock]:
 class ContentRepo:
     """Versioned content blocks in the store (table ``content_versions``)."""
 
-    def __init__(self, store: Store, *, cache: TemplateCache = DEFAULT_CACHE) -> None:
+    def __init__(self, store: Store, *, cache: TemplateCache | None = None) -> None:
         self.store = store
-        self.cache = cache
+        self.cache = cache if cache is not None else default_cache()
         self._versions: dict[tuple[str, int], ContentBlock] = {}
         self._lock = threading.Lock()
 
@@ -505,9 +506,10 @@ def render_block(
     *,
     channel: str = "web",
     device: str = "any",
-    cache: TemplateCache = DEFAULT_CACHE,
+    cache: TemplateCache | None = None,
 ) -> Rendered:
     """Render a block for a channel/device. Failures use the block's fallback text."""
+    cache = cache if cache is not None else default_cache()
     if isinstance(block, BlockSpec):
         block = ContentBlock("<inline>", block)
     spec = block.spec

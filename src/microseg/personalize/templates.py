@@ -24,6 +24,7 @@ back to the block's static fallback text (see :func:`render_template`).
 from __future__ import annotations
 
 import contextvars
+import functools
 import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -355,8 +356,11 @@ class TemplateCache:
         return len(self._compiled)
 
 
-DEFAULT_CACHE = TemplateCache()
-"""Process-wide cache; content versions are immutable so entries never go stale."""
+@functools.cache
+def default_cache() -> TemplateCache:
+    """The process-wide cache, created on first use (content versions are immutable, so
+    entries never go stale)."""
+    return TemplateCache()
 
 RENDER_ERRORS: tuple[type[BaseException], ...] = (
     TemplateError,
