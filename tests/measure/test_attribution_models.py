@@ -131,3 +131,22 @@ def test_errors_are_clear() -> None:
     no_conv = TOUCHES.assign(converted=False)
     out = attribute(no_conv, "markov")
     assert (out["conversions"] == 0).all()
+
+
+@pytest.mark.parametrize(
+    ("flags", "expected"),
+    [
+        (["no", "yes", "no", "yes", "no"], 2.0),
+        (["false", "TRUE", "", "true", None], 2.0),
+        ([0, 1, 0, 1, 0], 2.0),
+        ([0.0, 1.0, None, 0.0, 0.0], 1.0),
+    ],
+)
+def test_converted_flag_forms(flags: list[object], expected: float) -> None:
+    out = attribute(TOUCHES.assign(converted=flags), "last")
+    assert out["conversions"].sum() == pytest.approx(expected)
+
+
+def test_bad_converted_flag_is_an_error() -> None:
+    with pytest.raises(MicrosegError, match="converted flag"):
+        attribute(TOUCHES.assign(converted=["maybe", "no", "no", "no", "no"]), "last")

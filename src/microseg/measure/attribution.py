@@ -68,7 +68,7 @@ def build_journeys(
     df = df.sort_values([journey_col, ts_col], kind="mergesort")
     journeys: list[Journey] = []
     for jid, g in df.groupby(journey_col, sort=True):
-        conv = g[converted_col].fillna(False).astype(bool).to_numpy()
+        conv = _as_bool(g[converted_col])
         if conv.any():
             cut = int(np.argmax(conv)) + 1
             g = g.iloc[:cut]
@@ -81,6 +81,21 @@ def build_journeys(
             Journey(str(jid), tuple(map(str, g[channel_col])), tuple(ages), bool(conv.any()), value)
         )
     return journeys
+
+
+_TRUE = {"1", "1.0", "true", "t", "yes", "y"}
+_FALSE = {"0", "0.0", "false", "f", "no", "n", "", "nan", "none"}
+
+
+def _as_bool(values: pd.Series) -> np.ndarray:
+    """0/1, booleans or yes/no/true/false text as a boolean array (missing = False)."""
+    if pd.api.types.is_bool_dtype(values) or pd.api.types.is_numeric_dtype(values):
+        return values.fillna(0).astype(float).to_numpy() != 0
+    text = values.astype("string").str.strip().str.lower().fillna("")
+    bad = sorted(set(text) - _TRUE - _FALSE)
+    if bad:
+        raise MicrosegError(f"converted flag must be true/false, yes/no or 0/1; got {bad[:5]}")
+    return text.isin(list(_TRUE)).to_numpy(dtype=bool)
 
 
 def _weights(j: Journey, model: str, half_life_s: float) -> np.ndarray:
