@@ -68,6 +68,18 @@ def test_second_batch_continues_open_session(tmp_path: Path) -> None:
         assert groups(ws) == [["a1", "a2", "b1"], ["b2"]]
 
 
+def test_long_open_session_keeps_its_id_when_continued(tmp_path: Path) -> None:
+    with Workspace.ephemeral(settings(30)) as ws:
+        first = [(f"a{i}", "u1", f"{9 + i // 6:02d}:{(i % 6) * 10:02d}") for i in range(9)]  # 09:00..10:20
+        load(ws, tmp_path, "a.csv", first)
+        before = sessions(ws)
+        assert len(set(before.values())) == 1
+        load(ws, tmp_path, "b.csv", [("b1", "u1", "10:45")])
+        after = sessions(ws)
+        assert after["b1"] == before["a0"]
+        assert {after[e] for e in before} == {before["a0"]}
+
+
 def test_late_event_bridges_two_sessions(tmp_path: Path) -> None:
     with Workspace.ephemeral(settings(30)) as ws:
         load(ws, tmp_path, "a.csv", [("a1", "u1", "10:00"), ("a2", "u1", "10:50")])
