@@ -166,3 +166,20 @@ def test_hillstrom_micro_segments_flagged_too_small_to_test() -> None:
     p1 = row.baseline
     expected = np.sin(np.arcsin(np.sqrt(p1)) + h / 2) ** 2 - p1
     assert row.mde_abs == pytest.approx(expected, abs=1e-5)
+
+
+def test_class_transformation_recovers_planted_uplift_with_unequal_split() -> None:
+    from microseg.experiments.uplift import ClassTransformation
+
+    rng = np.random.default_rng(5)
+    n = 30_000
+    X = rng.normal(size=(n, 3))
+    t = rng.random(n) < 0.3  # unequal split, reweighted inside
+    true_uplift = np.where(X[:, 0] > 0, 0.2, 0.0)
+    y = (rng.random(n) < 0.1 + true_uplift * t).astype(int)
+    model = ClassTransformation(random_state=0).fit(X[:20000], t[:20000], y[:20000])
+    u = model.predict(X[20000:])
+    assert u[X[20000:, 0] > 0].mean() - u[X[20000:, 0] <= 0].mean() == pytest.approx(0.2, abs=0.06)
+    assert qini_coefficient(u, t[20000:], y[20000:]) > 0.005
+    with pytest.raises(ValueError, match="0/1 outcome"):
+        ClassTransformation().fit(X, t, y * 2.5)

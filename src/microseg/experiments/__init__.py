@@ -12,6 +12,7 @@ from typing import Any
 
 _EXPORTS: dict[str, str] = {
     "ArmStats": "microseg.experiments.analysis",
+    "ClassTransformation": "microseg.experiments.uplift",
     "ErrorCode": "microseg.experiments.stats",
     "Experiment": "microseg.experiments.assignment",
     "ExperimentResult": "microseg.experiments.analysis",
@@ -66,6 +67,7 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "UCB1",
     "ArmStats",
+    "ClassTransformation",
     "ErrorCode",
     "Experiment",
     "ExperimentResult",
