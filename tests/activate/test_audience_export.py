@@ -10,6 +10,7 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
+from activate_fixtures import *  # noqa: F403  (shared pytest fixtures: store, keys, clock, grant)
 
 from microseg.activate.audience import (
     AudienceTooSmallError,

@@ -9,6 +9,7 @@ from email import policy
 from typing import Any
 
 import pytest
+from activate_fixtures import *  # noqa: F403  (shared pytest fixtures: store, keys, clock, grant)
 from aiosmtpd.controller import Controller
 
 from microseg.activate.channels import EmailChannel, Message

@@ -8,6 +8,7 @@ from datetime import datetime, time, timedelta
 from pathlib import Path
 
 import pytest
+from activate_fixtures import *  # noqa: F403  (shared pytest fixtures: store, keys, clock, grant)
 
 from microseg.activate.channels import FileOutboxChannel, Message
 from microseg.activate.dispatch import OUTBOX_FILE, Dispatcher, default_channels

@@ -10,6 +10,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
+from activate_fixtures import *  # noqa: F403  (shared pytest fixtures: store, keys, clock, grant)
 
 from microseg.activate.channels import Message, WebhookChannel
 from microseg.activate.dispatch import Dispatcher

@@ -1,4 +1,8 @@
-"""Fixtures for delivery tests: a store, keys, and a controllable clock."""
+"""Fixtures for delivery tests: a store, keys, a controllable clock and consent rows.
+
+Imported by name into each test module (a uniquely named module instead of a
+``conftest.py``, so it never shadows another area's ``from conftest import ...``).
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,8 @@ import pytest
 
 from microseg.privacy.crypto import KeyRing
 from microseg.store import Store
+
+__all__ = ["Clock", "clock", "grant", "keys", "store"]
 
 
 class Clock:
