@@ -69,8 +69,13 @@ def test_async_mode_acknowledges_spool_then_commits(api: Api) -> None:
     r = api.client.post("/v1/events/batch?wait=false", json={"events": [event(i) for i in range(20)]}, headers=h)
     assert r.status_code == 202
     assert r.json()["status"] == "spooled" and r.json()["accepted"] is None
-    deadline = time.monotonic() + 10
-    while _events(api.workspace) < 20 and time.monotonic() < deadline:
+    deadline = time.monotonic() + 30
+
+    def committed() -> int:
+        stats = api.client.get("/v1/admin/stats", headers=api.headers("admin")).json()
+        return int(stats["collector"]["committed_events"])
+
+    while committed() < 20 and time.monotonic() < deadline:
         time.sleep(0.05)
     assert _events(api.workspace) == 20
     assert api.client.get("/v1/decide/u3", headers=api.headers("decision-reader")).status_code == 200

@@ -130,6 +130,9 @@ def test_openapi_has_domain_tags_and_security(api: Api) -> None:
     doc = api.client.get("/openapi.json").json()
     tags = {t for op in doc["paths"].values() for spec in op.values() for t in spec.get("tags", [])}
     assert {"events", "decide", "profiles", "quarantine", "health", "admin"} <= tags
-    assert set(doc["components"]["securitySchemes"]) == {"HTTPBearer", "APIKeyHeader"}
+    assert set(doc["components"]["securitySchemes"]) == {"bearer", "apiKey"}
+    secured = [op for path, ops in doc["paths"].items() for op in ops.values() if path != "/v1/health"]
+    assert secured and all(op["security"] == [{"bearer": []}, {"apiKey": []}] for op in secured)
+    assert "security" not in doc["paths"]["/v1/health"]["get"]
     assert all(p.startswith("/v1/") for p in doc["paths"])
     assert api.client.get("/docs").status_code == 200

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import APIRouter, FastAPI
+from fastapi.dependencies.models import Dependant
+from fastapi.openapi.utils import get_openapi
+from fastapi.routing import APIRoute
 from starlette.concurrency import run_in_threadpool
 
 from microseg.api import problems
 from microseg.api.auth import Authenticator, RateLimiter
 from microseg.api.collector import Collector
-from microseg.api.deps import Services
+from microseg.api.deps import SECURITY_SCHEMES, Services
 from microseg.api.routers import admin, decide, events, health, profiles, quarantine
 from microseg.api.schema import ensure_schema
 from microseg.api.serving import ServingState
@@ -72,7 +76,48 @@ def create_app(
     )
     problems.install(app)
     v1 = APIRouter(prefix="/v1")
+    secured: set[tuple[str, str]] = set()
     for module in (events, decide, profiles, quarantine, health, admin):
         v1.include_router(module.router)
+        secured |= _secured_operations(module.router, v1.prefix)
     app.include_router(v1)
+    _document_security(app, secured)
     return app
+
+
+def _secured_operations(router: APIRouter, prefix: str) -> set[tuple[str, str]]:
+    """(method, path) of the router's operations whose dependencies check an API key."""
+    return {
+        (method.lower(), prefix + route.path)
+        for route in router.routes
+        if isinstance(route, APIRoute)
+        and any(getattr(d.call, "__microseg_secured__", False) for d in _calls(route.dependant))
+        for method in route.methods or ()
+    }
+
+
+def _document_security(app: FastAPI, secured: set[tuple[str, str]]) -> None:
+    """Keys are read from the headers directly (cheaper than FastAPI's security classes);
+    declare the schemes in the OpenAPI document for every operation that requires a key."""
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = get_openapi(title=app.title, version=app.version,
+                                 description=app.description, routes=app.routes)
+            schema.setdefault("components", {})["securitySchemes"] = SECURITY_SCHEMES
+            for path, operations in schema.get("paths", {}).items():
+                for method, operation in operations.items():
+                    if (method, path) in secured:
+                        operation["security"] = [{"bearer": []}, {"apiKey": []}]
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+def _calls(dependant: Dependant) -> list[Dependant]:
+    out = []
+    for dep in dependant.dependencies:
+        out.append(dep)
+        out.extend(_calls(dep))
+    return out

@@ -182,10 +182,11 @@ class Collector:
             return
         batch, identities, outcomes = committed
         segment.path.unlink(missing_ok=True)
-        self.committed_events += segment.lines
-        self.committed_segments += 1
         if self.state is not None:
             self.state.apply_batch(batch, identities)
+        # counted once the serving state shows the batch too
+        self.committed_events += segment.lines
+        self.committed_segments += 1
         for waiter, outcome in zip(segment.waiters, outcomes, strict=True):
             waiter.future.set_result(outcome)
 

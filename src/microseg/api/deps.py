@@ -7,8 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import Depends, Request, Security
-from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from fastapi import Depends, Request
 
 from microseg.api.auth import Authenticator, Principal, RateLimiter
 from microseg.api.collector import Collector
@@ -32,15 +31,30 @@ class Services:
     started_at: datetime = field(default_factory=utcnow)
 
 
-def get_services(request: Request) -> Services:
+async def get_services(request: Request) -> Services:
+    # async on purpose: a plain `def` dependency would cost a thread hop per request
     services: Services = request.app.state.services
     return services
 
 
 ServicesDep = Annotated[Services, Depends(get_services)]
 
-_bearer = HTTPBearer(auto_error=False, description="Authorization: Bearer <API key>")
-_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="X-API-Key: <API key>")
+SECURITY_SCHEMES: dict[str, dict[str, str]] = {
+    "bearer": {"type": "http", "scheme": "bearer", "description": "Authorization: Bearer <API key>"},
+    "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key", "description": "X-API-Key: <API key>"},
+}
+
+
+def presented_key(request: Request) -> str | None:
+    """The key from ``X-API-Key`` or ``Authorization: Bearer``."""
+    headers = request.headers
+    key = headers.get("x-api-key")
+    if key:
+        return key
+    auth = headers.get("authorization")
+    if auth and auth[:7].lower() == "bearer ":
+        return auth[7:].strip()
+    return None
 
 
 def require(*roles: str) -> Callable[..., Awaitable[Principal]]:
@@ -49,14 +63,9 @@ def require(*roles: str) -> Callable[..., Awaitable[Principal]]:
     ``admin`` may do everything."""
     allowed = frozenset(roles) | {"admin"}
 
-    async def dependency(
-        request: Request,
-        bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)],
-        api_key: Annotated[str | None, Security(_header)],
-    ) -> Principal:
+    async def dependency(request: Request) -> Principal:
         services: Services = request.app.state.services
-        presented = api_key or (bearer.credentials if bearer else None)
-        principal = services.auth.authenticate(presented)
+        principal = services.auth.authenticate(presented_key(request))
         if principal.role not in allowed:
             raise ApiProblem(
                 403, "forbidden",
@@ -66,6 +75,7 @@ def require(*roles: str) -> Callable[..., Awaitable[Principal]]:
         return principal
 
     dependency.__name__ = "require_" + "_".join(r.replace("-", "_") for r in roles)
+    dependency.__microseg_secured__ = True  # type: ignore[attr-defined]
     return dependency
 
 

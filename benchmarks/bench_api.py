@@ -1,0 +1,263 @@
+"""Benchmark the HTTP API on loopback: decision req/s + latency, durable collection events/s.
+
+    python benchmarks/bench_api.py [--profiles 20000] [--seconds 10] [--events 200000]
+
+Starts a real server (`python -m microseg.api`, uvicorn with uvloop/httptools when installed)
+on a free 127.0.0.1 port over a temporary project, then:
+
+1. decision endpoint: GET /v1/decide/{ref} over random known profiles, measured with `wrk`
+   when installed (else a keep-alive asyncio load generator in a separate process);
+2. collection: POST /v1/events/batch of 1,000 events from concurrent clients, both
+   ``wait=true`` (acknowledged after the DuckDB commit) and ``wait=false`` (acknowledged
+   after the spool fsync; the time until everything is committed is reported too).
+
+Figures depend on the machine; on 2 shared cores server and load generator compete.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import multiprocessing as mp
+import os
+import random
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+
+from microseg.api.keys import create_key
+from microseg.workspace import Workspace
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def iso(minutes_ago: float = 5) -> str:
+    return (datetime.now(UTC) - timedelta(minutes=minutes_ago)).isoformat()
+
+
+def make_events(prefix: str, n: int, users: int) -> list[dict[str, Any]]:
+    ts = iso()
+    return [
+        {"event_id": f"{prefix}-{i}", "event_type": "page_view", "timestamp": ts,
+         "user_id": f"u{i % users}", "url": f"/p/{i % 100}", "time_spent": i % 60}
+        for i in range(n)
+    ]
+
+
+def seed(root: Path, profiles: int) -> tuple[dict[str, str], list[str]]:
+    Workspace.init(root, "bench").close()
+    with Workspace.open(root) as ws:
+        path = root / "seed.jsonl"
+        path.write_bytes(b"".join(orjson.dumps(e) + b"\n" for e in make_events("seed", profiles, profiles)))
+        ws.import_events(path)
+        path.unlink()
+        ws.store.execute("CREATE TABLE traits AS SELECT profile_id, random() * 1000 AS ltv,"
+                         " 'tier_' || (hash(profile_id) % 4) AS tier FROM profiles")
+        ws.store.execute("CREATE TABLE IF NOT EXISTS memberships (segment VARCHAR, profile_id VARCHAR,"
+                         " entered_at TIMESTAMP)")
+        ws.store.execute("INSERT INTO memberships SELECT 'seg_' || (hash(profile_id) % 7), profile_id,"
+                         " now() FROM profiles")
+        keys = {role: create_key(ws.store, ws.keys, role, rate_per_second=1e9)[1]
+                for role in ("decision-reader", "collector", "admin")}
+    return keys, [f"user_id:u{i}" for i in range(profiles)]
+
+
+def start(root: Path, port: int) -> subprocess.Popen[bytes]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "microseg.api", "--project", str(root), "--port", str(port),
+         "--log-level", "warning"],
+    )
+    for _ in range(600):
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/v1/health", timeout=1).status_code == 200:
+                return proc
+        except httpx.TransportError:
+            time.sleep(0.1)
+    proc.kill()
+    raise SystemExit("server did not start")
+
+
+# ------------------------------------------------------------------------------ decision
+WRK_SCRIPT = """
+local refs = {}
+for line in io.lines("%s") do refs[#refs + 1] = line end
+wrk.headers["X-API-Key"] = "%s"
+request = function()
+  return wrk.format("GET", "/v1/decide/" .. refs[math.random(#refs)])
+end
+done = function(summary, latency, requests)
+  io.write(string.format("JSON {\\"requests\\": %%d, \\"seconds\\": %%f, \\"p50_ms\\": %%f, \\"p90_ms\\": %%f, \\"p99_ms\\": %%f, \\"non2xx\\": %%d, \\"errors\\": %%d}\\n",
+    summary.requests, summary.duration / 1e6, latency:percentile(50) / 1e3,
+    latency:percentile(90) / 1e3, latency:percentile(99) / 1e3,
+    summary.errors.status, summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout))
+end
+"""
+
+
+def decide_wrk(port: int, key: str, refs: list[str], seconds: int, connections: int, tmp: Path) -> dict[str, Any]:
+    (tmp / "refs.txt").write_text("\n".join(refs))
+    (tmp / "bench.lua").write_text(WRK_SCRIPT % (tmp / "refs.txt", key))
+    out = subprocess.run(
+        ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "-s", str(tmp / "bench.lua"),
+         f"http://127.0.0.1:{port}"],
+        capture_output=True, text=True, check=True,
+    ).stdout
+    match = re.search(r"^JSON (.*)$", out, re.M)
+    assert match, out
+    res = json.loads(match.group(1))
+    res["rps"] = res["requests"] / res["seconds"]
+    res["tool"] = f"wrk -t1 -c{connections}"
+    return res
+
+
+async def _worker(port: int, key: str, refs: list[str], until: float, lat: list[float], bad: list[int]) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    rnd = random.Random()
+    while time.perf_counter() < until:
+        ref = refs[rnd.randrange(len(refs))]
+        t0 = time.perf_counter()
+        writer.write(f"GET /v1/decide/{ref} HTTP/1.1\r\nHost: b\r\nX-API-Key: {key}\r\n\r\n".encode())
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = int(re.search(rb"(?i)content-length: (\d+)", head).group(1))  # type: ignore[union-attr]
+        await reader.readexactly(length)
+        lat.append(time.perf_counter() - t0)
+        if not head.startswith(b"HTTP/1.1 200"):
+            bad.append(1)
+    writer.close()
+
+
+def _asyncio_load(port: int, key: str, refs: list[str], seconds: int, connections: int, q: Any) -> None:
+    lat: list[float] = []
+    bad: list[int] = []
+    until = time.perf_counter() + seconds
+
+    async def main() -> None:
+        await asyncio.gather(*(_worker(port, key, refs, until, lat, bad) for _ in range(connections)))
+
+    asyncio.run(main())
+    lat.sort()
+    q.put({"requests": len(lat), "seconds": seconds, "p50_ms": lat[len(lat) // 2] * 1e3,
+           "p90_ms": lat[int(len(lat) * 0.9)] * 1e3, "p99_ms": lat[int(len(lat) * 0.99)] * 1e3,
+           "non2xx": len(bad), "errors": 0})
+
+
+def decide_asyncio(port: int, key: str, refs: list[str], seconds: int, connections: int) -> dict[str, Any]:
+    q: Any = mp.Queue()
+    proc = mp.Process(target=_asyncio_load, args=(port, key, refs, seconds, connections, q))
+    proc.start()
+    res = q.get()
+    proc.join()
+    res["rps"] = res["requests"] / res["seconds"]
+    res["tool"] = f"asyncio load generator, {connections} connections"
+    return res
+
+
+# ------------------------------------------------------------------------------ collection
+async def collect(port: int, key: str, total: int, batch: int, clients: int, wait: bool, tag: str) -> dict[str, Any]:
+    bodies = [orjson.dumps({"events": make_events(f"{tag}{b}", batch, 50_000)}) for b in range(total // batch)]
+    queue: asyncio.Queue[bytes] = asyncio.Queue()
+    for body in bodies:
+        queue.put_nowait(body)
+    latencies: list[float] = []
+    counts = {"accepted": 0, "duplicates": 0, "quarantined": 0}
+    url = f"http://127.0.0.1:{port}/v1/events/batch?wait={'true' if wait else 'false'}"
+    headers = {"X-API-Key": key, "Content-Type": "application/json"}
+
+    async def client() -> None:
+        async with httpx.AsyncClient(timeout=120) as http:
+            while not queue.empty():
+                body = queue.get_nowait()
+                t0 = time.perf_counter()
+                r = await http.post(url, content=body, headers=headers)
+                latencies.append(time.perf_counter() - t0)
+                assert r.status_code in (200, 202), r.text
+                for k in counts:
+                    counts[k] += r.json()[k] or 0
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(client() for _ in range(clients)))
+    acked = time.perf_counter() - t0
+    res: dict[str, Any] = {"mode": "wait=true (DuckDB commit)" if wait else "wait=false (spool fsync)",
+                           "events": total, "batch": batch, "clients": clients,
+                           "ack_seconds": acked, "events_per_s_acked": total / acked,
+                           "p50_batch_ms": statistics.median(latencies) * 1e3, **counts}
+    if not wait:
+        async with httpx.AsyncClient(timeout=30) as http:
+            while True:
+                stats = (await http.get(f"http://127.0.0.1:{port}/v1/admin/stats",
+                                        headers={"X-API-Key": ADMIN[0]})).json()
+                if stats["collector"]["backlog_events"] == 0:
+                    break
+                await asyncio.sleep(0.05)
+        done = time.perf_counter() - t0
+        res["committed_seconds"] = done
+        res["events_per_s_committed"] = total / done
+    return res
+
+
+ADMIN: list[str] = []
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--profiles", type=int, default=20_000)
+    ap.add_argument("--seconds", type=int, default=10)
+    ap.add_argument("--connections", type=int, default=32)
+    ap.add_argument("--events", type=int, default=200_000)
+    ap.add_argument("--batch", type=int, default=1000)
+    ap.add_argument("--clients", type=int, default=8)
+    ap.add_argument("--no-wrk", action="store_true", help="use the asyncio load generator")
+    args = ap.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="microseg-bench-api-"))
+    root = tmp / "proj"
+    keys, refs = seed(root, args.profiles)
+    ADMIN.append(keys["admin"])
+    port = free_port()
+    proc = start(root, port)
+    try:
+        # warm up
+        for ref in refs[:200]:
+            httpx.get(f"http://127.0.0.1:{port}/v1/decide/{ref}", headers={"X-API-Key": keys["decision-reader"]})
+        if shutil.which("wrk") and not args.no_wrk:
+            dec = decide_wrk(port, keys["decision-reader"], refs, args.seconds, args.connections, tmp)
+        else:
+            dec = decide_asyncio(port, keys["decision-reader"], refs, args.seconds, args.connections)
+        print(f"decide: {dec['rps']:,.0f} req/s  p50 {dec['p50_ms']:.2f} ms  p90 {dec['p90_ms']:.2f} ms"
+              f"  p99 {dec['p99_ms']:.2f} ms  non-2xx {dec['non2xx']}  errors {dec['errors']}  ({dec['tool']})")
+        for wait in (False, True):
+            res = asyncio.run(collect(port, keys["collector"], args.events, args.batch, args.clients, wait,
+                                      "w" if wait else "a"))
+            line = (f"collect {res['mode']}: {res['events_per_s_acked']:,.0f} events/s acknowledged"
+                    f" ({res['events']:,} events, batch {res['batch']}, {res['clients']} clients,"
+                    f" p50 batch {res['p50_batch_ms']:.0f} ms)")
+            if "events_per_s_committed" in res:
+                line += f"; {res['events_per_s_committed']:,.0f} events/s committed to DuckDB"
+            else:
+                line += f"; accepted {res['accepted']:,} duplicates {res['duplicates']:,}"
+            print(line)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=120)
+        shutil.rmtree(tmp, ignore_errors=True)
+    print(f"machine: {os.cpu_count()} CPUs; server and load generator share them")
+
+
+if __name__ == "__main__":
+    main()
