@@ -287,6 +287,21 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX timers_due_idx ON timers (fired_at, due_at)",
         ),
     ),
+    Migration(
+        9,
+        "data-quality outlier flags",
+        (
+            """CREATE TABLE IF NOT EXISTS quality_outliers (
+                profile_id VARCHAR NOT NULL,
+                metric VARCHAR NOT NULL,
+                value DOUBLE,
+                z DOUBLE,
+                sigma DOUBLE NOT NULL,
+                flagged_at TIMESTAMP NOT NULL,
+                PRIMARY KEY (profile_id, metric)
+            )""",
+        ),
+    ),
 )
 
 
