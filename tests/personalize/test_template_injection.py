@@ -87,11 +87,18 @@ PAYLOADS = [
     "{{ x|pprint }}",
     "{{ [x]|join(',') }}",
     "{{ {'a': x} }}",
+    "{{ range|string }}",
+    "{{ '%s'|format(range) }}",
+    "{{ dict ~ '' }}",
+    "{{ [range, dict]|join(',') }}",
+    "{{ range(3)|string }}",
+    "{{ range(3) }}",
+    "{{ range(3)[1] }}",
 ]
 
 # What a leak would look like in the output.
 LEAK = re.compile(
-    r"(__|<class|<function|<module|<built-in|subclasses|globals|hunter2|s3cret|root:|uid=|Secret|object at 0x)"
+    r"(__|<class|<function|<module|<built-in|<generator|subclasses|globals|hunter2|s3cret|root:|uid=|Secret|object at 0x|0x[0-9a-f]{6,})"
 )
 
 
@@ -126,6 +133,13 @@ def test_payload_is_refused_or_inert(payload: str) -> None:
             "{{ x|string }}",
             "{{ [x]|join(',') }}",
             "{{ {'a': x} }}",
+            "{{ range|string }}",
+            "{{ '%s'|format(range) }}",
+            "{{ dict ~ '' }}",
+            "{{ [range, dict]|join(',') }}",
+            "{{ range(3)|string }}",
+            "{{ range(3) }}",
+            "{{ range(3)[1] }}",
             "{{ range(10**9)|list }}",
             "{{ range(10**9)|length }}",
             "{{ 'a' * 10**9 }}",
@@ -144,7 +158,7 @@ def test_payload_is_refused_or_inert(payload: str) -> None:
 
 @pytest.mark.parametrize(
     "payload",
-    [p for p in PAYLOADS if "__" in p or "config" in p or "self" in p or "attr(" in p or "format" in p],
+    [p for p in PAYLOADS if "__" in p or "config" in p or "self" in p or "attr(" in p or ".format" in p],
 )
 def test_payload_in_content_file_is_refused_with_line(payload: str) -> None:
     text = (

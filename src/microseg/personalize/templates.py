@@ -136,18 +136,51 @@ class FallbackUndefined(ChainableUndefined):
         return ""
 
 
-def _bounded_range(*args: int) -> Iterator[int]:
-    """``range`` with a size cap and a shared per-render iteration budget."""
-    r = range(*args)
-    if len(r) > MAX_RANGE:
-        raise SecurityError(f"range of {len(r)} items exceeds the limit of {MAX_RANGE}")
-    budget = _budget.get(None)
-    for value in r:
-        if budget is not None:
-            budget[0] -= 1
-            if budget[0] < 0:
-                raise SecurityError(f"template exceeded the iteration budget of {ITERATION_BUDGET}")
-        yield value
+class BoundedRange:
+    """``range`` for templates: capped at :data:`MAX_RANGE` items, iteration draws on the
+    per-render budget, and it prints as ``range(a, b)`` (never an object address)."""
+
+    __slots__ = ("_r",)
+
+    def __init__(self, *args: int) -> None:
+        r = range(*args)
+        if len(r) > MAX_RANGE:
+            raise SecurityError(f"range of {len(r)} items exceeds the limit of {MAX_RANGE}")
+        self._r = r
+
+    def __iter__(self) -> Iterator[int]:
+        budget = _budget.get(None)
+        for value in self._r:
+            if budget is not None:
+                budget[0] -= 1
+                if budget[0] < 0:
+                    raise SecurityError(f"template exceeded the iteration budget of {ITERATION_BUDGET}")
+            yield value
+
+    def __len__(self) -> int:
+        return len(self._r)
+
+    def __getitem__(self, index: int) -> int:
+        return self._r[index]
+
+    def __repr__(self) -> str:
+        return repr(self._r)
+
+
+class TemplateFunction:
+    """A callable exposed to templates that prints as ``name()``, never as a function repr."""
+
+    __slots__ = ("_fn", "_name")
+
+    def __init__(self, name: str, fn: Any) -> None:
+        self._name = name
+        self._fn = fn
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self._fn(*args, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"{self._name}()"
 
 
 def _clamp(width: Any) -> int:
@@ -172,7 +205,9 @@ class MicrosegSandbox(ImmutableSandboxedEnvironment):
             cache_size=0,
         )
         self.globals.clear()
-        self.globals.update({"range": _bounded_range, "dict": _plain_dict})
+        self.globals.update(
+            {"range": TemplateFunction("range", BoundedRange), "dict": TemplateFunction("dict", _plain_dict)}
+        )
         for name in ("attr", "xmlattr", "pprint"):
             self.filters.pop(name, None)
         base_center = self.filters["center"]
