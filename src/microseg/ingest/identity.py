@@ -30,12 +30,11 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy.sparse import coo_matrix
-from scipy.sparse.csgraph import connected_components
 
 from microseg.config.models import ProjectSettings
 from microseg.errors import ConflictError, NotFoundError
 from microseg.ingest import matching
+from microseg.ingest.identity_plan import Guard, Refusal, blocks_of, plan_links, temp_table
 from microseg.privacy.crypto import KeyRing
 from microseg.store import Store, utcnow
 
@@ -60,67 +59,7 @@ class ResolveResult:
         return self.deterministic_merges + self.probabilistic_merges
 
 
-@dataclass(frozen=True)
-class _Link:
-    a: str
-    b: str
-    subject_a: str  # what the refusal log names: id keys (edges) or profile ids
-    subject_b: str
-    score: float | None = None
-    detail: dict[str, Any] | None = None
-
-
-class _Guard:
-    """Constrained union-find over profile ids: counts ids per type and blocked partners."""
-
-    def __init__(
-        self,
-        counts: dict[str, dict[str, int]],
-        blocks: dict[str, set[str]],
-        limits: dict[str, int],
-    ) -> None:
-        self.parent: dict[str, str] = {}
-        self.counts = counts
-        self.blocked = blocks
-        self.limits = limits
-
-    def find(self, p: str) -> str:
-        parent = self.parent
-        while parent.get(p, p) != p:
-            grand = parent.get(parent[p], parent[p])
-            parent[p] = grand
-            p = grand
-        return p
-
-    def refusal(self, ra: str, rb: str) -> str | None:
-        ca, cb = self.counts.get(ra, {}), self.counts.get(rb, {})
-        if ca.get("user_id", 0) and cb.get("user_id", 0):
-            return "known_user_conflict"
-        for id_type, limit in self.limits.items():
-            x, y = ca.get(id_type, 0), cb.get(id_type, 0)
-            if x and y and x + y > limit:
-                return f"id_limit:{id_type}"
-        if any(self.find(p) == rb for p in self.blocked.get(ra, ())):
-            return "unmerged_pair"
-        return None
-
-    def union(self, ra: str, rb: str) -> None:
-        self.parent[rb] = ra
-        ca = self.counts.setdefault(ra, {})
-        for id_type, n in self.counts.pop(rb, {}).items():
-            ca[id_type] = ca.get(id_type, 0) + n
-        self.blocked.setdefault(ra, set()).update(self.blocked.pop(rb, set()))
-
-
 # ----------------------------------------------------------------------------- loading
-def _blocks(store: Store) -> dict[str, set[str]]:
-    out: dict[str, set[str]] = {}
-    for a, b in store.rows("SELECT profile_a, profile_b FROM identity_blocks"):
-        out.setdefault(a, set()).add(b)
-        out.setdefault(b, set()).add(a)
-    return out
-
-
 def _profile_stats(store: Store, table: str) -> tuple[dict[str, dict[str, int]], pd.DataFrame]:
     """Id counts per type and age (first seen, created) of the profiles listed in ``table``."""
     assert table in {"_ms_involved"}
@@ -138,27 +77,14 @@ def _profile_stats(store: Store, table: str) -> tuple[dict[str, dict[str, int]],
     return counts, ages
 
 
-def _temp_table(store: Store, name: str, df: pd.DataFrame) -> None:
-    """Create (or replace) temp table ``name`` from a DataFrame."""
-    assert name.startswith("_ms_") and name.isidentifier(), name
-    view = name + "_df"
-    with store.lock:
-        store.con.execute("SELECT 1").fetchall()  # DuckDB refuses register() with a pending result
-        store.con.register(view, df)
-        try:
-            store.execute("CREATE OR REPLACE TEMP TABLE " + name + " AS SELECT * FROM " + view)
-        finally:
-            store.con.execute("SELECT 1").fetchall()
-            store.con.unregister(view)
-
-
 def _set_involved(store: Store, profiles: Iterable[str]) -> None:
     df = pd.DataFrame({"profile_id": sorted(set(profiles))}, dtype=object)
-    _temp_table(store, "_ms_involved", df)
+    temp_table(store, "_ms_involved", df)
 
 
-def _edge_pairs(store: Store, settings: ProjectSettings) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Cross-profile edges as distinct profile pairs (earliest edge kept) and blocked edges."""
+def _edge_links(store: Store, settings: ProjectSettings) -> tuple[int, pd.DataFrame]:
+    """Fill _ms_links with cross-profile edges as distinct profile pairs, earliest edge first
+    (ties by key); returns their count and the edges refused for a blocked value."""
     blocked = sorted({v.lower() for v in settings.identity.blocked_values})
     store.execute(
         """
@@ -174,59 +100,21 @@ def _edge_pairs(store: Store, settings: ProjectSettings) -> tuple[pd.DataFrame, 
         """,
         [blocked, blocked],
     )
-    pairs = store.df(
+    store.execute(
         """
-        SELECT a, b, ka, kb, fs FROM _ms_cross WHERE NOT blocked
-        QUALIFY row_number() OVER (PARTITION BY a, b ORDER BY fs NULLS LAST, ka, kb) = 1
-        ORDER BY fs NULLS LAST, ka, kb
+        CREATE OR REPLACE TEMP TABLE _ms_links AS
+        SELECT row_number() OVER (ORDER BY fs NULLS LAST, ka, kb) AS ord, a, b, ka AS sa, kb AS sb,
+               CAST(NULL AS DOUBLE) AS score, CAST(NULL AS VARCHAR) AS detail
+        FROM (SELECT * FROM _ms_cross WHERE NOT blocked
+              QUALIFY row_number() OVER (PARTITION BY a, b ORDER BY fs NULLS LAST, ka, kb) = 1)
         """
     )
     bad = store.df("SELECT ka, kb FROM _ms_cross WHERE blocked ORDER BY ka, kb")
     store.execute("DROP TABLE IF EXISTS _ms_cross")
-    return pairs, bad
+    return int(store.scalar("SELECT count(*) FROM _ms_links") or 0), bad
 
 
 # ----------------------------------------------------------------------------- grouping
-def _easy_components(
-    pairs: pd.DataFrame,
-    counts: dict[str, dict[str, int]],
-    blocks: dict[str, set[str]],
-    limits: dict[str, int],
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Component label of each pair, profile ids and whether each pair's component is safe.
-
-    A component is safe when merging all of it can break no guard in any order: at most one
-    of its profiles holds user ids, every id type is within its limit (or held by one
-    profile only) and no unmerge block has both ends inside it."""
-    codes, uniques = pd.factorize(pd.concat([pairs["a"], pairs["b"]], ignore_index=True))
-    n = len(pairs)
-    ia, ib = codes[:n], codes[n:]
-    m = len(uniques)
-    graph = coo_matrix((np.ones(n, dtype=np.int8), (ia, ib)), shape=(m, m))
-    _, labels = connected_components(graph, directed=False)
-    rows = [
-        (labels[i], t, c) for i, p in enumerate(uniques) for t, c in counts.get(str(p), {}).items()
-    ]
-    bad = np.zeros(labels.max() + 1 if m else 0, dtype=bool)
-    if rows:
-        stats = pd.DataFrame(rows, columns=["comp", "type", "n"])
-        agg = stats.groupby(["comp", "type"])["n"].agg(["sum", "count"]).reset_index()
-        agg["limit"] = agg["type"].map(lambda t: limits.get(t, np.inf)).astype(float)
-        over = (agg["count"] > 1) & ((agg["sum"] > agg["limit"]) | (agg["type"] == "user_id"))
-        bad[agg.loc[over, "comp"].to_numpy(dtype=int)] = True
-    index = {str(p): i for i, p in enumerate(uniques)}
-    for p, partners in blocks.items():
-        i = index.get(p)
-        if i is None:
-            continue
-        for q in partners:
-            j = index.get(q)
-            if j is not None and labels[i] == labels[j]:
-                bad[labels[i]] = True
-    pair_comp = labels[ia]
-    return pair_comp, np.asarray(uniques, dtype=object), ~bad[pair_comp]
-
-
 def _winners(
     groups: dict[str, list[str]], counts: dict[str, dict[str, int]], ages: pd.DataFrame
 ) -> dict[str, str]:
@@ -251,16 +139,18 @@ def _new_merge_id() -> str:
     return "m_" + uuid.uuid4().hex[:16]
 
 
-def _apply_merges(store: Store, plan: pd.DataFrame, now: datetime) -> list[str]:
-    """Apply (loser, winner, rule, score, details) rows in one transaction; returns merge ids."""
-    if plan.empty:
+def _apply_merges(store: Store, now: datetime, plan: pd.DataFrame | None = None) -> list[str]:
+    """Apply the merge plan (temp table _ms_plan, or ``plan`` rows of loser, winner, rule,
+    score, details) in one transaction; returns the merge ids."""
+    if plan is not None:
+        plan = plan.assign(merge_id=[_new_merge_id() for _ in range(len(plan))])
+        plan = plan[["merge_id", "loser", "winner", "rule", "score", "details"]]
+        temp_table(store, "_ms_plan", plan.astype({"score": float}))
+    ids = [str(r[0]) for r in store.rows("SELECT merge_id FROM _ms_plan ORDER BY merge_id")]
+    if not ids:
+        store.execute("DROP TABLE IF EXISTS _ms_plan")
         return []
-    plan = plan.copy()
-    plan["merge_id"] = [_new_merge_id() for _ in range(len(plan))]
-    plan = plan[["merge_id", "loser", "winner", "rule", "score", "details"]]
-    plan["score"] = plan["score"].astype(float)
     with store.transaction():
-        _temp_table(store, "_ms_plan", plan)
         # attributes the winner lacks move with the keys (newest value when several losers)
         store.execute(
             """
@@ -283,10 +173,11 @@ def _apply_merges(store: Store, plan: pd.DataFrame, now: datetime) -> list[str]:
                      'moved_attributes', coalesce(t.names, []))),
                    ?, NULL, to_json(coalesce(k.keys, []))
             FROM _ms_plan m
-            LEFT JOIN (SELECT profile_id, list(id_key ORDER BY id_key) AS keys,
-                              list(linked_by ORDER BY id_key) AS lb,
-                              list(merge_id ORDER BY id_key) AS mid
-                       FROM identities GROUP BY profile_id) k ON k.profile_id = m.loser
+            LEFT JOIN (SELECT i.profile_id, list(i.id_key ORDER BY i.id_key) AS keys,
+                              list(i.linked_by ORDER BY i.id_key) AS lb,
+                              list(i.merge_id ORDER BY i.id_key) AS mid
+                       FROM identities i JOIN _ms_plan p ON p.loser = i.profile_id
+                       GROUP BY i.profile_id) k ON k.profile_id = m.loser
             LEFT JOIN (SELECT merge_id, list(name ORDER BY name) AS names
                        FROM _ms_moved_attrs GROUP BY merge_id) t ON t.merge_id = m.merge_id
             """,
@@ -300,22 +191,32 @@ def _apply_merges(store: Store, plan: pd.DataFrame, now: datetime) -> list[str]:
             "DELETE FROM profile_attributes WHERE (profile_id, name) IN"
             " (SELECT (profile_id, name) FROM _ms_moved_attrs)"
         )
+        # DuckDB updates fast in row order and very slowly in random order: sort by rowid first
         store.execute(
-            "UPDATE identities SET profile_id = m.winner, linked_by = m.rule, merge_id = m.merge_id"
-            " FROM _ms_plan m WHERE identities.profile_id = m.loser"
+            "CREATE OR REPLACE TEMP TABLE _ms_moves AS SELECT i.rowid AS rid, m.winner, m.rule,"
+            " m.merge_id FROM identities i JOIN _ms_plan m ON i.profile_id = m.loser ORDER BY rid"
         )
         store.execute(
-            "UPDATE profiles SET merged_into = m.winner, updated_at = ? FROM _ms_plan m"
-            " WHERE profiles.profile_id = m.loser",
+            "UPDATE identities SET profile_id = n.winner, linked_by = n.rule, merge_id = n.merge_id"
+            " FROM _ms_moves n WHERE identities.rowid = n.rid"
+        )
+        store.execute(
+            "CREATE OR REPLACE TEMP TABLE _ms_moves AS SELECT p.rowid AS rid, m.winner"
+            " FROM profiles p JOIN _ms_plan m ON p.profile_id = m.loser ORDER BY rid"
+        )
+        store.execute(
+            "UPDATE profiles SET merged_into = n.winner, updated_at = ? FROM _ms_moves n"
+            " WHERE profiles.rowid = n.rid",
             [now],
         )
+        store.execute("DROP TABLE IF EXISTS _ms_moves")
         store.execute(
             "UPDATE profiles SET updated_at = ? WHERE profile_id IN (SELECT winner FROM _ms_plan)",
             [now],
         )
         store.execute("DROP TABLE IF EXISTS _ms_moved_attrs")
         store.execute("DROP TABLE IF EXISTS _ms_plan")
-    return list(plan["merge_id"])
+    return ids
 
 
 def _log_refusals(
@@ -328,7 +229,7 @@ def _log_refusals(
         ["a", "b", "reason"]
     )
     with store.lock:
-        _temp_table(store, "_ms_refused", df)
+        temp_table(store, "_ms_refused", df)
         store.execute(
             "INSERT INTO identity_refusals SELECT a, b, rule, reason, detail, ?, ? FROM _ms_refused"
             " ON CONFLICT (subject_a, subject_b, reason) DO UPDATE SET"
@@ -336,79 +237,6 @@ def _log_refusals(
             [now, now],
         )
         store.execute("DROP TABLE IF EXISTS _ms_refused")
-
-
-def _plan_links(
-    links: list[_Link],
-    safe: np.ndarray | None,
-    counts: dict[str, dict[str, int]],
-    ages: pd.DataFrame,
-    blocks: dict[str, set[str]],
-    limits: dict[str, int],
-    rule: str,
-) -> tuple[pd.DataFrame, list[tuple[str, str, str, str, str | None]]]:
-    """Run the guard over the links and turn the resulting groups into a merge plan.
-
-    Links of safe components (``safe[i]``) are unioned unchecked; the others replay in order
-    through the guard. Safe and unsafe components share no profile, so one guard serves both.
-    """
-    guard = _Guard(
-        {p: dict(c) for p, c in counts.items()}, {p: set(v) for p, v in blocks.items()}, limits
-    )
-    accepted: list[_Link] = []
-    refused: list[tuple[_Link, str]] = []
-    for i, link in enumerate(links):
-        ra, rb = guard.find(link.a), guard.find(link.b)
-        if ra == rb:
-            continue
-        reason = None if safe is not None and safe[i] else guard.refusal(ra, rb)
-        if reason:
-            refused.append((link, reason))
-            continue
-        guard.union(ra, rb)
-        accepted.append(link)
-    groups: dict[str, list[str]] = {}
-    for p in {p for link in links for p in (link.a, link.b)}:
-        groups.setdefault(guard.find(p), []).append(p)
-    groups = {k: v for k, v in groups.items() if len(v) > 1}
-    winners = _winners(groups, counts, ages)
-    via: dict[str, _Link] = {}
-    for link in accepted:
-        via.setdefault(link.a, link)
-        via.setdefault(link.b, link)
-    rows = []
-    for gid, members in groups.items():
-        winner = winners[gid]
-        for p in sorted(members):
-            if p == winner:
-                continue
-            link = via[p]
-            details: dict[str, Any] = {"via": [link.subject_a, link.subject_b]}
-            if link.detail:
-                details.update(link.detail)
-            rows.append((p, winner, rule, link.score, json.dumps(details)))
-    plan = pd.DataFrame(rows, columns=["loser", "winner", "rule", "score", "details"])
-    log: list[tuple[str, str, str, str, str | None]] = [
-        (lk.subject_a, lk.subject_b, rule, reason, json.dumps({"profiles": [lk.a, lk.b]}))
-        for lk, reason in refused
-    ]
-    return plan, log
-
-
-def _plan(
-    store: Store,
-    settings: ProjectSettings,
-    links: list[_Link],
-    pairs: pd.DataFrame | None,
-    rule: str,
-) -> tuple[pd.DataFrame, list[tuple[str, str, str, str, str | None]]]:
-    """Load the guard state of the linked profiles and plan the merges."""
-    _set_involved(store, {p for link in links for p in (link.a, link.b)})
-    counts, ages = _profile_stats(store, "_ms_involved")
-    blocks = _blocks(store)
-    limits = dict(settings.identity.max_ids_per_profile)
-    safe = _easy_components(pairs, counts, blocks, limits)[2] if pairs is not None else None
-    return _plan_links(links, safe, counts, ages, blocks, limits, rule)
 
 
 def _active_count(store: Store) -> int:
@@ -432,20 +260,16 @@ def resolve(
     now = now or utcnow()
     result = ResolveResult(profiles_before=_active_count(store))
     with store.lock:
-        pairs, blocked = _edge_pairs(store, settings)
-        result.edges_considered = len(pairs)
-        log: list[tuple[str, str, str, str, str | None]] = [
-            (ka, kb, "deterministic", "blocked_value", None)
-            for ka, kb in blocked.itertuples(index=False)
+        limits = dict(settings.identity.max_ids_per_profile)
+        n_links, blocked = _edge_links(store, settings)
+        result.edges_considered = n_links
+        log: list[Refusal] = [
+            (str(ka), str(kb), "deterministic", "blocked_value", None)
+            for ka, kb in zip(blocked["ka"], blocked["kb"], strict=True)
         ]
-        if not pairs.empty:
-            links = [
-                _Link(a, b, ka, kb)
-                for a, b, ka, kb in pairs[["a", "b", "ka", "kb"]].itertuples(index=False)
-            ]
-            plan, refusals = _plan(store, settings, links, pairs, "deterministic")
-            log.extend(refusals)
-            ids = _apply_merges(store, plan, now)
+        if n_links:
+            log.extend(plan_links(store, limits, "deterministic"))
+            ids = _apply_merges(store, now)
             result.deterministic_merges = len(ids)
             result.merge_ids.extend(ids)
         enabled = (
@@ -460,6 +284,7 @@ def resolve(
         for *_, reason, _detail in log:
             result.refused[reason] = result.refused.get(reason, 0) + 1
         store.execute("DROP TABLE IF EXISTS _ms_involved")
+        store.execute("DROP TABLE IF EXISTS _ms_links")
         result.profiles_after = _active_count(store)
         if result.merges or log:
             store.audit(
@@ -485,7 +310,7 @@ def set_roots(store: Store) -> None:
             seen.add(root)
         roots.append(root)
     out = pd.DataFrame({"profile_id": df["profile_id"], "root": roots}, dtype=object)
-    _temp_table(store, "_ms_roots", out)
+    temp_table(store, "_ms_roots", out)
 
 
 def _probabilistic(
@@ -510,13 +335,23 @@ def _probabilistic(
     chosen = sorted(
         (c for c in candidates if c.score >= threshold), key=lambda c: (-c.score, c.a, c.b)
     )
-    links = [
-        _Link(c.a, c.b, c.a, c.b, round(c.score, 4), {"agreement": c.agreement}) for c in chosen
-    ]
-    if not links:
+    if not chosen:
         return [], []
-    plan, refusals = _plan(store, settings, links, None, "probabilistic")
-    return _apply_merges(store, plan, now), refusals
+    links = pd.DataFrame(
+        {
+            "ord": np.arange(1, len(chosen) + 1, dtype=np.int64),
+            "a": [c.a for c in chosen],
+            "b": [c.b for c in chosen],
+            "sa": [c.a for c in chosen],
+            "sb": [c.b for c in chosen],
+            "score": [round(c.score, 4) for c in chosen],
+            "detail": [json.dumps({"agreement": c.agreement}) for c in chosen],
+        },
+    )
+    links["score"] = links["score"].astype(float)
+    temp_table(store, "_ms_links", links)
+    refusals = plan_links(store, dict(settings.identity.max_ids_per_profile), "probabilistic")
+    return _apply_merges(store, now), refusals
 
 
 # ----------------------------------------------------------------------------- manual + undo
@@ -558,9 +393,9 @@ def merge_profiles(
         _set_involved(store, [pa_, pb_])
         counts, ages = _profile_stats(store, "_ms_involved")
         store.execute("DROP TABLE IF EXISTS _ms_involved")
-        guard = _Guard(
+        guard = Guard(
             {p: dict(c) for p, c in counts.items()},
-            _blocks(store),
+            blocks_of(store),
             dict(settings.identity.max_ids_per_profile),
         )
         refusal = guard.refusal(pa_, pb_)
@@ -585,7 +420,7 @@ def merge_profiles(
             [(loser, winner, "manual", None, json.dumps(details))],
             columns=["loser", "winner", "rule", "score", "details"],
         )
-        merge_id = _apply_merges(store, plan, now)[0]
+        merge_id = _apply_merges(store, now, plan)[0]
         store.audit(
             actor,
             "identity_merge",
@@ -638,7 +473,7 @@ def unmerge(
         )
         names: list[str] = details.get("moved_attributes", [])
         with store.transaction():
-            _temp_table(store, "_ms_prev", prev)
+            temp_table(store, "_ms_prev", prev)
             store.execute(
                 "UPDATE identities SET profile_id = ?, linked_by = p.linked_by, merge_id = p.merge_id"
                 " FROM _ms_prev p WHERE identities.id_key = p.id_key",
