@@ -219,7 +219,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--profiles", type=int, default=20_000)
     ap.add_argument("--seconds", type=int, default=10)
-    ap.add_argument("--connections", type=int, default=32)
+    ap.add_argument("--connections", default="8,32", help="comma-separated; one decide run each")
     ap.add_argument("--events", type=int, default=200_000)
     ap.add_argument("--batch", type=int, default=1000)
     ap.add_argument("--clients", type=int, default=8)
@@ -235,12 +235,14 @@ def main() -> None:
         # warm up
         for ref in refs[:200]:
             httpx.get(f"http://127.0.0.1:{port}/v1/decide/{ref}", headers={"X-API-Key": keys["decision-reader"]})
-        if shutil.which("wrk") and not args.no_wrk:
-            dec = decide_wrk(port, keys["decision-reader"], refs, args.seconds, args.connections, tmp)
-        else:
-            dec = decide_asyncio(port, keys["decision-reader"], refs, args.seconds, args.connections)
-        print(f"decide: {dec['rps']:,.0f} req/s  p50 {dec['p50_ms']:.2f} ms  p90 {dec['p90_ms']:.2f} ms"
-              f"  p99 {dec['p99_ms']:.2f} ms  non-2xx {dec['non2xx']}  errors {dec['errors']}  ({dec['tool']})")
+        for connections in (int(c) for c in args.connections.split(",")):
+            if shutil.which("wrk") and not args.no_wrk:
+                dec = decide_wrk(port, keys["decision-reader"], refs, args.seconds, connections, tmp)
+            else:
+                dec = decide_asyncio(port, keys["decision-reader"], refs, args.seconds, connections)
+            print(f"decide: {dec['rps']:,.0f} req/s  p50 {dec['p50_ms']:.2f} ms"
+                  f"  p90 {dec['p90_ms']:.2f} ms  p99 {dec['p99_ms']:.2f} ms  non-2xx {dec['non2xx']}"
+                  f"  errors {dec['errors']}  ({dec['tool']})")
         for wait in (False, True):
             res = asyncio.run(collect(port, keys["collector"], args.events, args.batch, args.clients, wait,
                                       "w" if wait else "a"))

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from microseg.api.deps import DecisionKey, ServicesDep
+from microseg.api.deps import DecisionKey, Services
 from microseg.api.schemas import PROBLEM_RESPONSES, DecisionOut
 
 router = APIRouter(prefix="/decide", tags=["decide"])
@@ -18,7 +18,8 @@ router = APIRouter(prefix="/decide", tags=["decide"])
     responses={**PROBLEM_RESPONSES, 404: {"description": "unknown profile",
                                           "content": {"application/problem+json": {}}}},
 )
-async def decide(ref: str, _key: DecisionKey, services: ServicesDep) -> Response:
+async def decide(ref: str, request: Request, _key: DecisionKey) -> Response:
     """``ref``: a profile id, an id key (``user_id:42``, ``email:ann@example.com``) or a bare
     user / device / anonymous id."""
+    services: Services = request.app.state.services  # hot path: one dependency fewer
     return Response(services.state.get(ref).body(), media_type="application/json")
