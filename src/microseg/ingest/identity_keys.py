@@ -116,6 +116,8 @@ def register(store: Store, table: str, now: datetime) -> None:
                               first_seen = least(identities.first_seen, s.min_ts)
         FROM (SELECT id_key, min(ts) AS min_ts, max(ts) AS max_ts FROM _ms_keys GROUP BY id_key) s
         WHERE identities.id_key = s.id_key
+          AND (s.max_ts > identities.last_seen OR s.min_ts < identities.first_seen
+               OR identities.last_seen IS NULL OR identities.first_seen IS NULL)
         """
     )
     # 4. co-occurrence edges (ordered pair, once) for the resolver

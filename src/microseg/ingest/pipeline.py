@@ -485,7 +485,7 @@ def import_events(
     finally:
         progress.stop()
         store.execute("DROP TABLE IF EXISTS _ms_stage")
-        store.execute("DROP TABLE IF EXISTS _ms_new")
+        _drop_new(store)
     result.seconds = time.perf_counter() - started
     return result
 
@@ -623,17 +623,26 @@ def _stage_new_events(store: Store, props: list[str], source_name: str, now: dat
     select = exp.select(*values).from_(first_in_batch.subquery("s"))
     if stored_any:
         select = select.where(exp.Not(this=already))
+    # Nothing to drop: a view over the stage saves copying every valid row once more.
+    as_view = not repeats and not stored_any
+    _drop_new(store)
     store.execute(
         exp.Create(
             this=q.table(NEW),
-            kind="TABLE",
+            kind="VIEW" if as_view else "TABLE",
             expression=select,
             properties=exp.Properties(expressions=[exp.TemporaryProperty()]),
-            replace=True,
         )
     )
-    inserted = int(store.scalar("SELECT count(*) FROM _ms_new"))
+    inserted = valid if as_view else int(store.scalar("SELECT count(*) FROM _ms_new"))
     return inserted, valid - inserted
+
+
+def _drop_new(store: Store) -> None:
+    """Drop the new-events temp table or view, whichever exists."""
+    kind = store.scalar("SELECT table_type FROM information_schema.tables WHERE table_name = ?", [NEW])
+    if kind is not None:
+        store.execute("DROP VIEW IF EXISTS _ms_new" if "VIEW" in str(kind).upper() else "DROP TABLE IF EXISTS _ms_new")
 
 
 def record_json(record: dict[str, Any]) -> str:
