@@ -521,14 +521,14 @@ def compile_traits(
         )
         # The event scan is inlined in each consumer (no CTE): engines would otherwise
         # materialise the 10M-row join; each consumer reads only the columns it needs.
-        agg = exp.select(q.col("profile_id")).from_(pe.subquery(PE)).group_by(q.col("profile_id"))
+        agg = exp.select(q.col("profile_id")).from_(pe.subquery(exp.to_identifier(PE, quoted=True))).group_by(q.col("profile_id"))
         if plan.aggs:
             agg = agg.select(*plan.aggs)
         ctes.append((AGG, agg))
         scored = exp.select(q.col("profile_id", AGG), *(q.col(a.alias, AGG) for a in plan.aggs))
         scored = scored.from_(q.table(AGG))
         for group in plan.values.values():
-            ctes.append((group.name, group.select(pe.subquery(PE))))
+            ctes.append((group.name, group.select(pe.subquery(exp.to_identifier(PE, quoted=True)))))
             scored = scored.select(*(q.col(a.alias, group.name) for a in group.level2))
             scored = scored.join(
                 q.table(group.name),
