@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -56,16 +57,42 @@ def store_of(project: Path) -> Store:
 def test_train_score_list(project: Path, app: typer.Typer, tmp_path: Path) -> None:
     runner = CliRunner()
     csv = features_csv(tmp_path / "features.csv")
-    result = runner.invoke(app, ["predict", "train", "buy30", "--target", "bought", "--features", str(csv), "--algorithm", "logistic", "--cv", "3"])
+    result = runner.invoke(
+        app,
+        [
+            "predict",
+            "train",
+            "buy30",
+            "--target",
+            "bought",
+            "--features",
+            str(csv),
+            "--algorithm",
+            "logistic",
+            "--cv",
+            "3",
+        ],
+    )
     assert result.exit_code == 0, result.output
-    assert "buy30 v1: ROC-AUC" in result.output and "CV ROC-AUC" in result.output and "top 10% threshold" in result.output
+    assert (
+        "buy30 v1: ROC-AUC" in result.output
+        and "CV ROC-AUC" in result.output
+        and "top 10% threshold" in result.output
+    )
     out = tmp_path / "scores.csv"
-    scored = runner.invoke(app, ["predict", "score", "buy30", "--features", str(csv), "--out", str(out)])
+    scored = runner.invoke(
+        app, ["predict", "score", "buy30", "--features", str(csv), "--out", str(out)]
+    )
     assert scored.exit_code == 0, scored.output
     assert "scored 1,200 profiles with buy30 v1" in scored.output
     assert len(pd.read_csv(out)) == 1200
-    listed = runner.invoke(app, ["predict", "list"])
-    assert listed.exit_code == 0 and "buy30" in listed.output and "propensity/logistic" in listed.output
+    listed = runner.invoke(app, ["predict", "list", "--json"])
+    assert listed.exit_code == 0, listed.output
+    rows = json.loads(listed.output)
+    assert [(r["model"], r["version"], r["kind"]) for r in rows] == [
+        ("buy30", 1, "propensity/logistic")
+    ]
+    assert runner.invoke(app, ["predict", "list"]).exit_code == 0
     s = store_of(project)
     try:
         assert s.scalar("SELECT count(*) FROM scores WHERE model = 'buy30' AND version = 1") == 1200
@@ -75,7 +102,9 @@ def test_train_score_list(project: Path, app: typer.Typer, tmp_path: Path) -> No
 
 def test_train_refuses_thin_data(project: Path, app: typer.Typer, tmp_path: Path) -> None:
     csv = features_csv(tmp_path / "f.csv", n=150)
-    result = CliRunner().invoke(app, ["predict", "train", "m", "--target", "bought", "--features", str(csv)])
+    result = CliRunner().invoke(
+        app, ["predict", "train", "m", "--target", "bought", "--features", str(csv)]
+    )
     assert result.exit_code != 0
     assert "guardrail" in result.output
 
@@ -84,8 +113,21 @@ def test_discover_with_plot_and_saved_run(project: Path, app: typer.Typer, tmp_p
     csv = features_csv(tmp_path / "features.csv")
     result = CliRunner().invoke(
         app,
-        ["discover", "--features", str(csv), "--traits", "recency_days,frequency,monetary", "--k-max", "5",
-         "--bootstrap", "2", "--plot", str(tmp_path / "plots" / "rfm"), "--save-run", "rfm"],
+        [
+            "discover",
+            "--features",
+            str(csv),
+            "--traits",
+            "recency_days,frequency,monetary",
+            "--k-max",
+            "5",
+            "--bootstrap",
+            "2",
+            "--plot",
+            str(tmp_path / "plots" / "rfm"),
+            "--save-run",
+            "rfm",
+        ],
     )
     assert result.exit_code == 0, result.output
     assert "kmeans with 2 clusters on 1,200 profiles" in result.output
@@ -101,14 +143,30 @@ def test_discover_with_plot_and_saved_run(project: Path, app: typer.Typer, tmp_p
     assert unknown.exit_code != 0
 
 
-def test_clv_command_on_cdnow(project: Path, app: typer.Typer, tmp_path: Path, data_dir: Path) -> None:
+def test_clv_command_on_cdnow(
+    project: Path, app: typer.Typer, tmp_path: Path, data_dir: Path
+) -> None:
     path = data_dir / "cdnow" / "CDNOW_sample.txt"
     if not path.exists():
         pytest.skip(f"CDNOW sample not found at {path}")
-    raw = pd.read_csv(path, sep=r"\s+", header=None, names=["m", "profile_id", "date", "n", "value"], dtype={"date": str})
-    events = pd.DataFrame({"profile_id": raw["profile_id"], "ts": pd.to_datetime(raw["date"], format="%Y%m%d"), "value": raw["value"]})
+    raw = pd.read_csv(
+        path,
+        sep=r"\s+",
+        header=None,
+        names=["m", "profile_id", "date", "n", "value"],
+        dtype={"date": str},
+    )
+    events = pd.DataFrame(
+        {
+            "profile_id": raw["profile_id"],
+            "ts": pd.to_datetime(raw["date"], format="%Y%m%d"),
+            "value": raw["value"],
+        }
+    )
     events.to_csv(tmp_path / "cdnow.csv", index=False)
-    result = CliRunner().invoke(app, ["predict", "clv", str(tmp_path / "cdnow.csv"), "--as-of", "1997-10-01"])
+    result = CliRunner().invoke(
+        app, ["predict", "clv", str(tmp_path / "cdnow.csv"), "--as-of", "1997-10-01"]
+    )
     assert result.exit_code == 0, result.output
     assert "r=0.243, alpha=4.414, a=0.793, b=2.425" in result.output or "r=0.243" in result.output
     assert "2,357 profiles" in result.output
