@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -16,6 +17,7 @@ from microseg.api import problems
 from microseg.api.auth import Authenticator, RateLimiter
 from microseg.api.collector import Collector
 from microseg.api.deps import SECURITY_SCHEMES, Services
+from microseg.api.realtime import RealtimeBridge
 from microseg.api.routers import admin, decide, events, health, profiles, quarantine
 from microseg.api.schema import ensure_schema
 from microseg.api.serving import ServingState
@@ -32,13 +34,18 @@ Errors are `application/problem+json` (RFC 9457)."""
 
 
 def create_app(
-    workspace: Workspace, settings: ApiSettings | None = None, *, close_workspace: bool = False
+    workspace: Workspace,
+    settings: ApiSettings | None = None,
+    *,
+    realtime: RealtimeBridge | None = None,
+    close_workspace: bool = False,
 ) -> FastAPI:
     """Build the app for an open workspace. Refuses weak keys outside dev mode (ConfigError).
 
     Startup (lifespan) imports spool segments left by a crash, loads the serving state and
-    starts the importer; shutdown imports what is spooled, stops it and, with
-    ``close_workspace``, closes the store (the server owns it)."""
+    starts the importer; with ``realtime`` every committed batch also goes through the
+    real-time segment evaluator, swept every ``settings.sweep_seconds``. Shutdown imports what
+    is spooled, stops the importer and, with ``close_workspace``, closes the store."""
     settings = settings or ApiSettings()
     ensure_schema(workspace.store)
     auth = Authenticator.from_store(workspace.store, workspace.keys, settings)
@@ -52,6 +59,10 @@ def create_app(
             traits_table=settings.traits_table, membership_table=settings.membership_table,
         )
         collector.state = state
+        sweeper: asyncio.Task[None] | None = None
+        if realtime is not None:
+            state.subscribe(realtime)
+            sweeper = asyncio.create_task(_sweep_forever(realtime, state, settings.sweep_seconds))
         collector.start()
         app.state.services = Services(
             workspace, settings, auth,
@@ -61,6 +72,8 @@ def create_app(
         try:
             yield
         finally:
+            if sweeper is not None:
+                sweeper.cancel()
             await run_in_threadpool(collector.stop)
             if close_workspace:
                 workspace.close()
@@ -83,6 +96,12 @@ def create_app(
         secured |= _secured_operations(module.router, API_PREFIX)
     _document_security(app, secured)
     return app
+
+
+async def _sweep_forever(bridge: RealtimeBridge, state: ServingState, every: float) -> None:
+    while True:
+        await asyncio.sleep(every)
+        await run_in_threadpool(bridge.sweep, state)
 
 
 def _secured_operations(router: APIRouter, prefix: str) -> set[tuple[str, str]]:

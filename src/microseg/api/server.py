@@ -9,6 +9,7 @@ from pathlib import Path
 import uvicorn
 
 from microseg.api.app import create_app
+from microseg.api.realtime import bridge_for
 from microseg.api.settings import ApiSettings
 from microseg.errors import ConfigError
 from microseg.workspace import Workspace
@@ -42,9 +43,11 @@ def serve(
             "run one worker per project (scale reads with more projects/replicas)"
         )
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = settings or ApiSettings()
     workspace = Workspace.open(project, actor="api")
     try:
-        app = create_app(workspace, settings or ApiSettings(), close_workspace=True)
+        bridge = bridge_for(workspace, settings.realtime)
+        app = create_app(workspace, settings, realtime=bridge, close_workspace=True)
     except BaseException:
         workspace.close()
         raise

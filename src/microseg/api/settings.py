@@ -39,6 +39,8 @@ class ApiSettings(BaseSettings):
     fsync: bool = Field(default=True, description="fsync spool writes before acknowledging")
     max_segment_events: int = Field(default=200_000, ge=1, description="rotate the spool segment")
     import_retries: int = Field(default=3, ge=1, description="attempts before a segment is parked")
+    realtime: bool = Field(default=True, description="`microseg serve`: evaluate segments live")
+    sweep_seconds: float = Field(default=10.0, gt=0, description="real-time sweep interval")
     traits_table: str = "traits"
     membership_table: str | None = Field(
         default=None, description="default: 'memberships', else 'segment_membership' if present"
