@@ -170,17 +170,16 @@ def test_unknown_extension_asks_for_format(ws: Workspace, tmp_path: Path) -> Non
 def test_latin1_bytes_in_utf8_file_then_fixed_by_encoding(ws: Workspace, tmp_path: Path) -> None:
     text = HEADER + "e1,product_view,2024-05-01 10:00:00,u1,Caf\xe9,3\n" + "e2,product_view,2024-05-01 10:00:00,u2,plain,4\n"
     path = write(tmp_path, "latin.csv", text.encode("latin-1"))
-    try:
-        r = run(ws, path)
-    except ImportFileError as exc:  # the whole file refused, with the fix in the message
-        assert "encoding" in str(exc)
-    else:  # or the bad line quarantined as invalid_encoding, the good one kept
-        accounted(r)
-        assert r.reasons.get("invalid_encoding", 0) >= 1
-        assert ws.store.scalar("SELECT count(*) FROM events WHERE product_id = 'Café'") == 0
-    fixed = run(ws, path, SourceSpec(encoding="latin-1"), source="test-latin1")
+    r = run(ws, path)
+    accounted(r)
+    # the undecodable line is quarantined on its own; the clean line is kept
+    assert (r.inserted, r.reasons) == (1, {"invalid_encoding": 1})
+    q = ws.quarantine(reason="invalid_encoding")
+    assert q["detail"].iloc[0].startswith("line 2: INVALID ENCODING")
+    fixed = run(ws, path, SourceSpec(encoding="latin-1"))
     accounted(fixed)
-    assert ws.store.scalar("SELECT count(*) FROM events WHERE product_id = 'Café'") == 1
+    assert (fixed.inserted, fixed.duplicates, fixed.quarantined) == (1, 1, 0)
+    assert ws.store.scalar("SELECT product_id FROM events WHERE event_id = 'e1'") == "Café"
 
 
 def test_missing_mapped_column_did_you_mean(ws: Workspace, tmp_path: Path) -> None:
