@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -20,6 +21,7 @@ import tempfile
 import time
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -95,6 +97,12 @@ traits:
 
 def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def cpu_seconds() -> float:
+    """User + system CPU of this process (all threads): stable when the machine is shared."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 # --------------------------------------------------------------------------- generation
@@ -176,7 +184,7 @@ def load_store(folder: Path, db: Path) -> None:
 
 
 # --------------------------------------------------------------------------- the two runs
-def _traitset():  # type: ignore[no-untyped-def]
+def _traitset() -> tuple[Any, Any]:
     from microseg.config.models import ProjectSettings
     from microseg.traits import load_traits
 
@@ -190,14 +198,17 @@ def run_sql(db: Path, threads: int, memory_limit: str) -> dict[str, object]:
 
     settings, traitset = _traitset()
     store = Store(db, threads=threads, memory_limit=memory_limit)
+    cpu0 = cpu_seconds()
     result = compute_traits(store, settings, traitset, AS_OF)
+    cpu = cpu_seconds() - cpu0
     checksum = store.rows(
         "SELECT sum(views_7d), sum(rfm_frequency), round(sum(spend_90d), 2),"
         " count(*) FILTER (WHERE rfm = 'Champions'), sum(len(interests)) FROM traits"
     )[0]
     store.close()
     return {"seconds": result.seconds, "rows": result.rows, "columns": len(result.columns),
-            "timings": result.timings, "peak_rss_mb": peak_rss_mb(), "checksum": list(checksum)}
+            "timings": result.timings, "peak_rss_mb": peak_rss_mb(), "cpu": cpu,
+            "checksum": list(checksum)}
 
 
 def run_pandas(folder: Path) -> dict[str, object]:
@@ -212,14 +223,15 @@ def run_pandas(folder: Path) -> dict[str, object]:
     ]))
     events = table.to_pandas()
     idents = pq.read_table(folder / "identities.parquet").to_pandas()
-    started = time.perf_counter()
+    started, cpu0 = time.perf_counter(), cpu_seconds()
     out = pandas_traits(traitset, AS_OF, events, idents, idents["profile_id"])
-    seconds = time.perf_counter() - started
+    seconds, cpu = time.perf_counter() - started, cpu_seconds() - cpu0
     checksum = [int(out["views_7d"].sum()), int(out["rfm_frequency"].sum()),
                 round(float(out["spend_90d"].sum()), 2), int((out["rfm"] == "Champions").sum()),
                 int(out["interests"].map(len).sum())]
     del pd
-    return {"seconds": seconds, "rows": len(out), "peak_rss_mb": peak_rss_mb(), "checksum": checksum}
+    return {"seconds": seconds, "rows": len(out), "peak_rss_mb": peak_rss_mb(), "cpu": cpu,
+            "checksum": checksum}
 
 
 def _child(args: list[str]) -> dict[str, object]:
@@ -255,13 +267,16 @@ def main() -> None:
     print(f"events {args.events:,} · profiles {args.profiles:,} · generate {t1 - t0:.1f}s · load {t2 - t1:.1f}s")
     common = ["--workdir", str(work), "--threads", str(args.threads), "--memory-limit", args.memory_limit]
     sql = _child(["--child", "sql", *common])
-    print(f"microseg SQL : {sql['seconds']:.2f}s  peak RSS {sql['peak_rss_mb']:.0f} MB  "
+    print(f"load average : {os.getloadavg()[0]:.1f} (other work on the machine slows wall time)")
+    print(f"microseg SQL : {sql['seconds']:.2f}s wall, {sql['cpu']:.1f}s CPU  peak RSS {sql['peak_rss_mb']:.0f} MB  "
           f"({sql['rows']:,} profiles x {sql['columns']} columns; {sql['timings']})")
     if args.skip_pandas:
         return
     pdr = _child(["--child", "pandas", *common])
-    print(f"pandas       : {pdr['seconds']:.2f}s  peak RSS {pdr['peak_rss_mb']:.0f} MB")
-    print(f"ratio        : {pdr['seconds'] / sql['seconds']:.1f}x faster")  # type: ignore[operator]
+    print(f"pandas       : {pdr['seconds']:.2f}s wall, {pdr['cpu']:.1f}s CPU  peak RSS {pdr['peak_rss_mb']:.0f} MB")
+    wall = pdr["seconds"] / sql["seconds"]  # type: ignore[operator]
+    cpu = pdr["cpu"] / sql["cpu"]  # type: ignore[operator]
+    print(f"ratio        : {wall:.1f}x faster (wall), {cpu:.1f}x less CPU")
     same = sql["checksum"] == pdr["checksum"]
     print(f"checksums    : sql {sql['checksum']} pandas {pdr['checksum']} -> {'MATCH' if same else 'DIFFER'}")
 

@@ -8,8 +8,8 @@ from datetime import timedelta
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import AS_OF, at, fill_store, random_events
 
+from conftest import AS_OF, at, fill_store, random_events
 from microseg.store import Store
 from microseg.traits import compute_traits, compute_traits_for, trait_catalog, trait_frame
 from microseg.traits.reference import pandas_traits

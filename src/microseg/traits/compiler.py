@@ -52,33 +52,33 @@ PE, AGG, BASE, RANKS, SCORED, PROFILES = "_pe", "_agg", "_base", "_ranks", "_sco
 SQL_TYPES = {**q.SQL_TYPES, "list": "VARCHAR[]"}
 
 
-def ts_lit(value: datetime) -> exp.Expression:
+def ts_lit(value: datetime) -> exp.Expr:
     """A TIMESTAMP literal built by the AST (naive UTC)."""
     return exp.cast(q.lit(value.isoformat(sep=" ")), "TIMESTAMP")
 
 
-def _and(parts: Iterable[exp.Expression | None]) -> exp.Expression | None:
+def _and(parts: Iterable[exp.Expr | None]) -> exp.Expr | None:
     kept = [p for p in parts if p is not None]
     return exp.and_(*kept) if kept else None
 
 
-def _is_null(e: exp.Expression) -> exp.Expression:
+def _is_null(e: exp.Expr) -> exp.Expr:
     return exp.Is(this=e, expression=exp.Null())
 
 
-def _not_null(e: exp.Expression) -> exp.Expression:
+def _not_null(e: exp.Expr) -> exp.Expr:
     return exp.Not(this=_is_null(e))
 
 
-def _ordered(e: exp.Expression, desc: bool = False) -> exp.Ordered:
+def _ordered(e: exp.Expr, desc: bool = False) -> exp.Ordered:
     return exp.Ordered(this=e, desc=desc, nulls_first=False)
 
 
-def _alias(e: exp.Expression, name: str) -> exp.Expression:
+def _alias(e: exp.Expr, name: str) -> exp.Expr:
     return exp.alias_(e, name, quoted=True)
 
 
-def _cast(e: exp.Expression, dtype: str) -> exp.Expression:
+def _cast(e: exp.Expr, dtype: str) -> exp.Expr:
     return exp.Cast(this=e, to=exp.DataType.build(SQL_TYPES[dtype], dialect=q.DIALECT))
 
 
@@ -93,11 +93,11 @@ class _ValueGroup:
     """
 
     name: str
-    value: exp.Expression
-    level1: list[exp.Expression] = field(default_factory=list)
-    level2: list[exp.Expression] = field(default_factory=list)
+    value: exp.Expr
+    level1: list[exp.Expr] = field(default_factory=list)
+    level2: list[exp.Expr] = field(default_factory=list)
 
-    def select(self, source: exp.Expression) -> exp.Select:
+    def select(self, source: exp.Expr) -> exp.Select:
         inner = (
             exp.select(q.col("profile_id"), _alias(self.value.copy(), "_v"), *self.level1)
             .from_(source)
@@ -117,15 +117,15 @@ class _Plan:
 
     as_of: datetime
     props: dict[str, str]
-    aggs: list[exp.Expression] = field(default_factory=list)
-    scored: list[exp.Expression] = field(default_factory=list)
+    aggs: list[exp.Expr] = field(default_factory=list)
+    scored: list[exp.Expr] = field(default_factory=list)
     ctes: list[tuple[str, exp.Select]] = field(default_factory=list)
     joins: list[str] = field(default_factory=list)
-    finals: list[exp.Expression] = field(default_factory=list)
+    finals: list[exp.Expr] = field(default_factory=list)
     values: dict[str, _ValueGroup] = field(default_factory=dict)
     n: int = 0
 
-    def value_group(self, key: str, value: exp.Expression) -> _ValueGroup:
+    def value_group(self, key: str, value: exp.Expr) -> _ValueGroup:
         """The shared (profile_id, value) aggregation of one property (or the hour of ts)."""
         if key not in self.values:
             self.values[key] = _ValueGroup(self.name("_val"), value)
@@ -135,15 +135,15 @@ class _Plan:
         self.n += 1
         return f"{prefix}{self.n}"
 
-    def agg(self, e: exp.Expression) -> str:
+    def agg(self, e: exp.Expr) -> str:
         alias = self.name("_a")
         self.aggs.append(_alias(e, alias))
         return alias
 
     # -- filters -------------------------------------------------------------------------
-    def condition(self, f: Filtered) -> exp.Expression | None:
+    def condition(self, f: Filtered) -> exp.Expr | None:
         """WHERE/FILTER predicate of a definition: event types, property tests, window."""
-        parts: list[exp.Expression | None] = []
+        parts: list[exp.Expr | None] = []
         if f.events is not None:
             parts.append(exp.In(this=q.col("event_type"), expressions=[q.lit(e) for e in f.events]))
         for prop, cond in f.where.items():
@@ -157,25 +157,25 @@ class _Plan:
                 parts.append(exp.LT(this=q.col("ts"), expression=ts_lit(upper)))
         return _and(parts)
 
-    def value(self, text: str) -> exp.Expression:
+    def value(self, text: str) -> exp.Expr:
         numeric = {p: b for p, b in self.props.items() if b in ("integer", "number")}
         return parse_expression(text, numeric)
 
-    def age_days(self) -> exp.Expression:
+    def age_days(self) -> exp.Expr:
         """(as_of - ts) in fractional days."""
         as_of_epoch = q.lit((self.as_of - datetime(1970, 1, 1)).total_seconds())
         diff = exp.Sub(this=as_of_epoch, expression=exp.TimeToUnix(this=q.col("ts")))
         return exp.Div(this=exp.Paren(this=diff), expression=q.lit(SECONDS_PER_DAY))
 
-    def days_since(self, last_ts: exp.Expression) -> exp.Expression:
+    def days_since(self, last_ts: exp.Expr) -> exp.Expr:
         """Whole days between a timestamp column and as_of (floor)."""
         as_of_epoch = q.lit((self.as_of - datetime(1970, 1, 1)).total_seconds())
         diff = exp.Sub(this=as_of_epoch, expression=exp.TimeToUnix(this=last_ts))
         return _cast(exp.Floor(this=exp.Div(this=exp.Paren(this=diff), expression=q.lit(SECONDS_PER_DAY))), "integer")
 
 
-def _condition(column: exp.Expression, cond: Condition) -> exp.Expression:
-    parts: list[exp.Expression] = []
+def _condition(column: exp.Expr, cond: Condition) -> exp.Expr:
+    parts: list[exp.Expr] = []
     if cond.eq is not None:
         parts.append(exp.EQ(this=column, expression=q.lit(cond.eq)))
     if cond.ne is not None:
@@ -199,15 +199,15 @@ def _condition(column: exp.Expression, cond: Condition) -> exp.Expression:
     return result
 
 
-def _filtered(agg: exp.Expression, cond: exp.Expression | None) -> exp.Expression:
+def _filtered(agg: exp.Expr, cond: exp.Expr | None) -> exp.Expr:
     return agg if cond is None else exp.Filter(this=agg, expression=exp.Where(this=cond))
 
 
-def _count(cond: exp.Expression | None) -> exp.Expression:
+def _count(cond: exp.Expr | None) -> exp.Expr:
     return _filtered(exp.Count(this=exp.Star(), big_int=True), cond)
 
 
-def _zero(column: str, dtype: str) -> exp.Expression:
+def _zero(column: str, dtype: str) -> exp.Expr:
     return _cast(exp.Coalesce(this=q.col(column, SCORED), expressions=[q.lit(0)]), dtype)
 
 
@@ -258,7 +258,7 @@ def _compile_trait(plan: _Plan, t: object) -> None:
         raise TypeError(f"cannot compile {t!r}")
 
 
-def _score(column: exp.Expression, has: exp.Expression, desc: bool) -> exp.Expression:
+def _score(column: exp.Expr, has: exp.Expr, desc: bool) -> exp.Expr:
     """Value-based quintile: ceil(5 * cume_dist) among profiles where ``has`` holds."""
     window = exp.Window(
         this=exp.CumeDist(),
@@ -272,10 +272,7 @@ def _score(column: exp.Expression, has: exp.Expression, desc: bool) -> exp.Expre
 def _compile_rfm(plan: _Plan, t: RfmTrait) -> None:
     cond = plan.condition(t)
     last = plan.agg(_filtered(exp.Max(this=q.col("ts")), cond))
-    if t.frequency_of:
-        freq = _distinct_count(plan, t.frequency_of, cond)
-    else:
-        freq = plan.agg(_count(cond))
+    freq = _distinct_count(plan, t.frequency_of, cond) if t.frequency_of else plan.agg(_count(cond))
     money = _cast(plan.value(t.monetary), "number")
     mon = plan.agg(_filtered(exp.Sum(this=money), cond))
     has = exp.GT(this=exp.Coalesce(this=q.col(freq), expressions=[q.lit(0)]), expression=q.lit(0))
@@ -323,8 +320,8 @@ def _compile_engagement(plan: _Plan, t: EngagementTrait) -> None:
     score = exp.Coalesce(this=q.col(a), expressions=[q.lit(0.0)])
     labels = t.labels
     if labels.method == "thresholds":
-        hi = exp.GTE(this=score.copy(), expression=q.lit(labels.highly_engaged))
-        mid = exp.GTE(this=score.copy(), expression=q.lit(labels.moderately_engaged))
+        hi: exp.Expr = exp.GTE(this=score.copy(), expression=q.lit(labels.highly_engaged))
+        mid: exp.Expr = exp.GTE(this=score.copy(), expression=q.lit(labels.moderately_engaged))
         hi = exp.and_(hi, exp.GT(this=score.copy(), expression=q.lit(0)))
         mid = exp.and_(mid, exp.GT(this=score.copy(), expression=q.lit(0)))
     else:
@@ -348,7 +345,7 @@ def _compile_engagement(plan: _Plan, t: EngagementTrait) -> None:
     ]
 
 
-def _distinct_count(plan: _Plan, prop: str, cond: exp.Expression | None) -> str:
+def _distinct_count(plan: _Plan, prop: str, cond: exp.Expr | None) -> str:
     group = plan.value_group(prop, q.col(prop))
     c = plan.name("_c")
     group.level1.append(_alias(_count(cond), c))
@@ -369,7 +366,7 @@ def _compile_mode(plan: _Plan, t: ModeTrait | PreferredHourTrait) -> None:
     cond = plan.condition(t)
     c = plan.name("_c")
     group.level1.append(_alias(_count(cond), c))
-    strength = q.col(c)
+    strength: exp.Expr = q.col(c)
     if isinstance(t, ModeTrait) and t.weight is not None:
         w = plan.name("_w")
         weight = _cast(plan.value(t.weight), "number")
@@ -379,7 +376,7 @@ def _compile_mode(plan: _Plan, t: ModeTrait | PreferredHourTrait) -> None:
     a = plan.name("_a")
     if isinstance(t, PreferredHourTrait):
         # numeric key count * 24 + (23 - hour): largest count, ties -> earliest hour
-        key: exp.Expression = exp.Add(
+        key: exp.Expr = exp.Add(
             this=exp.Mul(this=q.col(c), expression=q.lit(24)),
             expression=exp.Paren(this=exp.Sub(this=q.lit(23), expression=q.col("_v"))),
         )
@@ -430,7 +427,7 @@ def _compile_tags(plan: _Plan, t: InterestTagsTrait) -> None:
 
 def _compile_attribute(plan: _Plan, t: AttributeTrait) -> None:
     if t.dtype == "number":
-        value: exp.Expression = exp.Coalesce(
+        value: exp.Expr = exp.Coalesce(
             this=q.col("value_num"), expressions=[q.try_cast(q.col("value"), "number")]
         )
     else:
@@ -457,7 +454,7 @@ def _global_lower(traitset: TraitSet, as_of: datetime) -> datetime | None:
     for t in traitset:
         if not _reads_events(t):
             continue
-        windows = [t.window] if not isinstance(t, InterestTagsTrait) else [t.window]
+        windows = [t.window]
         if isinstance(t, InterestTagsTrait) and t.window is None:
             windows = [r.window for r in t.rules]
         for w in windows:
@@ -473,7 +470,7 @@ def _global_lower(traitset: TraitSet, as_of: datetime) -> datetime | None:
 def _event_columns(plan: _Plan, traitset: TraitSet) -> list[str]:
     """Event columns the compiled aggregates and mode CTEs read (the scan's projection)."""
     readable = {"ts", "event_type", "event_id", *CORE_EVENT_COLUMNS, *traitset.properties}
-    trees: list[exp.Expression] = [*plan.aggs, *(cte for _, cte in plan.ctes)]
+    trees: list[exp.Expr] = [*plan.aggs, *(cte for _, cte in plan.ctes)]
     for group in plan.values.values():
         trees += [group.value, *group.level1]
     found = {"ts"}
@@ -505,7 +502,7 @@ def compile_traits(
 
     ctes: list[tuple[str, exp.Select]] = []
     if any(_reads_events(t) for t in traitset):
-        where = [exp.LTE(this=q.col("ts", "e"), expression=ts_lit(as_of))]
+        where: list[exp.Expr] = [exp.LTE(this=q.col("ts", "e"), expression=ts_lit(as_of))]
         lower = _global_lower(traitset, as_of)
         if lower is not None:
             where.append(exp.GTE(this=q.col("ts", "e"), expression=ts_lit(lower)))
@@ -563,7 +560,7 @@ def compile_traits(
             on=exp.EQ(this=q.col("profile_id", name), expression=q.col("profile_id", PROFILES)),
             join_type="LEFT",
         )
-    conds: list[exp.Expression] = [_is_null(q.col("merged_into", PROFILES))]
+    conds: list[exp.Expr] = [_is_null(q.col("merged_into", PROFILES))]
     if ids is not None:
         conds.append(exp.In(this=q.col("profile_id", PROFILES), expressions=ids))
     final = final.where(exp.and_(*conds))

@@ -7,7 +7,6 @@ the baseline the benchmark compares speed with. Keep it obvious rather than fast
 
 from __future__ import annotations
 
-import math
 import re
 from datetime import datetime
 
@@ -139,7 +138,7 @@ class PandasTraits:
             cols.update(self.trait(t))
         return pd.DataFrame(cols, index=self.profiles)
 
-    def trait(self, t: object) -> dict[str, pd.Series]:  # noqa: C901 - one branch per kind
+    def trait(self, t: object) -> dict[str, pd.Series]:
         ev = self.ev
         if isinstance(t, CountTrait):
             return {t.name: self.full(ev[self.mask(t)].groupby("profile_id").size(), 0)}
@@ -280,4 +279,4 @@ def pandas_traits(
     return out.sort_index()
 
 
-__all__ = ["PandasTraits", "math", "pandas_traits"]
+__all__ = ["PandasTraits", "pandas_traits"]
