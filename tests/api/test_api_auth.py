@@ -136,3 +136,13 @@ def test_unknown_route_and_method_are_problems(api: Api) -> None:
     assert r.status_code == 404 and r.headers["content-type"] == "application/problem+json"
     r = api.client.put("/v1/events/batch", headers=api.headers("collector"))
     assert r.status_code == 405 and r.json()["status"] == 405
+
+
+def test_unexpected_errors_are_500_problems_without_internals(api: Api) -> None:
+    def boom() -> None:
+        raise RuntimeError("secret internal state")
+
+    api.client.app.add_api_route("/v1/boom", boom)  # type: ignore[attr-defined]
+    r = api.client.get("/v1/boom")
+    assert r.status_code == 500 and r.headers["content-type"] == "application/problem+json"
+    assert "secret" not in r.text and r.json()["type"].endswith("/internal-error")

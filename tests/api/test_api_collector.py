@@ -169,3 +169,18 @@ def test_email_is_tokenised_and_resolvable(api: Api) -> None:
     assert stored[0][0].startswith("tok_") and "ann" not in str(stored).lower()
     r = api.client.get("/v1/decide/email:ann@example.com", headers=api.headers("decision-reader"))
     assert r.status_code == 200
+
+
+def test_segments_rotate_at_the_size_limit(project: Path) -> None:
+    ws = Workspace.open(project)
+    keys = make_keys(ws)
+    with TestClient(create_app(ws, ApiSettings(max_segment_events=10))) as client:
+        r = client.post("/v1/events/batch", json=[event(i) for i in range(25)],
+                        headers={"X-API-Key": keys["collector"]})
+        assert r.json()["accepted"] == 25
+        r = client.post("/v1/events/batch?wait=false", json=[event(i) for i in range(25, 60)],
+                        headers={"X-API-Key": keys["collector"]})
+        assert r.status_code == 202
+    assert _events(ws) == 60  # shutdown drains the spool
+    assert ws.store.scalar("SELECT count(*) FROM spool_commits") >= 2
+    ws.close()
