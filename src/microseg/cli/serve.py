@@ -25,7 +25,7 @@ def register(app: typer.Typer) -> None:
         from microseg.api.settings import ApiSettings
 
         settings = ApiSettings(dev=True) if dev else ApiSettings()
-        console.print(f"microseg API on http://{host}:{port}  (docs: http://{host}:{port}/docs)")
+        # uvicorn logs the address once the store is open and the spool recovered; docs at /docs
         run(STATE["project"], host=host, port=port, workers=workers, settings=settings,
             log_level=log_level, access_log=access_log)
 
