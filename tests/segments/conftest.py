@@ -7,6 +7,7 @@ from datetime import datetime, timedelta
 from importlib import resources
 from typing import Any
 
+import pandas as pd
 import pytest
 
 from microseg.config.models import ProjectSettings
@@ -120,18 +121,20 @@ def build_store(
     store.ensure_columns("events", settings.taxonomy.property_columns())
     cols = list(store.columns("events"))
     pids = set(profiles)
+    rows = []
     for i, e in enumerate(events):
         pid = str(e["profile_id"])
         pids.add(pid)
-        rec = {"event_id": f"e{i}", "received_at": e["ts"], "id_key": f"user_id:{pid}",
-               "user_id": pid, "source": "test", **{k: v for k, v in e.items() if k != "profile_id"}}
-        unknown = set(rec) - set(cols)
+        rows.append({"event_id": f"e{i}", "received_at": e["ts"], "id_key": f"user_id:{pid}",
+                     "user_id": pid, "source": "test",
+                     **{k: v for k, v in e.items() if k != "profile_id"}})
+    if rows:
+        frame = pd.DataFrame(rows)
+        unknown = set(frame.columns) - set(cols)
         assert not unknown, unknown
-        names = list(rec)
-        store.execute(
-            f"INSERT INTO events ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})",
-            list(rec.values()),
-        )
+        store.con.register("_new_events", frame)
+        store.execute("INSERT INTO events BY NAME SELECT * FROM _new_events")
+        store.con.unregister("_new_events")
     for t in traits or []:
         pids.add(str(t["profile_id"]))
     for pid in sorted(pids):

@@ -22,6 +22,7 @@ Each condition is a mapping recognised by its leading key (``all``, ``any``, ``n
 from __future__ import annotations
 
 import re
+from functools import cached_property
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, ClassVar, Literal, Union
 
@@ -78,6 +79,11 @@ class Node(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
+    @cached_property
+    def label(self) -> str:
+        """A short human label of this node (cached; see ``describe``)."""
+        return describe(self)
+
 
 class Quantile(Node):
     """A population-relative threshold: the q-quantile of a trait over all profiles."""
@@ -125,12 +131,12 @@ class Ops(Node):
     def op_value(self, op: str) -> Any:
         return getattr(self, "in_" if op == "in" else op)
 
-    @property
+    @cached_property
     def op(self) -> str:
         """The one comparison set on this node."""
         return next(op for op in VALUE_OPS if self.op_value(op) is not None)
 
-    @property
+    @cached_property
     def value(self) -> Any:
         return self.op_value(self.op)
 
@@ -153,11 +159,11 @@ class Compare(Node):
             raise ValueError(f"give one comparison of {', '.join(COMPARE_OPS)} (got {set_ops})")
         return self
 
-    @property
+    @cached_property
     def op(self) -> str:
         return next((op for op in COMPARE_OPS if getattr(self, op) is not None), "gte")
 
-    @property
+    @cached_property
     def value(self) -> Any:
         found = getattr(self, self.op)
         return 1 if found is None else found
@@ -205,7 +211,7 @@ class Windowed(Node):
             return as_of - parse_duration(self.last), False, as_of
         return self.since, True, as_of
 
-    @property
+    @cached_property
     def rolling(self) -> timedelta | None:
         return parse_duration(self.last) if self.last is not None else None
 
@@ -262,7 +268,7 @@ class EventCond(Windowed):
         Compare(**{op: getattr(self, op) for op in COMPARE_OPS})
         return self
 
-    @property
+    @cached_property
     def compare(self) -> Compare:
         return Compare(**{op: getattr(self, op) for op in COMPARE_OPS})
 
@@ -300,7 +306,11 @@ class SequenceCond(Windowed):
     def followed(self) -> bool:
         return self.then is not None
 
-    @property
+    @cached_property
+    def within_delta(self) -> timedelta:
+        return parse_duration(self.within)
+
+    @cached_property
     def second(self) -> list[str]:
         return event_list(self.then if self.then is not None else self.not_then or [])
 
@@ -328,7 +338,7 @@ class RecencyCond(Node):
             raise ValueError("'or_never' only makes sense with 'older_than'")
         return self
 
-    @property
+    @cached_property
     def duration(self) -> timedelta:
         return parse_duration(self.older_than or self.newer_than or "")
 

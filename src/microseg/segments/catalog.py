@@ -129,6 +129,7 @@ def _collect(seg: Segment, segments: Mapping[str, Segment], deps: Dependencies, 
             deps.time_based = True
         elif isinstance(node, TraitCond):
             deps.traits.add(node.trait)
+            deps.time_based |= node.trait.startswith(SCORE_PREFIX)  # scores arrive over time
             if isinstance(node.value, Quantile):
                 deps.batch_only.append(f"{where} (quantile over the population)")
         elif isinstance(node, GeoCond):

@@ -35,12 +35,11 @@ from microseg.segments.ast import (
     SequenceCond,
     TraitCond,
     Windowed,
-    describe,
     event_list,
     loc_text,
-    parse_duration,
 )
-from microseg.segments.compile_events import passes, zero_passes
+from microseg.segments.catalog import SCORE_PREFIX
+from microseg.segments.compile_events import passes
 from microseg.segments.compiler import EARTH_RADIUS_KM
 
 
@@ -70,11 +69,21 @@ class ProfileData:
     events: dict[str, list[Ev]] = field(default_factory=dict)  # event type -> sorted by ts
     traits: dict[str, Any] = field(default_factory=dict)
     consents: dict[str, list[ConsentRow]] = field(default_factory=dict)
+    scores: dict[str, list[tuple[datetime, int, float | None]]] = field(default_factory=dict)
+
+    def trait(self, name: str, as_of: datetime) -> Any:
+        """A trait value; ``score.<model>`` is the latest score recorded at or before as_of."""
+        if name.startswith(SCORE_PREFIX) and name[len(SCORE_PREFIX) :] in self.scores:
+            known = [s for s in self.scores[name[len(SCORE_PREFIX) :]] if s[0] <= as_of]
+            return max(known, key=lambda s: (s[0], s[1]))[2] if known else None
+        return self.traits.get(name)
 
     def add_event(self, event_type: str, ev: Ev) -> None:
         bisect.insort(self.events.setdefault(event_type, []), ev)
 
-    def of_types(self, types: Iterable[str]) -> list[Ev]:
+    def of_types(self, types: list[str]) -> list[Ev]:
+        if len(types) == 1:
+            return self.events.get(types[0], [])
         found: list[Ev] = []
         for t in types:
             found.extend(self.events.get(t, ()))
@@ -184,14 +193,7 @@ def test_value(value: Any, flt: Ops | Any, threshold: float | None = None) -> bo
 
 
 def in_window(ev: Ev, window: Windowed | None, as_of: datetime) -> bool:
-    if ev.ts > as_of:
-        return False
-    if window is None:
-        return True
-    lower, inclusive, _ = window.bounds(as_of)
-    if lower is not None and (ev.ts < lower or (not inclusive and ev.ts == lower)):
-        return False
-    return not (window.until is not None and ev.ts >= window.until)
+    return bool(select_events(ProfileData("", {"x": [ev]}), ["x"], {}, window, as_of))
 
 
 def select_events(
@@ -201,11 +203,22 @@ def select_events(
     window: Windowed | None,
     as_of: datetime,
 ) -> list[Ev]:
-    return [
-        e
-        for e in data.of_types(types)
-        if in_window(e, window, as_of) and all(test_value(e.props.get(p), f) for p, f in where.items())
-    ]
+    """Events of some types inside the window at ``as_of`` passing the property filters."""
+    lower, inclusive, until = None, True, None
+    if window is not None:
+        lower, inclusive, _ = window.bounds(as_of)
+        until = window.until
+    out = []
+    for e in data.of_types(types):
+        t = e.ts
+        if t > as_of or (until is not None and t >= until):
+            continue
+        if lower is not None and (t < lower or (not inclusive and t == lower)):
+            continue
+        if where and not all(test_value(e.props.get(p), f) for p, f in where.items()):
+            continue
+        out.append(e)
+    return out
 
 
 def aggregate(cond: EventCond, evs: list[Ev]) -> Any:
@@ -254,7 +267,7 @@ def latest_consent(rows: list[ConsentRow], as_of: datetime) -> ConsentRow | None
 def evaluate(cond: Any, data: ProfileData, ctx: EvalContext, loc: tuple[str | int, ...] = ("rule",)) -> Result:
     """Evaluate a condition tree for one profile at ``ctx.as_of``."""
     path = loc_text(loc)
-    label = describe(cond)
+    label = cond.label
     if isinstance(cond, (All, Any_)):
         items = cond.all if isinstance(cond, All) else cond.any
         kids = [evaluate(c, data, ctx, (*loc, cond.kind, i)) for i, c in enumerate(items)]
@@ -275,7 +288,7 @@ def evaluate(cond: Any, data: ProfileData, ctx: EvalContext, loc: tuple[str | in
 def _leaf(cond: Any, data: ProfileData, ctx: EvalContext) -> tuple[bool, Any]:
     as_of = ctx.as_of
     if isinstance(cond, TraitCond):
-        value = data.traits.get(cond.trait)
+        value = data.trait(cond.trait, as_of)
         threshold = None
         if isinstance(cond.value, Quantile):
             threshold = ctx.snapshot.quantiles.get((cond.trait, cond.value.quantile))
@@ -346,7 +359,7 @@ def _points(cond: GeoCond, ctx: EvalContext) -> list[Point]:
 
 
 def _sequence(cond: SequenceCond, data: ProfileData, as_of: datetime) -> tuple[bool, Any]:
-    within = parse_duration(cond.within)
+    within = cond.within_delta
     firsts = select_events(data, event_list(cond.first), cond.first_where, cond, as_of)
     seconds = select_events(data, cond.second, cond.then_where, None, as_of)
     times = [b.ts for b in seconds]
@@ -380,7 +393,7 @@ def _boundaries(cond: Any, data: ProfileData, ctx: EvalContext) -> Iterable[date
     elif isinstance(cond, EventCond):
         yield from _window_times(cond, data.of_types(event_list(cond.event)))
     elif isinstance(cond, SequenceCond):
-        within = parse_duration(cond.within)
+        within = cond.within_delta
         firsts = data.of_types(event_list(cond.first))
         yield from _window_times(cond, firsts)
         yield from (a.ts + within for a in firsts)
@@ -389,6 +402,9 @@ def _boundaries(cond: Any, data: ProfileData, ctx: EvalContext) -> Iterable[date
         for e in data.of_types(event_list(cond.recency)):
             yield e.ts
             yield e.ts + cond.duration
+    elif isinstance(cond, TraitCond) and cond.trait.startswith(SCORE_PREFIX):
+        for scored in data.scores.get(cond.trait[len(SCORE_PREFIX) :], []):
+            yield scored[0]
     elif isinstance(cond, ConsentCond):
         for row in data.consents.get(cond.consent, []):
             yield row.recorded_at

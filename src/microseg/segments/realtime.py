@@ -42,6 +42,7 @@ from microseg.segments.snapshot import (
     all_profiles,
     consent_rows,
     population_snapshot,
+    score_rows,
     segments_by_name,
     trait_rows,
 )
@@ -93,6 +94,7 @@ class RealtimeEvaluator:
         self.leaf_state: dict[tuple[str, str], dict[str, bool]] = {}
         self._heap: list[tuple[datetime, str]] = []
         self._due: dict[str, datetime] = {}
+        self._next: dict[str, dict[str, datetime | None]] = {}  # pid -> segment -> boundary
         self.clock: datetime | None = None
 
     # -- construction ---------------------------------------------------------------------
@@ -118,10 +120,13 @@ class RealtimeEvaluator:
         rt = cls(segs, stores=stores, snapshot=population_snapshot(store, segs.values(), start, catalog))
         traits = trait_rows(store, None, start)
         consents = consent_rows(store, None)
+        scores = score_rows(store, None)
         for pid in all_profiles(store):
-            rt.profiles[pid] = ProfileData(pid, {}, traits.get(pid, {}), consents.get(pid, {}))
+            rt.profiles[pid] = ProfileData(
+                pid, {}, traits.get(pid, {}), consents.get(pid, {}), scores.get(pid, {})
+            )
             rt._evaluate(pid, list(rt.segments), start)
-            rt._schedule(pid, start)
+            rt._schedule(pid, start, rt.timed)
         rt.clock = start
         return rt
 
@@ -173,7 +178,7 @@ class RealtimeEvaluator:
             self._prune(data, etype, at)
         if affected:
             changes.extend(self._evaluate(pid, sorted(affected), at))
-            self._schedule(pid, at)
+            self._schedule(pid, at, affected)
         return changes
 
     def on_traits(self, profile_id: str, values: Mapping[str, Any], now: datetime) -> list[MembershipChange]:
@@ -185,7 +190,7 @@ class RealtimeEvaluator:
             s for t in values for s in self.by_trait.get(t, ())
         }
         changes.extend(self._evaluate(profile_id, sorted(affected), now))
-        self._schedule(profile_id, now)
+        self._schedule(profile_id, now, affected)
         return changes
 
     def on_consent(
@@ -203,7 +208,21 @@ class RealtimeEvaluator:
         data.consents.setdefault(purpose, []).append(ConsentRow(recorded_at, granted, expires_at))
         affected = set(self.segments) if new else set(self.by_consent.get(purpose, ()))
         changes.extend(self._evaluate(profile_id, sorted(affected), now))
-        self._schedule(profile_id, now)
+        self._schedule(profile_id, now, affected)
+        return changes
+
+    def on_score(
+        self, profile_id: str, model: str, version: int, score: float, scored_at: datetime
+    ) -> list[MembershipChange]:
+        """A new model score: segments reading ``score.<model>`` are re-evaluated."""
+        now = max(scored_at, self.clock or scored_at)
+        changes = self.sweep(now)
+        data, new = self._ensure(profile_id, now)
+        data.scores.setdefault(model, []).append((scored_at, version, score))
+        trait = f"score.{model}"
+        affected = set(self.segments) if new else set(self.by_trait.get(trait, ()))
+        changes.extend(self._evaluate(profile_id, sorted(affected), now))
+        self._schedule(profile_id, now, affected)
         return changes
 
     def sweep(self, now: datetime) -> list[MembershipChange]:
@@ -214,8 +233,10 @@ class RealtimeEvaluator:
             if self._due.get(pid) != due:
                 continue  # superseded
             del self._due[pid]
-            changes.extend(self._evaluate(pid, self.timed, due))
-            self._schedule(pid, due)
+            nexts = self._next.get(pid, {})
+            names = [n for n in self.timed if nexts.get(n) == due]
+            changes.extend(self._evaluate(pid, names, due))
+            self._schedule(pid, due, names)
         self.clock = max(now, self.clock or now)
         return changes
 
@@ -256,11 +277,15 @@ class RealtimeEvaluator:
         del ctx
         return changes
 
-    def _schedule(self, pid: str, after: datetime) -> None:
+    def _schedule(self, pid: str, after: datetime, names: Iterable[str]) -> None:
+        """Recompute the next boundary of the given segments; keep the profile's earliest."""
         data = self.profiles[pid]
         ctx = self._ctx(after)
-        times = [next_change(self.segments[n].rule, data, ctx, after) for n in self.timed]
-        due = min((t for t in times if t is not None), default=None)
+        nexts = self._next.setdefault(pid, {})
+        for n in names:
+            if n in self.deps and self.deps[n].time_based:
+                nexts[n] = next_change(self.segments[n].rule, data, ctx, after)
+        due = min((t for t in nexts.values() if t is not None), default=None)
         if due is None:
             self._due.pop(pid, None)
             return

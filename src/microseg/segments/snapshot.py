@@ -40,6 +40,25 @@ def population_snapshot(
     return snap
 
 
+def score_rows(
+    store: Store, profile_id: str | None
+) -> dict[str, dict[str, list[tuple[datetime, int, float | None]]]]:
+    """profile id -> model -> [(scored_at, version, score)] (all versions; time decides)."""
+    out: dict[str, dict[str, list[tuple[datetime, int, float | None]]]] = {}
+    if not store.table_exists("scores"):
+        return out
+    rows = store.rows(
+        "SELECT profile_id, model, scored_at, version, score FROM scores"
+        + (" WHERE profile_id = ?" if profile_id else ""),
+        [profile_id] if profile_id else [],
+    )
+    for pid, model, scored_at, version, score in rows:
+        out.setdefault(str(pid), {}).setdefault(str(model), []).append(
+            (scored_at, int(version), None if score is None else float(score))
+        )
+    return out
+
+
 def trait_rows(store: Store, profile_id: str | None, as_of: datetime) -> dict[str, dict[str, Any]]:
     """profile id -> {trait: value} from the traits table and the latest model scores."""
     out: dict[str, dict[str, Any]] = {}
@@ -107,6 +126,7 @@ def load_profile(
         profile_events(store, profile_id, event_types, as_of),
         trait_rows(store, profile_id, as_of).get(profile_id, {}),
         consent_rows(store, profile_id).get(profile_id, {}),
+        score_rows(store, profile_id).get(profile_id, {}),
     )
 
 
