@@ -139,3 +139,17 @@ def test_spark_rendering_uses_portable_functions(traits_from):
         "  - {name: rx, kind: count, where: {category: {matches: '^run'}}}\n"
     ), dialect="spark")
     assert "MAX_BY(" in sql and "UNIX_TIMESTAMP(" in sql and " RLIKE " in sql
+
+
+def test_validate_traits_file_hook(tmp_path):
+    from microseg.config.project import Project
+    from microseg.config.yamlio import load_document
+    from microseg.traits import validate_traits_file
+
+    project = Project.init(tmp_path / "p", "p")
+    traitset = validate_traits_file(load_document(project.root / "traits.yaml"), project)
+    assert len(traitset) >= 10
+    (project.root / "traits.yaml").write_text("traits:\n  - {name: a, kind: top, property: categroy}\n")
+    with pytest.raises(DefinitionError) as info:
+        validate_traits_file(load_document(project.root / "traits.yaml"), project)
+    assert "did you mean 'category'" in str(info.value) and "traits.yaml:2" in str(info.value)

@@ -18,8 +18,8 @@ from microseg.console import Progress, SilentProgress
 from microseg.errors import NotFoundError
 from microseg.store import Store, utcnow
 from microseg.store import sql as q
-from microseg.traits.compiler import compile_traits
-from microseg.traits.model import TraitSet, load_traits, naive_utc
+from microseg.traits.compiler import SQL_TYPES, compile_traits
+from microseg.traits.model import KIND_MODELS, TraitSet, load_traits, naive_utc
 
 TRAITS_TABLE = "traits"
 BUILD_TABLE = "_ms_traits_build"
@@ -80,16 +80,16 @@ def compute_traits(
 
 
 def _write_catalog(store: Store, traitset: TraitSet, as_of: datetime) -> None:
+    """Replace the catalog rows of computed traits; rows of other kinds (model scores) stay."""
     now = utcnow()
-    names = [c.name for c in traitset.columns()]
-    # Catalog rows of traits no longer defined go away with the table they described.
-    store.execute("DELETE FROM trait_catalog")
+    kinds = [q.lit(k) for k in KIND_MODELS]
+    store.execute(exp.delete(q.table("trait_catalog"), where=exp.In(this=q.col("kind"), expressions=kinds)))
     for c in traitset.columns():
+        store.execute("DELETE FROM trait_catalog WHERE name = ?", [c.name])
         store.execute(
             "INSERT INTO trait_catalog VALUES (?, ?, ?, ?, ?, ?)",
-            [c.name, c.kind, c.dtype, c.description, now, as_of],
+            [c.name, c.kind, SQL_TYPES[c.dtype], c.description, now, as_of],
         )
-    assert len(set(names)) == len(names)
 
 
 def compute_traits_for(
@@ -134,7 +134,7 @@ def trait_frame(store: Store, columns: Iterable[str] | None = None) -> pd.DataFr
 
 
 def trait_catalog(store: Store) -> pd.DataFrame:
-    """The trait catalog: name, kind, dtype, description, computed_at, as_of."""
+    """The trait catalog: name, kind, dtype (SQL type), description, computed_at, as_of."""
     return store.df("SELECT * FROM trait_catalog ORDER BY name")
 
 
