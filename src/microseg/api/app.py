@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -59,6 +60,8 @@ def create_app(
             traits_table=settings.traits_table, membership_table=settings.membership_table,
         )
         collector.state = state
+        gc.collect()
+        gc.freeze()  # the loaded state is long-lived: keep it out of GC scans (p99 latency)
         sweeper: asyncio.Task[None] | None = None
         if realtime is not None:
             state.subscribe(realtime)
