@@ -373,3 +373,23 @@ def test_formats_mapping_and_errors(tmp_path: Path) -> None:
     (tmp_path / "clash.csv").write_text("id,a b,a-b\nu1,1,2\n")
     with pytest.raises(ImportFileError, match="both map to attribute 'a_b'"):
         crm(ws, tmp_path / "clash.csv", id_column="id")
+
+
+def test_crm_secondary_ids_link_but_blocked_values_never_do(tmp_path: Path) -> None:
+    ws = ws_with()
+    rows = [
+        {"cid": "k1", "device_id": "dev-1", "anonymous_id": "undefined"},
+        {"cid": "k2", "device_id": "dev-1", "anonymous_id": "anon-2"},
+        {"cid": "k3", "device_id": "N/A", "anonymous_id": "anon-3"},
+        {"cid": "k4", "device_id": "n/a", "anonymous_id": "anon-4"},
+    ]
+    r = crm(ws, write_csv(tmp_path / "crm.csv", rows), id_column="cid")
+    assert r.imported == 4 and r.identities_linked == 4  # dev-1, anon-2, anon-3, anon-4
+    keys = {k for (k,) in ws.store.rows("SELECT id_key FROM identities")}
+    assert not {"anonymous_id:undefined", "device_id:N/A", "device_id:n/a"} & keys
+    assert ws.store.scalar("SELECT count(*) FROM profile_attributes") == 0  # ids are not attributes
+    result = resolve(ws.store, ws.settings, probabilistic=False)
+    # k2 shares dev-1 with k1: two known users, refused; k3 and k4 stay apart (blocked placeholder)
+    assert result.merges == 0 and result.refused == {"known_user_conflict": 1}
+    assert ws.profile_id("device_id:dev-1") == ws.profile_id("user_id:k1")
+    assert ws.profile_id("user_id:k3") != ws.profile_id("user_id:k4")
