@@ -40,13 +40,15 @@ def create_app(
     *,
     realtime: RealtimeBridge | None = None,
     close_workspace: bool = False,
+    freeze_gc: bool = False,
 ) -> FastAPI:
     """Build the app for an open workspace. Refuses weak keys outside dev mode (ConfigError).
 
     Startup (lifespan) imports spool segments left by a crash, loads the serving state and
     starts the importer; with ``realtime`` every committed batch also goes through the
     real-time segment evaluator, swept every ``settings.sweep_seconds``. Shutdown imports what
-    is spooled, stops the importer and, with ``close_workspace``, closes the store."""
+    is spooled, stops the importer and, with ``close_workspace``, closes the store.
+    ``freeze_gc`` (server processes) moves the loaded state out of the GC's scans."""
     settings = settings or ApiSettings()
     ensure_schema(workspace.store)
     auth = Authenticator.from_store(workspace.store, workspace.keys, settings)
@@ -60,8 +62,9 @@ def create_app(
             traits_table=settings.traits_table, membership_table=settings.membership_table,
         )
         collector.state = state
-        gc.collect()
-        gc.freeze()  # the loaded state is long-lived: keep it out of GC scans (p99 latency)
+        if freeze_gc:  # the loaded state is long-lived: keep it out of GC scans (p99 latency)
+            gc.collect()
+            gc.freeze()
         sweeper: asyncio.Task[None] | None = None
         if realtime is not None:
             state.subscribe(realtime)
@@ -78,6 +81,8 @@ def create_app(
             if sweeper is not None:
                 sweeper.cancel()
             await run_in_threadpool(collector.stop)
+            if freeze_gc:
+                gc.unfreeze()
             if close_workspace:
                 workspace.close()
 

@@ -47,7 +47,7 @@ def serve(
     workspace = Workspace.open(project, actor="api")
     try:
         bridge = bridge_for(workspace, settings.realtime)
-        app = create_app(workspace, settings, realtime=bridge, close_workspace=True)
+        app = create_app(workspace, settings, realtime=bridge, close_workspace=True, freeze_gc=True)
     except BaseException:
         workspace.close()
         raise
