@@ -9,8 +9,10 @@ from typing import Any
 
 import yaml
 
-from microseg.config.yamlio import Document, load_document, parse_text, validate_model
-from microseg.errors import DefinitionError, Problem
+from pydantic import BaseModel, ValidationError
+
+from microseg.config.yamlio import Document, load_document, parse_text
+from microseg.errors import DefinitionError, Problem, did_you_mean
 from microseg.segments.ast import KINDS, Segment, condition_kind, to_dict
 from microseg.segments.catalog import Catalog, check_all
 
@@ -46,10 +48,51 @@ def _precheck(doc: Document) -> None:
         raise DefinitionError(problems)
 
 
+def _strip_tags(loc: tuple[Any, ...]) -> tuple[tuple[Any, ...], type[Any]]:
+    """Drop the union tags pydantic inserts after each condition; return the innermost model."""
+    out: list[Any] = []
+    model: type[Any] = Segment
+    at_condition = False
+    for part in loc:
+        if at_condition and isinstance(part, str) and part in KINDS:
+            model = KINDS[part]
+            at_condition = False
+            continue
+        out.append(part)
+        prev = out[-2] if len(out) > 1 else None
+        at_condition = (
+            (len(out) == 1 and part == "rule")
+            or (isinstance(part, int) and prev in ("all", "any"))
+            or part == "not"
+        )
+        if not at_condition and isinstance(part, str) and part not in KINDS:
+            field = getattr(model, "model_fields", {}).get(part)
+            inner = getattr(field, "annotation", None) if field else None
+            if isinstance(inner, type) and issubclass(inner, BaseModel):
+                model = inner
+    return tuple(out), model
+
+
 def segment_from_document(doc: Document) -> Segment:
     """Validate the shape of one parsed segment document."""
     _precheck(doc)
-    return validate_model(Segment, doc)
+    try:
+        return Segment.model_validate(doc.data)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            loc, model = _strip_tags(tuple(err["loc"]))
+            loc = tuple(p for p in loc if not (isinstance(p, str) and "[" in p))
+            if err["type"] == "extra_forbidden":
+                name = str(loc[-1])
+                fields = [f.alias or n for n, f in getattr(model, "model_fields", {}).items()]
+                msg = f"unknown field '{name}'{did_you_mean(name, fields)}"
+            else:
+                msg = str(err["msg"]).removeprefix("Value error, ")
+                if err["type"] not in {"missing", "value_error", "unknown_condition"} and "input" in err:
+                    msg += f" (got {repr(err['input'])[:60]})"
+            problems.append(doc.problem(msg, loc))
+        raise DefinitionError(problems) from None
 
 
 def parse_segment(source: str | Mapping[str, Any] | Segment, file: str = "<segment>") -> Segment:
