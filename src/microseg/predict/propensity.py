@@ -181,11 +181,15 @@ class PropensityModel(ClassifierMixin, BaseEstimator):
                 values, target
             )
         self.estimator_ = self._estimator()
-        self.estimator_.fit(pd.DataFrame(values, columns=self.feature_names_in_), target)
+        self.estimator_.fit(np.ascontiguousarray(values), target)
         return self
 
     def transform_features(self, X: pd.DataFrame | np.ndarray) -> pd.DataFrame:
         """The imputed (and, for logistic, scaled) matrix the inner estimator sees."""
+        index = X.index if isinstance(X, pd.DataFrame) else None
+        return pd.DataFrame(self._matrix(X), columns=self.feature_names_in_, index=index)
+
+    def _matrix(self, X: pd.DataFrame | np.ndarray) -> np.ndarray:
         check_is_fitted(self, "estimator_")
         frame = pd.DataFrame(X)
         if frame.shape[1] != self.n_features_in_:
@@ -201,11 +205,11 @@ class PropensityModel(ClassifierMixin, BaseEstimator):
         values = self.imputer_.transform(frame.to_numpy(dtype=float))
         if self.scaler_ is not None:
             values = self.scaler_.transform(values)
-        return pd.DataFrame(values, columns=self.feature_names_in_, index=frame.index)
+        return np.ascontiguousarray(values)
 
     def predict_proba(self, X: pd.DataFrame | np.ndarray) -> np.ndarray:
         """Class probabilities, shape (n, 2)."""
-        return np.asarray(self.estimator_.predict_proba(self.transform_features(X)))
+        return np.asarray(self.estimator_.predict_proba(self._matrix(X)))
 
     def decision_function(self, X: pd.DataFrame | np.ndarray) -> np.ndarray:
         """Log-odds of the positive class."""
@@ -345,8 +349,8 @@ def explain(
     Z = model.transform_features(sample)
     est = model.estimator_
     if model.algorithm == "logistic":
-        explainer = shap.LinearExplainer(est, Z)
-        raw = explainer.shap_values(Z)
+        explainer = shap.LinearExplainer(est, Z.to_numpy())
+        raw = explainer.shap_values(Z.to_numpy())
     else:
         explainer = shap.TreeExplainer(est)
         with warnings.catch_warnings():
@@ -354,7 +358,7 @@ def explain(
             warnings.filterwarnings(
                 "ignore", message="LightGBM binary classifier", category=UserWarning
             )
-            raw = explainer.shap_values(Z)
+            raw = explainer.shap_values(Z.to_numpy())
     vals = np.asarray(raw[1] if isinstance(raw, list) else raw)
     if vals.ndim == 3:
         vals = vals[:, :, 1]
@@ -399,8 +403,7 @@ class _WarmStarted:
         self.booster = booster
 
     def predict_proba(self, X: pd.DataFrame) -> np.ndarray:
-        p = np.asarray(self.booster.predict_proba(self.population.transform_features(X)))
-        return p
+        return np.asarray(self.booster.predict_proba(self.population._matrix(X)))
 
 
 def adapt_to_segment(
@@ -445,8 +448,7 @@ def adapt_to_segment(
             n_jobs=2,
             verbose=-1,
         )
-        Z = population.transform_features(X)
-        booster.fit(Z, target, init_model=population.estimator_.booster_)
+        booster.fit(population._matrix(X), target, init_model=population.estimator_.booster_)
         return SegmentAdaptation(
             "warm_started",
             f"continued boosting {extra_trees} trees on {pos} positives / {neg} negatives",
