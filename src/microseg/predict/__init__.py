@@ -3,7 +3,13 @@
 FEATURES M1–M7, S8, P4.
 """
 
-from microseg.predict.clv import BetaGeoModel, GammaGammaModel, customer_lifetime_value, rfm_summary
+from microseg.predict.clv import (
+    BetaGeoModel,
+    GammaGammaModel,
+    customer_lifetime_value,
+    rank_segments_by_value,
+    rfm_summary,
+)
 from microseg.predict.engagement import LearnedEngagementScore, weighted_engagement_score
 from microseg.predict.features import (
     TARGETS,
@@ -24,6 +30,7 @@ from microseg.predict.propensity import (
     cross_validate,
     evaluate,
     explain,
+    tune_threshold,
 )
 from microseg.predict.registry import (
     RegisteredModel,
@@ -57,6 +64,7 @@ __all__ = [
     "list_models",
     "load_model",
     "point_in_time_features",
+    "rank_segments_by_value",
     "read_scores",
     "register_model",
     "rfm_summary",
@@ -64,5 +72,6 @@ __all__ = [
     "store_scores",
     "temporal_split",
     "training_frame",
+    "tune_threshold",
     "weighted_engagement_score",
 ]

@@ -21,7 +21,13 @@ import numpy as np
 import pandas as pd
 from scipy import optimize, special
 
-__all__ = ["BetaGeoModel", "GammaGammaModel", "customer_lifetime_value", "rfm_summary"]
+__all__ = [
+    "BetaGeoModel",
+    "GammaGammaModel",
+    "customer_lifetime_value",
+    "rank_segments_by_value",
+    "rfm_summary",
+]
 
 _FREQS = {"D": 1.0, "W": 7.0, "M": 30.4375}
 
@@ -338,3 +344,21 @@ def customer_lifetime_value(
         },
         index=summary.index,
     )
+
+
+def rank_segments_by_value(values: pd.Series, membership: pd.Series) -> pd.DataFrame:
+    """Rank segments by predicted value.
+
+    ``values`` is a per-profile value (e.g. CLV) indexed by profile_id; ``membership`` maps
+    profile_id to a segment name (one segment per profile; repeat the call per segment
+    family). Profiles without a value count as 0. Returns size, total, mean and share of
+    total value per segment, highest total first.
+    """
+    if membership.index.has_duplicates:
+        raise ValueError("membership must have one segment per profile_id")
+    aligned = values.reindex(membership.index).fillna(0.0).astype(float)
+    frame = pd.DataFrame({"segment": membership.to_numpy(), "value": aligned.to_numpy()})
+    table = frame.groupby("segment")["value"].agg(size="size", total_value="sum", mean_value="mean")
+    grand = float(table["total_value"].sum())
+    table["share_of_value"] = table["total_value"] / grand if grand else 0.0
+    return table.sort_values("total_value", ascending=False)

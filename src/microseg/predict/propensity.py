@@ -41,6 +41,7 @@ __all__ = [
     "cross_validate",
     "evaluate",
     "explain",
+    "tune_threshold",
 ]
 
 ALGORITHMS = ("logistic", "random_forest", "lightgbm")
@@ -293,6 +294,48 @@ def evaluate(
         lift_at_top=top_precision / base if base > 0 else float("nan"),
         calibration=pd.DataFrame({"mean_predicted": frac_pred, "fraction_positive": frac_true}),
     )
+
+
+def tune_threshold(
+    y_true: np.ndarray | pd.Series,
+    scores: np.ndarray | pd.Series,
+    *,
+    min_precision: float | None = None,
+) -> dict[str, float]:
+    """Pick a score threshold on validation data.
+
+    Without ``min_precision``: the threshold maximising F1. With it: the lowest threshold whose
+    precision reaches ``min_precision`` (highest recall at that precision). Returns threshold,
+    precision, recall, f1 and the share of profiles flagged.
+    """
+    from sklearn.metrics import precision_recall_curve
+
+    y = np.asarray(y_true).astype(int)
+    s = np.asarray(scores, dtype=float)
+    if len(np.unique(y)) < 2:
+        raise ValueError("threshold tuning needs both classes in y_true")
+    precision, recall, thresholds = precision_recall_curve(y, s)
+    precision, recall = precision[:-1], recall[:-1]
+    f1 = np.where(
+        precision + recall > 0, 2 * precision * recall / np.maximum(precision + recall, 1e-12), 0.0
+    )
+    if min_precision is None:
+        i = int(np.argmax(f1))
+    else:
+        ok = np.flatnonzero(precision >= min_precision)
+        if not len(ok):
+            raise ValueError(
+                f"no threshold reaches precision {min_precision}; best is {precision.max():.3f}"
+            )
+        i = int(ok[0])
+    thr = float(thresholds[i])
+    return {
+        "threshold": thr,
+        "precision": float(precision[i]),
+        "recall": float(recall[i]),
+        "f1": float(f1[i]),
+        "flagged_share": float(np.mean(s >= thr)),
+    }
 
 
 def cross_validate(
