@@ -32,8 +32,15 @@ def fixed_events() -> list[dict[str, Any]]:
     ev: list[dict[str, Any]] = []
 
     def add(pid: str, etype: str, ts: datetime, session: str | None = None, **props: Any) -> None:
-        ev.append({"profile_id": pid, "event_type": etype, "ts": ts,
-                   "session_id": session or f"{pid}-s{ts:%j}", **props})
+        ev.append(
+            {
+                "profile_id": pid,
+                "event_type": etype,
+                "ts": ts,
+                "session_id": session or f"{pid}-s{ts:%j}",
+                **props,
+            }
+        )
 
     # p1: frequent mobile shopper: 3 purchases this month, watched product videos
     for d in (3, 10, 20):
@@ -42,8 +49,15 @@ def fixed_events() -> list[dict[str, Any]]:
     add("p1", "purchase", ago(days=45), revenue=500.0, category="bags")
     # p2: viewed the same product 4 times in one session
     for m in range(4):
-        add("p2", "product_view", ago(hours=5, minutes=m), "p2-s1", product_id="sku-9",
-            category="electronics", price=900.0)
+        add(
+            "p2",
+            "product_view",
+            ago(hours=5, minutes=m),
+            "p2-s1",
+            product_id="sku-9",
+            category="electronics",
+            price=900.0,
+        )
     add("p2", "product_view", ago(hours=5), "p2-s1", product_id="sku-1", price=10.0)
     # p3: add_to_cart two days ago, never purchased -> abandoned
     add("p3", "add_to_cart", ago(days=2), product_id="sku-2", price=30.0)
@@ -62,8 +76,14 @@ def fixed_events() -> list[dict[str, Any]]:
     add("p7", "store_visit", ago(days=30), store_id="downtown", region="New York")
     # p8: high-margin browser who rarely buys
     for d in range(6):
-        add("p8", "product_view", ago(days=d + 1), product_id=f"lux-{d}", category="luxury",
-            price=1500.0)
+        add(
+            "p8",
+            "product_view",
+            ago(days=d + 1),
+            product_id=f"lux-{d}",
+            category="luxury",
+            price=1500.0,
+        )
     # p9: engaged with an email resource several times
     for h in (1, 5, 30):
         add("p9", "email_click", ago(hours=h), campaign_id="c1", url="https://x/guide")
@@ -83,17 +103,27 @@ def fixed_traits() -> list[dict[str, Any]]:
         ("p9", 24, False, "mobile", 0.0, None, None, "E1 6AN", ["reading"], 0.95),
         ("p10", 60, False, None, None, None, None, None, None, None),
     ]
-    names = ("profile_id", "age", "urban", "dominant_device", "monetary", "latitude",
-             "longitude", "postal_code", "interest_tags", "engagement_score")
+    names = (
+        "profile_id",
+        "age",
+        "urban",
+        "dominant_device",
+        "monetary",
+        "latitude",
+        "longitude",
+        "postal_code",
+        "interest_tags",
+        "engagement_score",
+    )
     return [dict(zip(names, r, strict=True)) for r in rows]
 
 
 def fixed_consents() -> list[tuple[str, str, bool, datetime, datetime | None]]:
     return [
         ("p1", "email_marketing", True, ago(days=100), None),
-        ("p3", "email_marketing", True, ago(days=10), ago(days=1)),   # expired
+        ("p3", "email_marketing", True, ago(days=10), ago(days=1)),  # expired
         ("p4", "email_marketing", True, ago(days=10), None),
-        ("p4", "email_marketing", False, ago(days=5), None),          # withdrawn later
+        ("p4", "email_marketing", False, ago(days=5), None),  # withdrawn later
         ("p5", "email_marketing", True, ago(days=10), AS_OF + timedelta(days=30)),
         ("p9", "email_marketing", True, ago(days=1), None),
     ]
@@ -102,7 +132,7 @@ def fixed_consents() -> list[tuple[str, str, bool, datetime, datetime | None]]:
 def fixed_scores() -> list[tuple[str, str, int, float, datetime]]:
     return [
         ("p1", "churn", 1, 0.9, ago(days=10)),
-        ("p1", "churn", 2, 0.2, ago(days=1)),   # latest wins
+        ("p1", "churn", 2, 0.2, ago(days=1)),  # latest wins
         ("p2", "churn", 1, 0.8, ago(days=1)),
         ("p3", "churn", 1, 0.1, ago(days=1)),
     ]
@@ -125,9 +155,16 @@ def build_store(
     for i, e in enumerate(events):
         pid = str(e["profile_id"])
         pids.add(pid)
-        rows.append({"event_id": f"e{i}", "received_at": e["ts"], "id_key": f"user_id:{pid}",
-                     "user_id": pid, "source": "test",
-                     **{k: v for k, v in e.items() if k != "profile_id"}})
+        rows.append(
+            {
+                "event_id": f"e{i}",
+                "received_at": e["ts"],
+                "id_key": f"user_id:{pid}",
+                "user_id": pid,
+                "source": "test",
+                **{k: v for k, v in e.items() if k != "profile_id"},
+            }
+        )
     if rows:
         frame = pd.DataFrame(rows)
         unknown = set(frame.columns) - set(cols)
@@ -150,10 +187,13 @@ def build_store(
             " postal_code VARCHAR, interest_tags VARCHAR[], engagement_score DOUBLE)"
         )
         for t in traits:
-            store.execute("INSERT INTO traits VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", list(t.values()))
+            store.execute(
+                "INSERT INTO traits VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", list(t.values())
+            )
     for c in consents:
-        store.execute("INSERT INTO consents VALUES (?, ?, ?, 'test', ?, ?)",
-                      [c[0], c[1], c[2], c[3], c[4]])
+        store.execute(
+            "INSERT INTO consents VALUES (?, ?, ?, 'test', ?, ?)", [c[0], c[1], c[2], c[3], c[4]]
+        )
     for s in scores:
         store.execute("INSERT INTO scores VALUES (?, ?, ?, ?, ?)", list(s))
     return store

@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 import typer
-from conftest import AS_OF, ago, build_store
 from typer.testing import CliRunner
 
+from conftest import AS_OF, ago, build_store
 from microseg.segments import (
     apply_changes,
     compute_segments,
@@ -82,15 +82,23 @@ def test_min_size_guard_warns_or_refuses(store: Any, settings: Any) -> None:
 
 
 def test_overlap_and_sizes(store: Any, settings: Any) -> None:
-    segs = {n: s for n, s in all_templates().items()
-            if n in ("nyc_postal_codes", "above_median_spenders", "email_reachable")}
+    segs = {
+        n: s
+        for n, s in all_templates().items()
+        if n in ("nyc_postal_codes", "above_median_spenders", "email_reachable")
+    }
     compute_segments(store, settings, segs, AS_OF)
     df = overlap(store)
-    row = df[(df.segment_a == "above_median_spenders") & (df.segment_b == "nyc_postal_codes")].iloc[0]
+    row = df[(df.segment_a == "above_median_spenders") & (df.segment_b == "nyc_postal_codes")].iloc[
+        0
+    ]
     # {p1,p2,p6,p7} vs {p1,p3,p6,p8}: both = 2, union = 6
     assert (row["both"], round(row["jaccard"], 4)) == (2, round(2 / 6, 4))
     assert dict(zip(sizes(store).segment, sizes(store)["size"], strict=True)) == {
-        "above_median_spenders": 4, "email_reachable": 3, "nyc_postal_codes": 4}
+        "above_median_spenders": 4,
+        "email_reachable": 3,
+        "nyc_postal_codes": 4,
+    }
 
 
 def test_explain_shows_values_and_agrees_with_batch(store: Any, settings: Any) -> None:
@@ -109,9 +117,14 @@ def test_explain_shows_values_and_agrees_with_batch(store: Any, settings: Any) -
 
 
 def test_apply_realtime_changes(store: Any) -> None:
-    apply_changes(store, [MembershipChange("rt", "p1", "entered", ago(hours=1), "rule -> true"),
-                          MembershipChange("rt", "p2", "entered", ago(hours=1), "rule -> true"),
-                          MembershipChange("rt", "p1", "exited", AS_OF, "rule -> false")])
+    apply_changes(
+        store,
+        [
+            MembershipChange("rt", "p1", "entered", ago(hours=1), "rule -> true"),
+            MembershipChange("rt", "p2", "entered", ago(hours=1), "rule -> true"),
+            MembershipChange("rt", "p1", "exited", AS_OF, "rule -> false"),
+        ],
+    )
     assert members(store, "rt") == {"p2"}
     assert list(history(store, "rt", "p1")["source"]) == ["realtime", "realtime"]
 
@@ -138,8 +151,12 @@ def test_cli_commands(tmp_path: Path, settings: Any, monkeypatch: pytest.MonkeyP
     Store(project.store_path).close()  # create the project store with its migrations
     seed = build_store(settings, fixed_events(), fixed_traits(), fixed_consents(), fixed_scores())
     seed.execute(f"ATTACH '{project.store_path}' AS disk")
-    disk_cols = [r[0] for r in seed.rows(
-        "SELECT column_name FROM duckdb_columns() WHERE database_name = 'disk' AND table_name = 'events'")]
+    disk_cols = [
+        r[0]
+        for r in seed.rows(
+            "SELECT column_name FROM duckdb_columns() WHERE database_name = 'disk' AND table_name = 'events'"
+        )
+    ]
     for col in [c for c in seed.columns("events") if c not in disk_cols]:
         seed.execute(f"ALTER TABLE disk.events ADD COLUMN {col} {seed.columns('events')[col]}")
     seed.execute("INSERT INTO disk.events BY NAME SELECT * FROM events")
@@ -147,18 +164,32 @@ def test_cli_commands(tmp_path: Path, settings: Any, monkeypatch: pytest.MonkeyP
         seed.execute(f"INSERT INTO disk.{t} SELECT * FROM {t}")
     seed.execute("CREATE TABLE disk.traits AS SELECT * FROM traits")
     seed.close()
-    res = runner.invoke(app, ["segments", "compute", "--as-of", AS_OF.isoformat(), "--min-size", "2"])
+    res = runner.invoke(
+        app, ["segments", "compute", "--as-of", AS_OF.isoformat(), "--min-size", "2"]
+    )
     assert res.exit_code == 0, res.output
     assert "14 segments" in res.output and "below the minimum of 2" in res.output
     res = runner.invoke(app, ["segments", "list"])
     assert "cart_abandoners_24h" in res.output
-    res = runner.invoke(app, ["segments", "explain", "cart_abandoners_24h", "p3", "--as-of",
-                              AS_OF.isoformat()])
+    res = runner.invoke(
+        app, ["segments", "explain", "cart_abandoners_24h", "p3", "--as-of", AS_OF.isoformat()]
+    )
     assert res.exit_code == 0 and "p3 IS in cart_abandoners_24h" in res.output, res.output
     res = runner.invoke(app, ["segments", "history", "cart_abandoners_24h"])
     assert "entered" in res.output
-    res = runner.invoke(app, ["segments", "overlap", "cart_abandoners_24h", "quick_cart_abandoners"])
+    res = runner.invoke(
+        app, ["segments", "overlap", "cart_abandoners_24h", "quick_cart_abandoners"]
+    )
     assert "0.6667" in res.output, res.output
-    res = runner.invoke(app, ["segments", "preview", str(project.root / "segments" / "top_spenders.yaml"),
-                              "--as-of", AS_OF.isoformat(), "--sql"])
+    res = runner.invoke(
+        app,
+        [
+            "segments",
+            "preview",
+            str(project.root / "segments" / "top_spenders.yaml"),
+            "--as-of",
+            AS_OF.isoformat(),
+            "--sql",
+        ],
+    )
     assert res.exit_code == 0 and "1 of 10 profiles" in res.output and "batch only" in res.output

@@ -10,32 +10,81 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import AS_OF, build_store, fixed_consents, fixed_events, fixed_scores, fixed_traits
 
+from conftest import AS_OF, build_store, fixed_consents, fixed_events, fixed_scores, fixed_traits
 from microseg.segments import RealtimeEvaluator, compute_segments, parse_segment
 from microseg.segments.membership import members
 from microseg.segments.parse import load_segments
 
 EXTRA = [
-    {"name": "big_recent_spend", "rule": {"event": "purchase", "aggregate": "sum", "of": "revenue",
-                                          "last": "14d", "gte": 100}},
-    {"name": "avg_view_price", "rule": {"event": "product_view", "aggregate": "avg", "of": "price",
-                                        "last": "3d", "between": [50, 1000]}},
-    {"name": "june_buyers", "rule": {"event": "purchase", "since": "2024-06-10T00:00:00",
-                                     "until": "2024-06-25T00:00:00", "gte": 1}},
-    {"name": "lapsed_or_never", "rule": {"recency": "purchase", "older_than": "5d",
-                                         "or_never": True}},
-    {"name": "cart_then_buy", "rule": {"first": "add_to_cart", "then": "purchase", "within": "2h",
-                                       "last": "10d"}},
+    {
+        "name": "big_recent_spend",
+        "rule": {
+            "event": "purchase",
+            "aggregate": "sum",
+            "of": "revenue",
+            "last": "14d",
+            "gte": 100,
+        },
+    },
+    {
+        "name": "avg_view_price",
+        "rule": {
+            "event": "product_view",
+            "aggregate": "avg",
+            "of": "price",
+            "last": "3d",
+            "between": [50, 1000],
+        },
+    },
+    {
+        "name": "june_buyers",
+        "rule": {
+            "event": "purchase",
+            "since": "2024-06-10T00:00:00",
+            "until": "2024-06-25T00:00:00",
+            "gte": 1,
+        },
+    },
+    {
+        "name": "lapsed_or_never",
+        "rule": {"recency": "purchase", "older_than": "5d", "or_never": True},
+    },
+    {
+        "name": "cart_then_buy",
+        "rule": {"first": "add_to_cart", "then": "purchase", "within": "2h", "last": "10d"},
+    },
     {"name": "few_views", "rule": {"event": "product_view", "last": "2d", "lt": 3}},
-    {"name": "distinct_cats", "rule": {"event": "product_view", "aggregate": "count_distinct",
-                                       "of": "category", "last": "5d", "gte": 2}},
-    {"name": "session_cart_value", "rule": {"event": "add_to_cart", "per_session": True,
-                                            "aggregate": "sum", "of": "price", "gt": 60}},
-    {"name": "tagged_tech_not_desktop", "rule": {"all": [
-        {"trait": "interest_tags", "contains": "tech"},
-        {"not": {"trait": "dominant_device", "in": ["desktop"]}},
-        {"trait": "postal_code", "regex": "^9"}]}},
+    {
+        "name": "distinct_cats",
+        "rule": {
+            "event": "product_view",
+            "aggregate": "count_distinct",
+            "of": "category",
+            "last": "5d",
+            "gte": 2,
+        },
+    },
+    {
+        "name": "session_cart_value",
+        "rule": {
+            "event": "add_to_cart",
+            "per_session": True,
+            "aggregate": "sum",
+            "of": "price",
+            "gt": 60,
+        },
+    },
+    {
+        "name": "tagged_tech_not_desktop",
+        "rule": {
+            "all": [
+                {"trait": "interest_tags", "contains": "tech"},
+                {"not": {"trait": "dominant_device", "in": ["desktop"]}},
+                {"trait": "postal_code", "regex": "^9"},
+            ]
+        },
+    },
     {"name": "no_engagement", "rule": {"trait": "engagement_score", "exists": False}},
 ]
 
@@ -57,12 +106,18 @@ def synthetic_events(n_profiles: int, n_events: int, seed: int) -> list[dict[str
     for _ in range(n_events):
         pid = f"p{rng.randint(1, n_profiles)}"
         ts = start + timedelta(seconds=rng.randint(0, 20 * 86400 + 3600))
-        etype = rng.choice(["product_view"] * 4 + ["add_to_cart"] * 2 + ["purchase", "checkout_started",
-                           "store_visit", "video_played", "email_click"])
+        etype = rng.choice(
+            ["product_view"] * 4
+            + ["add_to_cart"] * 2
+            + ["purchase", "checkout_started", "store_visit", "video_played", "email_click"]
+        )
         props: dict[str, Any] = {}
         if etype in ("product_view", "add_to_cart"):
-            props = {"product_id": f"sku-{rng.randint(1, 4)}", "price": float(rng.choice([10, 40, 120, 1500])),
-                     "category": rng.choice(["shoes", "tech", "luxury"])}
+            props = {
+                "product_id": f"sku-{rng.randint(1, 4)}",
+                "price": float(rng.choice([10, 40, 120, 1500])),
+                "category": rng.choice(["shoes", "tech", "luxury"]),
+            }
         elif etype == "purchase":
             props = {"revenue": float(rng.choice([20, 60, 250])), "category": "shoes"}
         elif etype == "store_visit":
@@ -70,16 +125,26 @@ def synthetic_events(n_profiles: int, n_events: int, seed: int) -> list[dict[str
         elif etype == "email_click":
             props = {"url": rng.choice(["https://x/a", "https://x/b"])}
         session = f"{pid}-{ts:%j}-{ts.hour // 6}"
-        out.append({"profile_id": pid, "event_type": etype, "ts": ts, "session_id": session, **props})
+        out.append(
+            {"profile_id": pid, "event_type": etype, "ts": ts, "session_id": session, **props}
+        )
         if etype == "add_to_cart" and rng.random() < 0.4:  # some carts convert soon after
-            out.append({"profile_id": pid, "event_type": "purchase",
-                        "ts": ts + timedelta(minutes=rng.choice([5, 50, 300])), "session_id": session,
-                        "revenue": 40.0, "category": "tech"})
+            out.append(
+                {
+                    "profile_id": pid,
+                    "event_type": "purchase",
+                    "ts": ts + timedelta(minutes=rng.choice([5, 50, 300])),
+                    "session_id": session,
+                    "revenue": 40.0,
+                    "category": "tech",
+                }
+            )
     return [e for e in out if e["ts"] <= AS_OF + timedelta(hours=1)]
 
 
-def replay(store: Any, settings: Any, segs: dict[str, Any], events: list[dict[str, Any]],
-           as_of: datetime) -> RealtimeEvaluator:
+def replay(
+    store: Any, settings: Any, segs: dict[str, Any], events: list[dict[str, Any]], as_of: datetime
+) -> RealtimeEvaluator:
     rt = RealtimeEvaluator.from_store(store, settings, segs, start=AS_OF - timedelta(days=30))
     for ev in sorted(events, key=lambda e: e["ts"]):
         if ev["ts"] > as_of:
@@ -118,8 +183,12 @@ def test_batch_equals_realtime_on_random_stream(settings: Any, seed: int) -> Non
 
 
 def test_sweep_settles_drop_off_without_a_new_event(settings: Any) -> None:
-    seg = parse_segment({"name": "abandon", "rule": {"first": "add_to_cart", "not_then": "purchase",
-                                                     "within": "24h"}})
+    seg = parse_segment(
+        {
+            "name": "abandon",
+            "rule": {"first": "add_to_cart", "not_then": "purchase", "within": "24h"},
+        }
+    )
     store = build_store(settings, [], profiles=["a"])
     t0 = AS_OF - timedelta(days=3)
     rt = RealtimeEvaluator.from_store(store, settings, [seg], start=t0)
@@ -136,16 +205,20 @@ def test_window_count_expires_by_sweep(settings: Any) -> None:
     t0 = AS_OF
     rt = RealtimeEvaluator.from_store(store, settings, [seg], start=t0)
     rt.on_event({"profile_id": "a", "event_type": "product_view", "ts": t0})
-    entered = rt.on_event({"profile_id": "a", "event_type": "product_view", "ts": t0 + timedelta(minutes=10)})
+    entered = rt.on_event(
+        {"profile_id": "a", "event_type": "product_view", "ts": t0 + timedelta(minutes=10)}
+    )
     assert [c.change for c in entered] == ["entered"]
     exited = rt.sweep(t0 + timedelta(hours=3))
     assert [(c.change, c.at) for c in exited] == [("exited", t0 + timedelta(hours=1))]
 
 
 def test_only_dependent_segments_are_reevaluated(settings: Any, monkeypatch: Any) -> None:
-    segs = [parse_segment({"name": "viewers", "rule": {"event": "product_view", "gte": 1}}),
-            parse_segment({"name": "buyers", "rule": {"event": "purchase", "gte": 1}}),
-            parse_segment({"name": "old", "rule": {"trait": "age", "gte": 60}})]
+    segs = [
+        parse_segment({"name": "viewers", "rule": {"event": "product_view", "gte": 1}}),
+        parse_segment({"name": "buyers", "rule": {"event": "purchase", "gte": 1}}),
+        parse_segment({"name": "old", "rule": {"trait": "age", "gte": 60}}),
+    ]
     store = build_store(settings, [], fixed_traits())
     rt = RealtimeEvaluator.from_store(store, settings, segs, start=AS_OF)
     assert rt.by_event == {"product_view": {"viewers"}, "purchase": {"buyers"}}

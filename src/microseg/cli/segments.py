@@ -39,14 +39,15 @@ def register(app: typer.Typer) -> None:
     app.add_typer(seg_app, name="segments")
 
     @seg_app.command("validate")
-    def validate(files: list[Path] = typer.Argument(None, help="files (default: segments/*.yaml)")) -> None:
+    def validate(
+        files: list[Path] = typer.Argument(None, help="files (default: segments/*.yaml)"),
+    ) -> None:
         """Check segment files: shape, names, references (file:line and cause on error)."""
+        from microseg.cli import STATE
         from microseg.config.project import Project
         from microseg.config.yamlio import load_document
         from microseg.errors import DefinitionError
         from microseg.segments.parse import project_segment_files, validate_segment_file
-
-        from microseg.cli import STATE
 
         project = Project.load(STATE["project"])
         paths = files or project_segment_files(project.root)
@@ -77,8 +78,10 @@ def register(app: typer.Typer) -> None:
             return
         console.print(f"[bold]{p.name}[/bold]: {p.size:,} of {p.population:,} profiles")
         rt = p.realtime
-        console.print(f"  real-time on events: {', '.join(rt['realtime_events']) or '-'};"
-                      f" trait snapshot: {', '.join(rt['trait_snapshot']) or '-'}")
+        console.print(
+            f"  real-time on events: {', '.join(rt['realtime_events']) or '-'};"
+            f" trait snapshot: {', '.join(rt['trait_snapshot']) or '-'}"
+        )
         for item in rt["batch_only"]:
             console.print(f"  batch only (last snapshot): {item}")
         for w in p.warnings:
@@ -96,12 +99,18 @@ def register(app: typer.Typer) -> None:
         from microseg.segments import compute_segments
 
         with workspace() as ws:
-            report = compute_segments(ws, as_of=_as_of(as_of), min_size=min_size,
-                                      on_small="refuse" if refuse_small else "warn")
+            report = compute_segments(
+                ws,
+                as_of=_as_of(as_of),
+                min_size=min_size,
+                on_small="refuse" if refuse_small else "warn",
+            )
         df = report.frame()
         if not df.empty:
             df["seconds"] = df["seconds"].round(3)
-            console.print(_table(df.drop(columns=["warning"]), f"as of {report.as_of:%Y-%m-%d %H:%M:%S}"))
+            console.print(
+                _table(df.drop(columns=["warning"]), f"as of {report.as_of:%Y-%m-%d %H:%M:%S}")
+            )
         for w in report.warnings:
             console.print(f"[yellow]warning:[/yellow] {w}")
         console.print(f"{len(report.runs)} segments in {report.seconds:.2f} s")
@@ -146,7 +155,9 @@ def register(app: typer.Typer) -> None:
             console.print(_table(sizes(ws), "segments"))
 
     @seg_app.command("overlap")
-    def overlap_cmd(names: list[str] = typer.Argument(None, help="segments (default: all)")) -> None:
+    def overlap_cmd(
+        names: list[str] = typer.Argument(None, help="segments (default: all)"),
+    ) -> None:
         """Pairwise overlap counts and Jaccard index."""
         from microseg.segments import overlap
 

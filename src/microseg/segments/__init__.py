@@ -128,7 +128,9 @@ def explain(
     return _explain(store, settings, seg, profile_id, as_of, known)
 
 
-def history(target: Any, segment: str, profile_id: str | None = None, limit: int = 1000) -> pd.DataFrame:
+def history(
+    target: Any, segment: str, profile_id: str | None = None, limit: int = 1000
+) -> pd.DataFrame:
     """Entered / exited rows of a segment, newest first."""
     return _membership.history(_store(target, None)[0], segment, profile_id, limit)
 

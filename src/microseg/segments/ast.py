@@ -22,8 +22,8 @@ Each condition is a mapping recognised by its leading key (``all``, ``any``, ``n
 from __future__ import annotations
 
 import re
-from functools import cached_property
 from datetime import UTC, datetime, timedelta
+from functools import cached_property
 from typing import Annotated, Any, ClassVar, Literal, Union
 
 from pydantic import (
@@ -94,8 +94,20 @@ class Quantile(Node):
 Threshold = Union[Quantile, bool, int, float, str]  # noqa: UP007
 
 COMPARE_OPS = ("eq", "ne", "gt", "gte", "lt", "lte", "between")
-VALUE_OPS = ("eq", "ne", "gt", "gte", "lt", "lte", "between", "in", "not_in", "exists",
-             "contains", "regex")
+VALUE_OPS = (
+    "eq",
+    "ne",
+    "gt",
+    "gte",
+    "lt",
+    "lte",
+    "between",
+    "in",
+    "not_in",
+    "exists",
+    "contains",
+    "regex",
+)
 
 
 class Ops(Node):
@@ -187,7 +199,7 @@ class Windowed(Node):
     @field_validator("last")
     @classmethod
     def _check_last(cls, value: str | None) -> str | None:
-        return _duration(value)  # type: ignore[no-any-return]
+        return _duration(value)
 
     @field_validator("since", "until")
     @classmethod
@@ -294,7 +306,7 @@ class SequenceCond(Windowed):
     @field_validator("within")
     @classmethod
     def _check_within(cls, value: str) -> str:
-        return _duration(value)  # type: ignore[no-any-return]
+        return _duration(value)
 
     @model_validator(mode="after")
     def _one_follow(self) -> SequenceCond:
@@ -328,7 +340,7 @@ class RecencyCond(Node):
     @field_validator("older_than", "newer_than")
     @classmethod
     def _check(cls, value: str | None) -> str | None:
-        return _duration(value)  # type: ignore[no-any-return]
+        return _duration(value)
 
     @model_validator(mode="after")
     def _one(self) -> RecencyCond:
@@ -501,12 +513,26 @@ class Segment(Node):
 
 
 LEAF_TYPES = (
-    TraitCond, EventCond, SequenceCond, RecencyCond, GeoCond, PostalCond, ConsentCond,
-    SegmentRef, BucketCond,
+    TraitCond,
+    EventCond,
+    SequenceCond,
+    RecencyCond,
+    GeoCond,
+    PostalCond,
+    ConsentCond,
+    SegmentRef,
+    BucketCond,
 )
 Leaf = Union[  # noqa: UP007
-    TraitCond, EventCond, SequenceCond, RecencyCond, GeoCond, PostalCond, ConsentCond,
-    SegmentRef, BucketCond,
+    TraitCond,
+    EventCond,
+    SequenceCond,
+    RecencyCond,
+    GeoCond,
+    PostalCond,
+    ConsentCond,
+    SegmentRef,
+    BucketCond,
 ]
 
 

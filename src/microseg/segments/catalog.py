@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from microseg.config.models import CORE_EVENT_COLUMNS, ProjectSettings
+from microseg.config.models import ProjectSettings
 from microseg.config.yamlio import Document, Loc
 from microseg.errors import DefinitionError, Problem, did_you_mean
 from microseg.segments.ast import (
@@ -111,7 +111,9 @@ def dependencies(seg: Segment, segments: Mapping[str, Segment]) -> Dependencies:
     return deps
 
 
-def _collect(seg: Segment, segments: Mapping[str, Segment], deps: Dependencies, seen: set[str]) -> None:
+def _collect(
+    seg: Segment, segments: Mapping[str, Segment], deps: Dependencies, seen: set[str]
+) -> None:
     if seg.name in seen:
         return
     seen.add(seg.name)
@@ -191,7 +193,9 @@ class _Checker:
             if name not in known:
                 self.problem(
                     f"unknown property '{name}' for {', '.join(types)}{did_you_mean(name, known)}",
-                    (*loc, name) if loc and loc[-1] in ("where", "first_where", "then_where") else loc,
+                    (*loc, name)
+                    if loc and loc[-1] in ("where", "first_where", "then_where")
+                    else loc,
                 )
 
     def trait(self, name: str, loc: Loc) -> None:

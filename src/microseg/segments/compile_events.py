@@ -33,7 +33,7 @@ from microseg.segments.compiler import (
 from microseg.store import sql
 
 
-def event_source(ctx: CompileContext, alias: str) -> exp.Expression:
+def event_source(ctx: CompileContext, alias: str) -> exp.Expr:
     """Events with their profile id: a prepared table, or events JOIN identities."""
     name = exp.TableAlias(this=sql.ident(alias))
     if ctx.events_source:
@@ -55,10 +55,10 @@ def event_filters(
     types: list[str],
     where: Mapping[str, Any],
     window: Windowed | None,
-) -> list[exp.Expression]:
+) -> list[exp.Expr]:
     """Type, time window and property filters for one event alias."""
     tcol = sql.col("ts", alias)
-    out: list[exp.Expression] = [
+    out: list[exp.Expr] = [
         exp.In(this=sql.col("event_type", alias), expressions=[sql.lit(t) for t in types]),
         exp.LTE(this=tcol, expression=ts(ctx.as_of)),
     ]
@@ -74,7 +74,7 @@ def event_filters(
     return out
 
 
-def aggregate_expr(cond: EventCond, alias: str) -> exp.Expression:
+def aggregate_expr(cond: EventCond, alias: str) -> exp.Expr:
     if cond.aggregate == "count":
         return exp.Count(this=exp.Star())
     column = sql.col(cond.of or "", alias)
@@ -85,7 +85,7 @@ def aggregate_expr(cond: EventCond, alias: str) -> exp.Expression:
     return {"avg": exp.Avg, "min": exp.Min, "max": exp.Max}[cond.aggregate](this=column)
 
 
-def compare_test(value: exp.Expression, cmp: Compare) -> exp.Expression:
+def compare_test(value: exp.Expr, cmp: Compare) -> exp.Expr:
     return compare(value, cmp.op, cmp.value)
 
 
@@ -111,14 +111,14 @@ def zero_passes(cond: EventCond) -> bool:
     return cond.aggregate in ("count", "count_distinct", "sum") and passes(0, cond.compare)
 
 
-def compile_event(cond: EventCond, ctx: CompileContext) -> exp.Expression:
+def compile_event(cond: EventCond, ctx: CompileContext) -> exp.Expr:
     alias = "e"
     types = event_list(cond.event)
     filters = event_filters(ctx, alias, types, cond.where, cond)
     pid = sql.col(PID, alias)
     agg = aggregate_expr(cond, alias)
     if cond.grouped:
-        keys: list[exp.Expression] = [pid]
+        keys: list[exp.Expr] = [pid]
         if cond.per_session:
             keys.append(sql.col("session_id", alias))
         keys.extend(sql.col(p, alias) for p in cond.same)
@@ -137,11 +137,11 @@ def compile_event(cond: EventCond, ctx: CompileContext) -> exp.Expression:
     return member_of(base.having(compare_test(agg, cond.compare)))
 
 
-def interval(seconds: int) -> exp.Expression:
+def interval(seconds: int) -> exp.Expr:
     return exp.Interval(this=exp.Literal.string(str(seconds)), unit=exp.var("SECOND"))
 
 
-def compile_sequence(cond: SequenceCond, ctx: CompileContext) -> exp.Expression:
+def compile_sequence(cond: SequenceCond, ctx: CompileContext) -> exp.Expr:
     within = int(parse_duration(cond.within).total_seconds())
     a_ts, b_ts = sql.col("ts", "a"), sql.col("ts", "b")
     deadline = exp.Add(this=a_ts, expression=interval(within))
@@ -164,7 +164,7 @@ def compile_sequence(cond: SequenceCond, ctx: CompileContext) -> exp.Expression:
     return member_of(query)
 
 
-def compile_recency(cond: RecencyCond, ctx: CompileContext) -> exp.Expression:
+def compile_recency(cond: RecencyCond, ctx: CompileContext) -> exp.Expr:
     alias = "e"
     filters = event_filters(ctx, alias, event_list(cond.recency), cond.where, None)
     pid = sql.col(PID, alias)

@@ -69,12 +69,12 @@ class CompileContext:
     depth: int = 0
 
 
-def ts(value: datetime) -> exp.Expression:
+def ts(value: datetime) -> exp.Expr:
     """A TIMESTAMP literal built by the AST."""
     return exp.cast(exp.Literal.string(value.isoformat(sep=" ")), exp.DataType.build("TIMESTAMP"))
 
 
-def fill(template: exp.Expression, **values: exp.Expression) -> exp.Expression:
+def fill(template: exp.Expr, **values: exp.Expr) -> exp.Expr:
     """Replace :name placeholders of a fixed template with expression nodes."""
     return exp.replace_placeholders(template.copy(), **values)
 
@@ -83,15 +83,19 @@ def outer_pid() -> exp.Column:
     return sql.col(PID, "p")
 
 
-def member_of(query: exp.Select, negate: bool = False) -> exp.Expression:
+def member_of(query: exp.Select, negate: bool = False) -> exp.Expr:
     """``p.profile_id IN (query)`` or its negation."""
     test = exp.In(this=outer_pid(), query=exp.Subquery(this=query))
     return exp.Not(this=test) if negate else test
 
 
-def compare(column: exp.Expression, op: str, value: Any, threshold: exp.Expression | None = None) -> exp.Expression:
+def compare(column: exp.Expr, op: str, value: Any, threshold: exp.Expr | None = None) -> exp.Expr:
     """``column <op> value`` for one comparison operator."""
-    rhs = threshold if threshold is not None else (sql.lit(value) if op not in ("between", "in", "not_in") else None)
+    rhs = (
+        threshold
+        if threshold is not None
+        else (sql.lit(value) if op not in ("between", "in", "not_in") else None)
+    )
     if op == "eq":
         return exp.EQ(this=column, expression=rhs)
     if op == "ne":
@@ -114,11 +118,11 @@ def compare(column: exp.Expression, op: str, value: Any, threshold: exp.Expressi
 
 
 def value_test(
-    column: exp.Expression,
+    column: exp.Expr,
     ops: Ops | Any,
     sql_type: str = "VARCHAR",
-    threshold: exp.Expression | None = None,
-) -> exp.Expression:
+    threshold: exp.Expr | None = None,
+) -> exp.Expr:
     """The SQL test of a trait or property against an ``Ops`` (or a scalar meaning eq)."""
     if not isinstance(ops, Ops):
         return compare(column, "eq", ops)
@@ -135,12 +139,10 @@ def value_test(
 
 
 # --------------------------------------------------------------------------- trait family
-def trait_source(name: str, ctx: CompileContext) -> tuple[exp.Expression, exp.Expression]:
+def trait_source(name: str, ctx: CompileContext) -> tuple[exp.Expr, exp.Expr]:
     """(FROM item, value column) of a trait: a traits column or the latest model score."""
     if name.startswith(SCORE_PREFIX):
-        scores = fill(
-            _LATEST_SCORE, model=sql.lit(name[len(SCORE_PREFIX) :]), as_of=ts(ctx.as_of)
-        )
+        scores = fill(_LATEST_SCORE, model=sql.lit(name[len(SCORE_PREFIX) :]), as_of=ts(ctx.as_of))
         return exp.Subquery(this=scores, alias=exp.TableAlias(this=sql.ident("t"))), sql.col(
             "score", "t"
         )
@@ -148,18 +150,20 @@ def trait_source(name: str, ctx: CompileContext) -> tuple[exp.Expression, exp.Ex
     return source, sql.col(name, "t")
 
 
-def quantile_threshold(name: str, q: float, ctx: CompileContext) -> exp.Expression:
+def quantile_threshold(name: str, q: float, ctx: CompileContext) -> exp.Expr:
     """Scalar subquery: the q-quantile (continuous) of a trait over all profiles."""
     source, column = trait_source(name, ctx)
     query = exp.select(sql.func("quantile_cont", column, sql.lit(q))).from_(source)
     return exp.Subquery(this=query)
 
 
-def compile_trait(cond: TraitCond, ctx: CompileContext) -> exp.Expression:
+def compile_trait(cond: TraitCond, ctx: CompileContext) -> exp.Expr:
     source, column = trait_source(cond.trait, ctx)
     if cond.op == "exists" and cond.exists is False:
-        present = exp.select(sql.col(PID, "t")).from_(source).where(
-            exp.Not(this=exp.Is(this=column, expression=exp.Null()))
+        present = (
+            exp.select(sql.col(PID, "t"))
+            .from_(source)
+            .where(exp.Not(this=exp.Is(this=column, expression=exp.Null())))
         )
         return member_of(present, negate=True)
     threshold = None
@@ -169,7 +173,7 @@ def compile_trait(cond: TraitCond, ctx: CompileContext) -> exp.Expression:
     return member_of(exp.select(sql.col(PID, "t")).from_(source).where(test))
 
 
-def haversine_km(lat: exp.Expression, lon: exp.Expression, point: Point) -> exp.Expression:
+def haversine_km(lat: exp.Expr, lon: exp.Expr, point: Point) -> exp.Expr:
     return fill(_HAVERSINE, lat=lat, lon=lon, plat=sql.lit(point.lat), plon=sql.lit(point.lon))
 
 
@@ -184,7 +188,7 @@ def geo_points(cond: GeoCond, ctx: CompileContext) -> list[Point]:
     return [stores[n] for n in spec.store_names()]
 
 
-def compile_geo(cond: GeoCond, ctx: CompileContext) -> exp.Expression:
+def compile_geo(cond: GeoCond, ctx: CompileContext) -> exp.Expr:
     lat, lon = sql.col(cond.geo.lat_trait, "t"), sql.col(cond.geo.lon_trait, "t")
     near = [
         exp.LTE(this=haversine_km(lat, lon, pt), expression=sql.lit(cond.geo.radius_km))
@@ -199,11 +203,11 @@ def compile_geo(cond: GeoCond, ctx: CompileContext) -> exp.Expression:
     return member_of(exp.select(sql.col(PID, "t")).from_(source).where(test))
 
 
-def compile_postal(cond: PostalCond, ctx: CompileContext) -> exp.Expression:
+def compile_postal(cond: PostalCond, ctx: CompileContext) -> exp.Expr:
     code = exp.cast(sql.col(cond.field, "t"), "VARCHAR")
     exact = [c for c in cond.postal_code if not c.endswith("*")]
     prefixes = [c[:-1] for c in cond.postal_code if c.endswith("*")]
-    tests: list[exp.Expression] = []
+    tests: list[exp.Expr] = []
     if exact:
         tests.append(exp.In(this=code, expressions=[sql.lit(c) for c in exact]))
     tests.extend(sql.func("starts_with", code, sql.lit(p)) for p in prefixes)
@@ -211,17 +215,17 @@ def compile_postal(cond: PostalCond, ctx: CompileContext) -> exp.Expression:
     return member_of(exp.select(sql.col(PID, "t")).from_(source).where(exp.or_(*tests)))
 
 
-def compile_consent(cond: ConsentCond, ctx: CompileContext) -> exp.Expression:
+def compile_consent(cond: ConsentCond, ctx: CompileContext) -> exp.Expr:
     query = fill(_LATEST_CONSENT, purpose=sql.lit(cond.consent), as_of=ts(ctx.as_of))
     assert isinstance(query, exp.Select)
     return member_of(query)
 
 
-def bucket_expr(pid: exp.Expression, salt: str, of: int) -> exp.Expression:
+def bucket_expr(pid: exp.Expr, salt: str, of: int) -> exp.Expr:
     return fill(_BUCKET, salt=sql.lit(salt), pid=pid, of=sql.lit(of))
 
 
-def compile_bucket(cond: BucketCond, ctx: CompileContext) -> exp.Expression:
+def compile_bucket(cond: BucketCond, ctx: CompileContext) -> exp.Expr:
     lo, hi = cond.bucket.range
     return exp.Between(
         this=exp.Paren(this=bucket_expr(outer_pid(), cond.bucket.salt, cond.bucket.of)),
@@ -231,7 +235,7 @@ def compile_bucket(cond: BucketCond, ctx: CompileContext) -> exp.Expression:
 
 
 # --------------------------------------------------------------------------- tree
-def compile_condition(cond: Any, ctx: CompileContext) -> exp.Expression:
+def compile_condition(cond: Any, ctx: CompileContext) -> exp.Expr:
     """A boolean expression over ``p.profile_id`` for any condition node."""
     from microseg.segments import compile_events as ev
 
@@ -264,8 +268,12 @@ def compile_condition(cond: Any, ctx: CompileContext) -> exp.Expression:
         if ctx.depth > 32:
             raise DefinitionError(f"segment references nest too deep at '{cond.segment}' (cycle?)")
         sub = CompileContext(
-            ctx.as_of, ctx.catalog, ctx.segments, {**ctx.stores, **other.stores},
-            ctx.events_source, ctx.depth + 1,
+            ctx.as_of,
+            ctx.catalog,
+            ctx.segments,
+            {**ctx.stores, **other.stores},
+            ctx.events_source,
+            ctx.depth + 1,
         )
         return exp.Paren(this=compile_condition(other.rule, sub))
     raise TypeError(f"not a condition: {cond!r}")

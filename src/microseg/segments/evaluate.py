@@ -224,8 +224,8 @@ def select_events(
 def aggregate(cond: EventCond, evs: list[Ev]) -> Any:
     if cond.aggregate == "count":
         return len(evs)
-    values = [e.props.get(cond.of or "") for e in evs]
-    values = [v for v in values if v is not None]
+    raw = [e.props.get(cond.of or "") for e in evs]
+    values: list[Any] = [v for v in raw if v is not None]
     if cond.aggregate == "count_distinct":
         return len(set(values))
     if cond.aggregate == "sum":
@@ -239,12 +239,9 @@ def aggregate(cond: EventCond, evs: list[Ev]) -> Any:
 
 def haversine_km(lat: float, lon: float, point: Point) -> float:
     """Same formula as the SQL template (degrees in, kilometres out)."""
-    a = (
-        math.pow(math.sin(math.radians(point.lat - lat) / 2), 2)
-        + math.cos(math.radians(lat))
-        * math.cos(math.radians(point.lat))
-        * math.pow(math.sin(math.radians(point.lon - lon) / 2), 2)
-    )
+    a = math.pow(math.sin(math.radians(point.lat - lat) / 2), 2) + math.cos(
+        math.radians(lat)
+    ) * math.cos(math.radians(point.lat)) * math.pow(math.sin(math.radians(point.lon - lon) / 2), 2)
     return 2 * EARTH_RADIUS_KM * math.asin(math.sqrt(a))
 
 
@@ -264,7 +261,9 @@ def latest_consent(rows: list[ConsentRow], as_of: datetime) -> ConsentRow | None
 
 
 # --------------------------------------------------------------------------- evaluation
-def evaluate(cond: Any, data: ProfileData, ctx: EvalContext, loc: tuple[str | int, ...] = ("rule",)) -> Result:
+def evaluate(
+    cond: Any, data: ProfileData, ctx: EvalContext, loc: tuple[str | int, ...] = ("rule",)
+) -> Result:
     """Evaluate a condition tree for one profile at ``ctx.as_of``."""
     path = loc_text(loc)
     label = cond.label
@@ -336,14 +335,20 @@ def _leaf(cond: Any, data: ProfileData, ctx: EvalContext) -> tuple[bool, Any]:
         if code is None:
             return False, None
         text = str(code)
-        ok = any(text.startswith(c[:-1]) if c.endswith("*") else text == c for c in cond.postal_code)
+        ok = any(
+            text.startswith(c[:-1]) if c.endswith("*") else text == c for c in cond.postal_code
+        )
         return ok, text
     if isinstance(cond, ConsentCond):
         row = latest_consent(data.consents.get(cond.consent, []), as_of)
         if row is None:
             return False, None
         ok = row.granted and (row.expires_at is None or row.expires_at > as_of)
-        return ok, {"granted": row.granted, "recorded_at": row.recorded_at, "expires_at": row.expires_at}
+        return ok, {
+            "granted": row.granted,
+            "recorded_at": row.recorded_at,
+            "expires_at": row.expires_at,
+        }
     if isinstance(cond, BucketCond):
         b = bucket_of(data.profile_id, cond.bucket.salt, cond.bucket.of)
         lo, hi = cond.bucket.range

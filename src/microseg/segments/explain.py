@@ -40,8 +40,10 @@ class Explanation:
 
     def lines(self) -> list[str]:
         """Readable indented lines: ✓/✗ condition = value."""
-        out = [f"{self.profile_id} {'IS' if self.member else 'is NOT'} in {self.segment}"
-               f" at {self.as_of.isoformat()}"]
+        out = [
+            f"{self.profile_id} {'IS' if self.member else 'is NOT'} in {self.segment}"
+            f" at {self.as_of.isoformat()}"
+        ]
 
         def walk(r: Result, depth: int) -> None:
             mark = "PASS" if r.passed else "FAIL"
@@ -75,9 +77,12 @@ def explain(
     if store.table_exists("memberships"):
         known = store.scalar("SELECT count(*) FROM segments WHERE name = ?", [segment.name])
         if known:
-            stored = bool(store.scalar(
-                "SELECT count(*) FROM memberships WHERE segment = ? AND profile_id = ?",
-                [segment.name, profile_id]))
+            stored = bool(
+                store.scalar(
+                    "SELECT count(*) FROM memberships WHERE segment = ? AND profile_id = ?",
+                    [segment.name, profile_id],
+                )
+            )
     return Explanation(segment.name, profile_id, as_of, tree.passed, stored, tree)
 
 
@@ -118,9 +123,17 @@ def preview(
     limit = segment.min_size if segment.min_size is not None else (min_size or 0)
     warnings = []
     if len(ids) < limit:
-        warnings.append(f"segment '{segment.name}' would have {len(ids)} profiles, below the"
-                        f" minimum of {limit}")
+        warnings.append(
+            f"segment '{segment.name}' would have {len(ids)} profiles, below the minimum of {limit}"
+        )
     if population and len(ids) == population:
         warnings.append("every profile matches: is the rule too broad?")
-    return Preview(segment.name, len(ids), population, sql.render(query),
-                   realtime_report(segment, segs), sorted(ids)[:sample], warnings)
+    return Preview(
+        segment.name,
+        len(ids),
+        population,
+        sql.render(query),
+        realtime_report(segment, segs),
+        sorted(ids)[:sample],
+        warnings,
+    )

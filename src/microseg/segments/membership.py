@@ -6,7 +6,7 @@ import hashlib
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 import pandas as pd
@@ -72,8 +72,12 @@ def _checksum(seg: Segment) -> str:
     return hashlib.sha256(json.dumps(to_dict(seg), sort_keys=True).encode()).hexdigest()[:16]
 
 
-def save_segment(store: Store, seg: Segment, segments: Mapping[str, Segment] | None = None,
-                 source_file: str | None = None) -> dict[str, Any]:
+def save_segment(
+    store: Store,
+    seg: Segment,
+    segments: Mapping[str, Segment] | None = None,
+    source_file: str | None = None,
+) -> dict[str, Any]:
     """Store the definition (versioned by checksum); returns its real-time eligibility report."""
     report = realtime_report(seg, {**(segments or {}), seg.name: seg})
     now = utcnow()
@@ -84,8 +88,15 @@ def save_segment(store: Store, seg: Segment, segments: Mapping[str, Segment] | N
             " SET definition = excluded.definition, checksum = excluded.checksum,"
             " source_file = excluded.source_file, realtime = excluded.realtime,"
             " min_size = excluded.min_size, updated_at = excluded.updated_at",
-            [seg.name, json.dumps(to_dict(seg)), _checksum(seg), source_file, json.dumps(report),
-             seg.min_size, now],
+            [
+                seg.name,
+                json.dumps(to_dict(seg)),
+                _checksum(seg),
+                source_file,
+                json.dumps(report),
+                seg.min_size,
+                now,
+            ],
         )
     return report
 
@@ -149,8 +160,11 @@ def prepare_events(store: Store, segments: Iterable[Segment], as_of: datetime) -
     )
     from microseg.segments.compiler import ts
 
-    filters: list[exp.Expression] = [
-        exp.In(this=sql.col("event_type", "e"), expressions=[sql.lit(t) for t in sorted(types)] or [sql.lit("")]),
+    filters: list[exp.Expr] = [
+        exp.In(
+            this=sql.col("event_type", "e"),
+            expressions=[sql.lit(t) for t in sorted(types)] or [sql.lit("")],
+        ),
         exp.LTE(this=sql.col("ts", "e"), expression=ts(as_of)),
     ]
     lower = _lower_bound(segs, as_of)
@@ -200,10 +214,19 @@ def compute_segments(
         try:
             for name, seg in segs.items():
                 t0 = time.perf_counter()
-                query = compile_segment(seg, as_of, catalog=catalog, segments=segs,
-                                        events_source=EVENTS_TEMP)
-                run = _apply(store, seg, query, as_of, min_size, on_small, segs,
-                             docs[name].file if docs and name in docs else None)
+                query = compile_segment(
+                    seg, as_of, catalog=catalog, segments=segs, events_source=EVENTS_TEMP
+                )
+                run = _apply(
+                    store,
+                    seg,
+                    query,
+                    as_of,
+                    min_size,
+                    on_small,
+                    segs,
+                    docs[name].file if docs and name in docs else None,
+                )
                 run.seconds = time.perf_counter() - t0
                 report.runs.append(run)
                 progress.update(1, note=name)
@@ -273,18 +296,28 @@ def _apply(
     now = utcnow()
     stamp = as_of.isoformat(sep=" ")
     with store.transaction():
-        entered = int(store.scalar(
-            f"SELECT count(*) FROM {NEW_TEMP} n WHERE n.profile_id NOT IN"
-            " (SELECT profile_id FROM memberships WHERE segment = ?)", [seg.name]) or 0)
+        entered = int(
+            store.scalar(
+                f"SELECT count(*) FROM {NEW_TEMP} n WHERE n.profile_id NOT IN"
+                " (SELECT profile_id FROM memberships WHERE segment = ?)",
+                [seg.name],
+            )
+            or 0
+        )
         store.execute(
             "INSERT INTO membership_history SELECT ?, n.profile_id, 'entered', ?, ?, 'batch', ?"
             f" FROM {NEW_TEMP} n WHERE n.profile_id NOT IN"
             " (SELECT profile_id FROM memberships WHERE segment = ?)",
             [seg.name, as_of, f"batch as_of {stamp}: matches the rule", now, seg.name],
         )
-        exited = int(store.scalar(
-            "SELECT count(*) FROM memberships m WHERE m.segment = ? AND m.profile_id NOT IN"
-            f" (SELECT profile_id FROM {NEW_TEMP})", [seg.name]) or 0)
+        exited = int(
+            store.scalar(
+                "SELECT count(*) FROM memberships m WHERE m.segment = ? AND m.profile_id NOT IN"
+                f" (SELECT profile_id FROM {NEW_TEMP})",
+                [seg.name],
+            )
+            or 0
+        )
         store.execute(
             "INSERT INTO membership_history SELECT segment, profile_id, 'exited', ?, ?, 'batch', ?"
             f" FROM memberships m WHERE m.segment = ? AND m.profile_id NOT IN"
@@ -293,7 +326,9 @@ def _apply(
         )
         store.execute(
             "DELETE FROM memberships WHERE segment = ? AND profile_id NOT IN"
-            f" (SELECT profile_id FROM {NEW_TEMP})", [seg.name])
+            f" (SELECT profile_id FROM {NEW_TEMP})",
+            [seg.name],
+        )
         store.execute(
             f"INSERT INTO memberships SELECT ?, n.profile_id, ? FROM {NEW_TEMP} n"
             " WHERE n.profile_id NOT IN (SELECT profile_id FROM memberships WHERE segment = ?)",
@@ -323,14 +358,18 @@ def apply_changes(store: Store, changes: Iterable[MembershipChange]) -> int:
                 [c.segment, c.profile_id],
             )
             if c.change == "entered":
-                store.execute("INSERT INTO memberships VALUES (?, ?, ?)", [c.segment, c.profile_id, c.at])
+                store.execute(
+                    "INSERT INTO memberships VALUES (?, ?, ?)", [c.segment, c.profile_id, c.at]
+                )
     return len(rows)
 
 
 # --------------------------------------------------------------------------- reading
 def members(store: Store, segment: str) -> set[str]:
-    return {str(r[0]) for r in store.rows(
-        "SELECT profile_id FROM memberships WHERE segment = ?", [segment])}
+    return {
+        str(r[0])
+        for r in store.rows("SELECT profile_id FROM memberships WHERE segment = ?", [segment])
+    }
 
 
 def sizes(store: Store) -> pd.DataFrame:
@@ -361,18 +400,12 @@ def overlap(store: Store, names: Iterable[str] | None = None) -> pd.DataFrame:
     return df
 
 
-def history(store: Store, segment: str, profile_id: str | None = None, limit: int = 1000) -> pd.DataFrame:
+def history(
+    store: Store, segment: str, profile_id: str | None = None, limit: int = 1000
+) -> pd.DataFrame:
     """Entered / exited changes of a segment (optionally of one profile), newest first."""
     return store.df(
         "SELECT segment, profile_id, change, changed_at, reason, source FROM membership_history"
         " WHERE segment = ? AND (? IS NULL OR profile_id = ?) ORDER BY changed_at DESC, profile_id LIMIT ?",
         [segment, profile_id, profile_id, limit],
     )
-
-
-def default_as_of(value: datetime | None) -> datetime:
-    return value or utcnow()
-
-
-def older(as_of: datetime, seconds: float) -> datetime:
-    return as_of - timedelta(seconds=seconds)

@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-
 from pydantic import BaseModel, ValidationError
 
 from microseg.config.yamlio import Document, load_document, parse_text
@@ -34,7 +33,9 @@ def _precheck(doc: Document) -> None:
         if kind is None:
             keys = ", ".join(map(str, node)) or "nothing"
             problems.append(
-                doc.problem(f"not a condition (has {keys}); start it with one of {', '.join(KINDS)}", loc)
+                doc.problem(
+                    f"not a condition (has {keys}); start it with one of {', '.join(KINDS)}", loc
+                )
             )
         elif kind in ("all", "any") and isinstance(node[kind], list):
             for i, child in enumerate(node[kind]):
@@ -89,7 +90,10 @@ def segment_from_document(doc: Document) -> Segment:
                 msg = f"unknown field '{name}'{did_you_mean(name, fields)}"
             else:
                 msg = str(err["msg"]).removeprefix("Value error, ")
-                if err["type"] not in {"missing", "value_error", "unknown_condition"} and "input" in err:
+                if (
+                    err["type"] not in {"missing", "value_error", "unknown_condition"}
+                    and "input" in err
+                ):
                     msg += f" (got {repr(err['input'])[:60]})"
             problems.append(doc.problem(msg, loc))
         raise DefinitionError(problems) from None

@@ -30,8 +30,8 @@ from microseg.segments.ast import (
 from microseg.segments.catalog import Catalog, Dependencies, check_all, dependencies
 from microseg.segments.evaluate import (
     ConsentRow,
-    EvalContext,
     Ev,
+    EvalContext,
     ProfileData,
     Result,
     Snapshot,
@@ -117,7 +117,9 @@ class RealtimeEvaluator:
         stores = dict(catalog.stores)
         for s in segs.values():
             stores.update(s.stores)
-        rt = cls(segs, stores=stores, snapshot=population_snapshot(store, segs.values(), start, catalog))
+        rt = cls(
+            segs, stores=stores, snapshot=population_snapshot(store, segs.values(), start, catalog)
+        )
         traits = trait_rows(store, None, start)
         consents = consent_rows(store, None)
         scores = score_rows(store, None)
@@ -164,7 +166,9 @@ class RealtimeEvaluator:
         self.profiles[profile_id] = data
         return data, True
 
-    def on_event(self, event: Mapping[str, Any], now: datetime | None = None) -> list[MembershipChange]:
+    def on_event(
+        self, event: Mapping[str, Any], now: datetime | None = None
+    ) -> list[MembershipChange]:
         """Apply one collected event (fields + ``profile_id``, ``event_type``, ``ts``)."""
         pid = str(event["profile_id"])
         etype = str(event["event_type"])
@@ -181,14 +185,16 @@ class RealtimeEvaluator:
             self._schedule(pid, at, affected)
         return changes
 
-    def on_traits(self, profile_id: str, values: Mapping[str, Any], now: datetime) -> list[MembershipChange]:
+    def on_traits(
+        self, profile_id: str, values: Mapping[str, Any], now: datetime
+    ) -> list[MembershipChange]:
         """New trait values for a profile (from the incremental trait updater)."""
         changes = self.sweep(now)
         data, new = self._ensure(profile_id, now)
         data.traits.update(values)
-        affected = set(self.segments) if new else {
-            s for t in values for s in self.by_trait.get(t, ())
-        }
+        affected = (
+            set(self.segments) if new else {s for t in values for s in self.by_trait.get(t, ())}
+        )
         changes.extend(self._evaluate(profile_id, sorted(affected), now))
         self._schedule(profile_id, now, affected)
         return changes
@@ -256,11 +262,11 @@ class RealtimeEvaluator:
 
     def _evaluate(self, pid: str, names: Iterable[str], at: datetime) -> list[MembershipChange]:
         data = self.profiles[pid]
-        ctx = self._ctx(at)
         changes: list[MembershipChange] = []
         for name in names:
             seg = self.segments[name]
-            result = evaluate(seg.rule, data, EvalContext(at, self.segments, {**self.stores, **seg.stores}, self.snapshot))
+            ctx = EvalContext(at, self.segments, {**self.stores, **seg.stores}, self.snapshot)
+            result = evaluate(seg.rule, data, ctx)
             leaves = {p: r.passed for p, r in result.leaves().items()}
             before = self.leaf_state.get((pid, name), {})
             self.leaf_state[(pid, name)] = leaves
@@ -270,11 +276,13 @@ class RealtimeEvaluator:
             (self.members[name].add if result.passed else self.members[name].discard)(pid)
             changes.append(
                 MembershipChange(
-                    name, pid, "entered" if result.passed else "exited", at,
+                    name,
+                    pid,
+                    "entered" if result.passed else "exited",
+                    at,
                     _reason(result, before),
                 )
             )
-        del ctx
         return changes
 
     def _schedule(self, pid: str, after: datetime, names: Iterable[str]) -> None:

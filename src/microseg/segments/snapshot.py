@@ -131,9 +131,12 @@ def load_profile(
 
 
 def all_profiles(store: Store) -> list[str]:
-    return [str(r[0]) for r in store.rows(
-        "SELECT profile_id FROM profiles WHERE merged_into IS NULL ORDER BY profile_id"
-    )]
+    return [
+        str(r[0])
+        for r in store.rows(
+            "SELECT profile_id FROM profiles WHERE merged_into IS NULL ORDER BY profile_id"
+        )
+    ]
 
 
 def segments_by_name(segments: Mapping[str, Segment] | Iterable[Segment]) -> dict[str, Segment]:
