@@ -194,6 +194,43 @@ MIGRATIONS: tuple[Migration, ...] = (
         ),
     ),
     Migration(
+        4,
+        "segments, memberships, membership history, real-time timers",
+        (
+            """CREATE TABLE IF NOT EXISTS segments (
+                name VARCHAR PRIMARY KEY,
+                definition JSON NOT NULL,
+                checksum VARCHAR NOT NULL,
+                source_file VARCHAR,
+                realtime JSON,
+                min_size INTEGER,
+                status VARCHAR NOT NULL DEFAULT 'saved',
+                size BIGINT,
+                as_of TIMESTAMP,
+                computed_at TIMESTAMP,
+                updated_at TIMESTAMP NOT NULL
+            )""",
+            """CREATE TABLE IF NOT EXISTS memberships (
+                segment VARCHAR NOT NULL,
+                profile_id VARCHAR NOT NULL,
+                entered_at TIMESTAMP NOT NULL
+            )""",
+            """CREATE TABLE IF NOT EXISTS membership_history (
+                segment VARCHAR NOT NULL,
+                profile_id VARCHAR NOT NULL,
+                change VARCHAR NOT NULL,
+                changed_at TIMESTAMP NOT NULL,
+                reason VARCHAR,
+                source VARCHAR NOT NULL,
+                recorded_at TIMESTAMP NOT NULL
+            )""",
+            """CREATE TABLE IF NOT EXISTS segment_timers (
+                profile_id VARCHAR PRIMARY KEY,
+                due_at TIMESTAMP NOT NULL
+            )""",
+        ),
+    ),
+    Migration(
         8,
         "model registry, scores, cluster membership",
         (
