@@ -170,3 +170,64 @@ def test_clv_command_on_cdnow(
     assert result.exit_code == 0, result.output
     assert "r=0.243, alpha=4.414, a=0.793, b=2.425" in result.output or "r=0.243" in result.output
     assert "2,357 profiles" in result.output
+
+
+def test_train_on_events_with_temporal_split_then_score_point_in_time(
+    project: Path, app: typer.Typer, tmp_path: Path
+) -> None:
+    rng = np.random.default_rng(0)
+    rows = []
+    start = pd.Timestamp("2024-01-01")
+    for i in range(800):
+        rate = rng.gamma(1.0, 0.04)
+        t = rng.exponential(40)
+        while t < 300:
+            rows.append((f"u{i}", start + pd.Timedelta(days=float(t)), float(rng.gamma(2, 20))))
+            t += rng.exponential(1 / rate)
+    path = tmp_path / "events.csv"
+    pd.DataFrame(rows, columns=["profile_id", "ts", "value"]).to_csv(path, index=False)
+    runner = CliRunner()
+    result = runner.invoke(
+        app,
+        [
+            "predict",
+            "train-events",
+            "buy",
+            str(path),
+            "--algorithm",
+            "logistic",
+            "--train-as-of",
+            "2024-04-01,2024-05-01,2024-06-01",
+            "--valid-as-of",
+            "2024-07-01",
+            "--test-as-of",
+            "2024-08-01",
+            "--allow-small",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert (
+        "buy v1 (purchase in 30 d): test ROC-AUC" in result.output
+        and "best F1 on validation" in result.output
+    )
+    leaky = runner.invoke(
+        app,
+        [
+            "predict",
+            "train-events",
+            "buy",
+            str(path),
+            "--train-as-of",
+            "2024-06-15",
+            "--valid-as-of",
+            "2024-07-01",
+            "--test-as-of",
+            "2024-08-01",
+        ],
+    )
+    assert leaky.exit_code != 0 and "leakage" in leaky.output
+    scored = runner.invoke(
+        app, ["predict", "score", "buy", "--events", str(path), "--as-of", "2024-09-01"]
+    )
+    assert scored.exit_code == 0, scored.output
+    assert "with buy v1" in scored.output

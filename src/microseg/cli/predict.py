@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.table import Table
 
 from microseg.cli import console, workspace
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 def register(app: typer.Typer) -> None:
@@ -103,6 +107,82 @@ def register(app: typer.Typer) -> None:
                     f"CV ROC-AUC {cv_result['roc_auc_mean']:.3f} ± {cv_result['roc_auc_std']:.3f} ({cv} folds)"
                 )
 
+    @predict_app.command("train-events")
+    def train_events(
+        name: str = typer.Argument(..., help="model name in the registry"),
+        events: Path = typer.Argument(..., help="CSV/Parquet with profile_id, ts, value"),
+        target: str = typer.Option("purchase", help="purchase, churn or second_purchase"),
+        horizon: int = typer.Option(30, help="label window in days after each as_of"),
+        train_as_of: str = typer.Option(..., help="comma-separated training snapshot dates"),
+        valid_as_of: str = typer.Option(..., help="validation snapshot date"),
+        test_as_of: str = typer.Option(..., help="test snapshot date"),
+        algorithm: str = typer.Option("lightgbm", help="logistic, random_forest or lightgbm"),
+        balance: str = typer.Option("none", help="none, class_weight or smote"),
+        allow_small: bool = typer.Option(
+            False, help="warn instead of refusing below 100 per class"
+        ),
+        seed: int = typer.Option(0, help="random_state"),
+    ) -> None:
+        """Train on point-in-time features with a temporal train/validation/test split."""
+        import pandas as pd
+
+        from microseg.predict import (
+            PropensityModel,
+            evaluate,
+            register_model,
+            temporal_split,
+            tune_threshold,
+        )
+
+        frame = _read_events(events)
+        try:
+            split = temporal_split(
+                frame,
+                train_as_of=[d.strip() for d in train_as_of.split(",")],
+                valid_as_of=valid_as_of,
+                test_as_of=test_as_of,
+                target=target,
+                horizon_days=horizon,
+            )
+            model = PropensityModel(
+                algorithm=algorithm,
+                balance=balance,
+                on_insufficient="warn" if allow_small else "raise",
+                random_state=seed,
+            ).fit(split.X_train, split.y_train)
+            valid_scores = model.predict_proba(split.X_valid)[:, 1]
+            tuned = tune_threshold(split.y_valid, valid_scores)
+            ev = evaluate(
+                split.y_test, model.predict_proba(split.X_test)[:, 1], threshold=tuned["threshold"]
+            )
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc)) from None
+        metrics = {
+            **ev.as_dict(),
+            "valid_f1_threshold": tuned["threshold"],
+            "horizon_days": horizon,
+        }
+        with workspace() as ws:
+            version = register_model(
+                ws.store,
+                name,
+                model,
+                kind=f"propensity/{algorithm}",
+                features=list(split.X_train.columns),
+                target=target,
+                params=model.get_params(),
+                metrics=metrics,
+                as_of=pd.Timestamp(test_as_of),
+            )
+        console.print(
+            f"{name} v{version} ({target} in {horizon} d): test ROC-AUC {ev.roc_auc:.3f}, PR-AUC {ev.pr_auc:.3f}; "
+            f"train {len(split.X_train):,} rows / {int(split.y_train.sum()):,} positives"
+        )
+        console.print(
+            f"threshold {tuned['threshold']:.3f} (best F1 on validation): test precision {ev.precision:.3f}, "
+            f"recall {ev.recall:.3f}"
+        )
+
     @predict_app.command("score")
     def score(
         name: str = typer.Argument(..., help="registered model"),
@@ -110,17 +190,28 @@ def register(app: typer.Typer) -> None:
         features: Path | None = typer.Option(
             None, "--features", "-f", help="CSV/Parquet (default: traits table)"
         ),
+        events: Path | None = typer.Option(None, help="score from events (profile_id, ts, value)"),
+        as_of: str | None = typer.Option(
+            None, "--as-of", help="point in time for --events features"
+        ),
         out: Path | None = typer.Option(None, help="also write profile_id,score CSV here"),
     ) -> None:
         """Score every profile and store the scores (table ``scores``) for use in segments."""
-        from microseg.predict import load_model, store_scores
+        from microseg.predict import load_model, point_in_time_features, store_scores
         from microseg.predict.table import read_feature_table, select_columns
 
         with workspace() as ws:
             reg = load_model(ws.store, name, version)
             if not hasattr(reg.estimator, "score_profiles"):
-                raise typer.BadParameter(f"{name} is a {reg.kind} model; score it with its own command")
-            table = read_feature_table(features, ws.store)
+                raise typer.BadParameter(
+                    f"{name} is a {reg.kind} model; score it with its own command"
+                )
+            if events is not None:
+                if as_of is None:
+                    raise typer.BadParameter("--events needs --as-of")
+                table = point_in_time_features(_read_events(events), as_of)
+            else:
+                table = read_feature_table(features, ws.store)
             X = select_columns(table, reg.features)
             scores = reg.estimator.score_profiles(X)
             n = store_scores(ws.store, reg.model, reg.version, scores)
@@ -212,3 +303,14 @@ def register(app: typer.Typer) -> None:
             f"{name} v{version}: {len(result):,} profiles, total {horizon}-month CLV {result['clv'].sum():,.2f}, "
             f"mean {result['clv'].mean():,.2f}"
         )
+
+
+def _read_events(path: Path) -> pd.DataFrame:
+    """Events (profile_id, ts, value) from CSV or Parquet."""
+    import pandas as pd
+
+    if not path.exists():
+        raise typer.BadParameter(f"events file {path} does not exist")
+    if path.suffix.lower() in (".parquet", ".pq"):
+        return pd.read_parquet(path)
+    return pd.read_csv(path, dtype={"profile_id": str})
