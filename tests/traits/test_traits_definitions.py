@@ -1,3 +1,4 @@
+# ruff: noqa: F811 - pytest fixtures imported from traits_fixtures are redefined as arguments
 """traits.yaml validation (file:line + did-you-mean) and golden SQL of compiled traits."""
 
 from __future__ import annotations
@@ -7,6 +8,7 @@ from importlib import resources
 
 import pytest
 import yaml
+from traits_fixtures import settings, traits_from  # noqa: F401 - pytest fixtures
 
 from microseg.config.models import ProjectSettings
 from microseg.errors import DefinitionError

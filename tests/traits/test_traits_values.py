@@ -1,3 +1,4 @@
+# ruff: noqa: F811 - pytest fixtures imported from traits_fixtures are redefined as arguments
 """Trait values: every kind checked against pandas (reference + hand-computed planted truth)."""
 
 from __future__ import annotations
@@ -8,8 +9,16 @@ from datetime import timedelta
 import numpy as np
 import pandas as pd
 import pytest
+from traits_fixtures import (  # noqa: F401 - pytest fixtures
+    AS_OF,
+    at,
+    fill_store,
+    random_events,
+    settings,
+    store,
+    traits_from,
+)
 
-from conftest import AS_OF, at, fill_store, random_events
 from microseg.store import Store
 from microseg.traits import compute_traits, compute_traits_for, trait_catalog, trait_frame
 from microseg.traits.reference import pandas_traits

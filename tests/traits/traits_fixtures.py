@@ -1,8 +1,9 @@
-"""Fixtures for trait tests: a taxonomy, a store filled with synthetic events, a loader."""
+"""Helpers and fixtures for trait tests (imported by the test modules; no conftest.py so
+that `from conftest import ...` in other test folders never resolves to this folder)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
 
 import numpy as np
@@ -35,19 +36,6 @@ TAXONOMY = {
 }
 EVENT_COLUMNS = ["event_id", "event_type", "ts", "id_key", "url", "device", "time_spent",
                  "product_id", "category", "price", "quantity", "order_id", "campaign_id"]
-
-
-@pytest.fixture
-def settings() -> ProjectSettings:
-    return ProjectSettings.model_validate({"taxonomy": TAXONOMY})
-
-
-@pytest.fixture
-def traits_from(settings: ProjectSettings) -> Callable[[str], TraitSet]:
-    def load(text: str) -> TraitSet:
-        return load_traits(text, settings.taxonomy)
-
-    return load
 
 
 def random_events(n: int, n_profiles: int, seed: int = 3) -> pd.DataFrame:
@@ -108,12 +96,27 @@ def fill_store(store: Store, settings: ProjectSettings, events: pd.DataFrame,
     return idents
 
 
+def at(days_before: float) -> datetime:
+    return AS_OF - timedelta(days=days_before)
+
+
 @pytest.fixture
-def store() -> Store:
+def settings() -> ProjectSettings:
+    return ProjectSettings.model_validate({"taxonomy": TAXONOMY})
+
+
+@pytest.fixture
+def traits_from(settings: ProjectSettings) -> Callable[[str], TraitSet]:
+    def load(text: str) -> TraitSet:
+        return load_traits(text, settings.taxonomy)
+
+    return load
+
+
+@pytest.fixture
+def store() -> Iterator[Store]:
     s = Store(None)
     yield s
     s.close()
 
 
-def at(days_before: float) -> datetime:
-    return AS_OF - timedelta(days=days_before)
