@@ -197,5 +197,7 @@ def test_online_retail_duplicates_and_validity() -> None:
         desc = r.metric("completeness", "purchase.description")
         assert desc.value == pytest.approx(1 - 1_454 / 541_907, abs=1e-9)
         assert r.metric("completeness", "purchase.product_id").value == 1.0
+        never = r.metric("completeness", "purchase.revenue")  # declared, but no source column
+        assert never.status == "info" and never.detail.startswith("not collected")
         # the retailer does not trade on Saturdays: reported as days without sessions
         assert r.metric("volume", "days_without_sessions").value > 40

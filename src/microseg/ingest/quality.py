@@ -190,6 +190,9 @@ def _completeness(store: Store, settings: ProjectSettings, where: exp.Condition,
             rows.append({"field": prop, "event_type": event, "events": n_events, "present": present, "share": share, "required": pspec.required})
             if n_events == 0:
                 continue
+            if present == 0 and not pspec.required:  # no source provides it: not collected
+                metrics.append(Metric("completeness", f"{event}.{prop}", 0.0, "info", "", f"not collected (0 of {n_events:,} {event} events)"))
+                continue
             fail = t.completeness_fail if not pspec.required else 1.0 - 1e-12
             status = _low_is_bad(share, t.completeness_warn, fail)
             metrics.append(Metric("completeness", f"{event}.{prop}", share, status, f">= {t.completeness_warn:.0%}", f"{present:,} of {n_events:,} {event} events"))
