@@ -304,15 +304,18 @@ def main() -> None:
     ap.add_argument("--profiles", type=int, default=100_000)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--realtime-events", type=int, default=20_000)
+    ap.add_argument("--data", type=Path, default=None, help="reuse/keep Parquet files here")
     args = ap.parse_args()
     settings = ProjectSettings(taxonomy=Taxonomy.model_validate(TAXONOMY))
     segs = [parse_segment(s) for s in SEGMENTS]
     with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(tmp)
-        t = time.perf_counter()
-        generate(args.events, args.profiles, folder)
-        print(f"generate {args.events:,} events -> parquet: {time.perf_counter() - t:.1f} s")
-        store = Store(folder / "bench.duckdb", threads=args.threads)
+        folder = args.data or Path(tmp)
+        folder.mkdir(parents=True, exist_ok=True)
+        if not list(folder.glob("*.parquet")):
+            t = time.perf_counter()
+            generate(args.events, args.profiles, folder)
+            print(f"generate {args.events:,} events -> parquet: {time.perf_counter() - t:.1f} s")
+        store = Store(Path(tmp) / "bench.duckdb", threads=args.threads)
         t = time.perf_counter()
         load(store, folder, args.profiles)
         print(f"load: {time.perf_counter() - t:.1f} s")

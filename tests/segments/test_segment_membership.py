@@ -193,3 +193,12 @@ def test_cli_commands(tmp_path: Path, settings: Any, monkeypatch: pytest.MonkeyP
         ],
     )
     assert res.exit_code == 0 and "1 of 10 profiles" in res.output and "batch only" in res.output
+
+
+def test_reference_to_refused_segment_is_inlined(store: Any, settings: Any) -> None:
+    small = parse_segment({"name": "small", "min_size": 50, "rule": {"trait": "age", "lt": 30}})
+    ref = parse_segment({"name": "ref", "rule": {"segment": "small"}})
+    r = compute_segments(store, settings, [ref, small], AS_OF, on_small="refuse")
+    assert [x.name for x in r.runs] == ["small", "ref"]  # dependency order
+    assert members(store, "small") == set()  # refused, nothing written
+    assert members(store, "ref") == {"p1", "p4", "p9"}  # evaluated from the definition

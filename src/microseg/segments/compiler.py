@@ -67,6 +67,7 @@ class CompileContext:
     stores: dict[str, Point] = field(default_factory=dict)
     events_source: str | None = None  # table with profile_id + event columns (batch runs)
     depth: int = 0
+    computed: frozenset[str] = frozenset()  # segments whose memberships are current (same run)
 
 
 def ts(value: datetime) -> exp.Expr:
@@ -262,6 +263,17 @@ def compile_condition(cond: Any, ctx: CompileContext) -> exp.Expr:
     if isinstance(cond, BucketCond):
         return compile_bucket(cond, ctx)
     if isinstance(cond, SegmentRef):
+        if cond.segment in ctx.computed:  # computed earlier in this run at the same as_of
+            stored = (
+                exp.select(sql.col(PID, "m"))
+                .from_(
+                    exp.Table(
+                        this=sql.ident("memberships"), alias=exp.TableAlias(this=sql.ident("m"))
+                    )
+                )
+                .where(exp.EQ(this=sql.col("segment", "m"), expression=sql.lit(cond.segment)))
+            )
+            return member_of(stored)
         other = ctx.segments.get(cond.segment)
         if other is None:
             raise DefinitionError(f"unknown segment '{cond.segment}'")
@@ -274,6 +286,7 @@ def compile_condition(cond: Any, ctx: CompileContext) -> exp.Expr:
             {**ctx.stores, **other.stores},
             ctx.events_source,
             ctx.depth + 1,
+            ctx.computed,
         )
         return exp.Paren(this=compile_condition(other.rule, sub))
     raise TypeError(f"not a condition: {cond!r}")
@@ -286,6 +299,7 @@ def compile_segment(
     catalog: Catalog | None = None,
     segments: Mapping[str, Segment] | None = None,
     events_source: str | None = None,
+    computed: frozenset[str] = frozenset(),
 ) -> exp.Select:
     """``SELECT p.profile_id FROM profiles p WHERE <not merged> AND <rule>`` as a sqlglot tree.
 
@@ -295,7 +309,9 @@ def compile_segment(
     cat = catalog or Catalog(check_events=False)
     known = dict(segments or {})
     known.setdefault(seg.name, seg)
-    ctx = CompileContext(as_of, cat, known, {**cat.stores, **seg.stores}, events_source)
+    ctx = CompileContext(
+        as_of, cat, known, {**cat.stores, **seg.stores}, events_source, 0, computed
+    )
     profiles = exp.Table(this=sql.ident("profiles"), alias=exp.TableAlias(this=sql.ident("p")))
     not_merged = exp.Is(this=sql.col("merged_into", "p"), expression=exp.Null())
     return (

@@ -20,6 +20,7 @@ from microseg.segments.ast import (
     EventCond,
     RecencyCond,
     Segment,
+    SegmentRef,
     SequenceCond,
     event_list,
     to_dict,
@@ -34,6 +35,9 @@ from microseg.store.duckdb_store import utcnow
 
 EVENTS_TEMP = "_segment_events"
 NEW_TEMP = "_segment_new"
+CUR_TEMP = "_segment_current"
+IN_TEMP = "_segment_entered"
+OUT_TEMP = "_segment_exited"
 SMALL_POLICIES = ("warn", "refuse")
 
 
@@ -211,11 +215,18 @@ def compute_segments(
     with store.lock:
         prepare_events(store, segs.values(), as_of)
         progress.start("computing segments", len(segs))
+        done: set[str] = set()  # computed in this run with memberships written
         try:
-            for name, seg in segs.items():
+            for name in _dependency_order(segs):
+                seg = segs[name]
                 t0 = time.perf_counter()
                 query = compile_segment(
-                    seg, as_of, catalog=catalog, segments=segs, events_source=EVENTS_TEMP
+                    seg,
+                    as_of,
+                    catalog=catalog,
+                    segments=segs,
+                    events_source=EVENTS_TEMP,
+                    computed=frozenset(done),
                 )
                 run = _apply(
                     store,
@@ -229,13 +240,35 @@ def compute_segments(
                 )
                 run.seconds = time.perf_counter() - t0
                 report.runs.append(run)
+                if run.status != "too_small_refused":
+                    done.add(name)
                 progress.update(1, note=name)
         finally:
             progress.stop()
             store.execute(f"DROP TABLE IF EXISTS {EVENTS_TEMP}")
-            store.execute(f"DROP TABLE IF EXISTS {NEW_TEMP}")
+            for temp in (NEW_TEMP, CUR_TEMP, IN_TEMP, OUT_TEMP):
+                store.execute(f"DROP TABLE IF EXISTS {temp}")
     report.seconds = time.perf_counter() - started
     return report
+
+
+def _dependency_order(segs: Mapping[str, Segment]) -> list[str]:
+    """Names with referenced segments first (cycles were refused before), else by name."""
+    order: list[str] = []
+    seen: set[str] = set()
+
+    def visit(name: str) -> None:
+        if name in seen or name not in segs:
+            return
+        seen.add(name)
+        for _, node in walk(segs[name].rule):
+            if isinstance(node, SegmentRef):
+                visit(node.segment)
+        order.append(name)
+
+    for name in sorted(segs):
+        visit(name)
+    return order
 
 
 def _resolve(
@@ -296,44 +329,42 @@ def _apply(
     now = utcnow()
     stamp = as_of.isoformat(sep=" ")
     with store.transaction():
-        entered = int(
-            store.scalar(
-                f"SELECT count(*) FROM {NEW_TEMP} n WHERE n.profile_id NOT IN"
-                " (SELECT profile_id FROM memberships WHERE segment = ?)",
-                [seg.name],
-            )
-            or 0
-        )
         store.execute(
-            "INSERT INTO membership_history SELECT ?, n.profile_id, 'entered', ?, ?, 'batch', ?"
-            f" FROM {NEW_TEMP} n WHERE n.profile_id NOT IN"
-            " (SELECT profile_id FROM memberships WHERE segment = ?)",
-            [seg.name, as_of, f"batch as_of {stamp}: matches the rule", now, seg.name],
-        )
-        exited = int(
-            store.scalar(
-                "SELECT count(*) FROM memberships m WHERE m.segment = ? AND m.profile_id NOT IN"
-                f" (SELECT profile_id FROM {NEW_TEMP})",
-                [seg.name],
-            )
-            or 0
-        )
-        store.execute(
-            "INSERT INTO membership_history SELECT segment, profile_id, 'exited', ?, ?, 'batch', ?"
-            f" FROM memberships m WHERE m.segment = ? AND m.profile_id NOT IN"
-            f" (SELECT profile_id FROM {NEW_TEMP})",
-            [as_of, f"batch as_of {stamp}: no longer matches the rule", now, seg.name],
-        )
-        store.execute(
-            "DELETE FROM memberships WHERE segment = ? AND profile_id NOT IN"
-            f" (SELECT profile_id FROM {NEW_TEMP})",
+            f"CREATE OR REPLACE TEMP TABLE {CUR_TEMP} AS SELECT profile_id FROM memberships"
+            " WHERE segment = ?",
             [seg.name],
         )
         store.execute(
-            f"INSERT INTO memberships SELECT ?, n.profile_id, ? FROM {NEW_TEMP} n"
-            " WHERE n.profile_id NOT IN (SELECT profile_id FROM memberships WHERE segment = ?)",
-            [seg.name, as_of, seg.name],
+            f"CREATE OR REPLACE TEMP TABLE {IN_TEMP} AS SELECT profile_id FROM {NEW_TEMP}"
+            f" ANTI JOIN {CUR_TEMP} USING (profile_id)"
         )
+        store.execute(
+            f"CREATE OR REPLACE TEMP TABLE {OUT_TEMP} AS SELECT profile_id FROM {CUR_TEMP}"
+            f" ANTI JOIN {NEW_TEMP} USING (profile_id)"
+        )
+        entered = int(store.scalar(f"SELECT count(*) FROM {IN_TEMP}") or 0)
+        exited = int(store.scalar(f"SELECT count(*) FROM {OUT_TEMP}") or 0)
+        if entered:
+            store.execute(
+                "INSERT INTO membership_history SELECT ?, profile_id, 'entered', ?, ?, 'batch', ?"
+                f" FROM {IN_TEMP}",
+                [seg.name, as_of, f"batch as_of {stamp}: matches the rule", now],
+            )
+            store.execute(
+                f"INSERT INTO memberships SELECT ?, profile_id, ? FROM {IN_TEMP}",
+                [seg.name, as_of],
+            )
+        if exited:
+            store.execute(
+                "INSERT INTO membership_history SELECT ?, profile_id, 'exited', ?, ?, 'batch', ?"
+                f" FROM {OUT_TEMP}",
+                [seg.name, as_of, f"batch as_of {stamp}: no longer matches the rule", now],
+            )
+            store.execute(
+                "DELETE FROM memberships WHERE segment = ? AND profile_id IN"
+                f" (SELECT profile_id FROM {OUT_TEMP})",
+                [seg.name],
+            )
         store.execute(
             "UPDATE segments SET status = ?, size = ?, as_of = ?, computed_at = ? WHERE name = ?",
             [status, size, as_of, now, seg.name],
