@@ -194,6 +194,9 @@ def test_sweep_settles_drop_off_without_a_new_event(settings: Any) -> None:
     rt = RealtimeEvaluator.from_store(store, settings, [seg], start=t0)
     assert rt.on_event({"profile_id": "a", "event_type": "add_to_cart", "ts": t0}) == []
     assert rt.sweep(t0 + timedelta(hours=23, minutes=59)) == []
+    assert rt.next_due() == t0 + timedelta(hours=24)
+    assert rt.save_timers(store) == 1
+    assert store.rows("SELECT * FROM segment_timers") == [("a", t0 + timedelta(hours=24))]
     changes = rt.sweep(t0 + timedelta(days=2))
     assert [(c.change, c.at) for c in changes] == [("entered", t0 + timedelta(hours=24))]
     assert "rule" in changes[0].reason and "true" in changes[0].reason

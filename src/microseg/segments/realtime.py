@@ -312,6 +312,19 @@ class RealtimeEvaluator:
     def pending_timers(self) -> int:
         return len(self._due)
 
+    def next_due(self) -> datetime | None:
+        """When the scheduler should call ``sweep`` next (None: nothing pending)."""
+        return min(self._due.values(), default=None)
+
+    def save_timers(self, store: Store) -> int:
+        """Write the per-profile next-boundary times to ``segment_timers`` (for schedulers)."""
+        rows = sorted(self._due.items())
+        with store.transaction():
+            store.execute("DELETE FROM segment_timers")
+            if rows:
+                store.con.executemany("INSERT INTO segment_timers VALUES (?, ?)", rows)
+        return len(rows)
+
 
 def _reason(result: Result, before: Mapping[str, bool]) -> str:
     """Which conditions changed value (or, on first evaluation, which decided)."""
