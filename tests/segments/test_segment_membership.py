@@ -169,6 +169,10 @@ def test_cli_commands(tmp_path: Path, settings: Any, monkeypatch: pytest.MonkeyP
     )
     assert res.exit_code == 0, res.output
     assert "14 segments" in res.output and "below the minimum of 2" in res.output
+    res = runner.invoke(
+        app, ["segments", "compute", "vip_campaign_audience", "--as-of", AS_OF.isoformat()]
+    )
+    assert res.exit_code == 0 and "4 segments" in res.output, res.output  # + the 3 it references
     res = runner.invoke(app, ["segments", "list"])
     assert "cart_abandoners_24h" in res.output
     res = runner.invoke(

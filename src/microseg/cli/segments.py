@@ -33,6 +33,24 @@ def _as_of(value: str | None) -> datetime | None:
         raise typer.BadParameter(f"--as-of must be an ISO 8601 time, got '{value}'") from None
 
 
+def select_segments(segs: dict[str, Any], names: list[str]) -> dict[str, Any]:
+    """The named segments plus every segment they reference (transitively)."""
+    from microseg.errors import NotFoundError, did_you_mean
+    from microseg.segments.ast import SegmentRef, walk
+
+    chosen: dict[str, Any] = {}
+    todo = list(names)
+    while todo:
+        name = todo.pop()
+        if name in chosen:
+            continue
+        if name not in segs:
+            raise NotFoundError(f"no segment '{name}'{did_you_mean(name, segs)}")
+        chosen[name] = segs[name]
+        todo.extend(n.segment for _, n in walk(segs[name].rule) if isinstance(n, SegmentRef))
+    return chosen
+
+
 def register(app: typer.Typer) -> None:
     """Add the ``segments`` command group to ``app``."""
     seg_app = typer.Typer(help="Segments: define, compute, explain.", no_args_is_help=True)
@@ -91,6 +109,7 @@ def register(app: typer.Typer) -> None:
 
     @seg_app.command("compute")
     def compute_cmd(
+        names: list[str] = typer.Argument(None, help="only these segments (and what they use)"),
         as_of: str | None = typer.Option(None, "--as-of", help="ISO time (default: now)"),
         min_size: int | None = typer.Option(None, "--min-size", help="minimum members (k)"),
         refuse_small: bool = typer.Option(False, "--refuse-small", help="refuse segments below k"),
@@ -99,8 +118,16 @@ def register(app: typer.Typer) -> None:
         from microseg.segments import compute_segments
 
         with workspace() as ws:
+            chosen = None
+            if names:
+                from microseg.segments.parse import load_segments, project_segment_files
+
+                chosen = select_segments(
+                    load_segments(project_segment_files(ws.project.root))[0], names
+                )
             report = compute_segments(
                 ws,
+                segments=chosen,
                 as_of=_as_of(as_of),
                 min_size=min_size,
                 on_small="refuse" if refuse_small else "warn",

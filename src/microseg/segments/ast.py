@@ -562,9 +562,24 @@ def loc_text(loc: tuple[str | int, ...]) -> str:
     return out
 
 
+def _kind_first(value: Any) -> Any:
+    """Put each condition's leading key (its kind) first, for readable printing."""
+    if isinstance(value, list):
+        return [_kind_first(v) for v in value]
+    if not isinstance(value, dict):
+        return value
+    out = {k: _kind_first(v) for k, v in value.items()}
+    kind = condition_kind(out)
+    if kind is not None and kind in out:
+        out = {kind: out.pop(kind), **out}
+    return out
+
+
 def to_dict(segment: Segment) -> dict[str, Any]:
     """Print a segment back to plain data (YAML/JSON ready); the inverse of parsing."""
-    return segment.model_dump(mode="json", by_alias=True, exclude_none=True, exclude_defaults=True)
+    data = segment.model_dump(mode="json", by_alias=True, exclude_none=True, exclude_defaults=True)
+    data["rule"] = _kind_first(data["rule"])
+    return data
 
 
 def describe(cond: Any) -> str:
