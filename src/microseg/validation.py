@@ -19,8 +19,21 @@ def _settings(doc: Document, project: Project) -> object:
 
 def validators() -> dict[str, Validator]:
     """Glob (relative to the project root) -> validator of one parsed file."""
-    found: dict[str, Validator] = {SETTINGS_FILE: _settings}
-    return found
+    from microseg.experiments.assignment import ExperimentSpec
+    from microseg.personalize.content import validate_content_document
+    from microseg.segments.parse import validate_segment_file
+    from microseg.traits.compute import validate_traits_file
+
+    def _experiment(doc: Document, project: Project) -> object:
+        return validate_model(ExperimentSpec, doc)
+
+    return {
+        SETTINGS_FILE: _settings,
+        "traits.yaml": validate_traits_file,
+        "segments/*.yaml": validate_segment_file,
+        "content/*.yaml": validate_content_document,
+        "experiments/*.yaml": _experiment,
+    }
 
 
 def validate_file(path: Path, project: Project) -> object:

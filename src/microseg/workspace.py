@@ -6,6 +6,7 @@ The CLI, HTTP API and dashboard are thin shells over it.
 from __future__ import annotations
 
 import tempfile
+from datetime import datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -124,11 +125,65 @@ class Workspace:
             self.store, self.settings, self.keys, reason=reason, progress=self.progress
         )
 
+    def import_profiles(self, path: str | Path, **kwargs: Any) -> Any:
+        """Import CRM / enrichment / survey attributes (see ingest.profiles.import_profiles)."""
+        from microseg.ingest.profiles import import_profiles
+
+        return import_profiles(
+            self.store, self.settings, self.keys, path, progress=self.progress, **kwargs
+        )
+
+    # -- identities -----------------------------------------------------------------------
+    def resolve_identities(self, probabilistic: bool | None = None) -> Any:
+        """Merge profiles linked by shared ids (and attribute matches), with the CDP guards."""
+        from microseg.ingest.identity import resolve
+
+        return resolve(self.store, self.settings, keys=self.keys, probabilistic=probabilistic)
+
+    def merge_profiles(
+        self, a: str, b: str, *, override: bool = False, reason: str | None = None
+    ) -> Any:
+        from microseg.ingest.identity import merge_profiles
+
+        return merge_profiles(
+            self.store, a, b, override=override, actor=self.actor, settings=self.settings, reason=reason
+        )
+
+    def unmerge(self, merge_id: str) -> Any:
+        from microseg.ingest.identity import unmerge
+
+        return unmerge(self.store, merge_id, actor=self.actor)
+
+    # -- traits, segments, quality --------------------------------------------------------
+    def compute_traits(self, as_of: datetime | None = None) -> Any:
+        """Compute every trait of the project's traits.yaml into the `traits` table."""
+        from microseg.traits.compute import compute_traits, load_project_traits
+
+        traitset = load_project_traits(self.project.root, self.settings)
+        return compute_traits(self.store, self.settings, traitset, as_of, self.progress)
+
+    def trait_frame(self) -> pd.DataFrame:
+        from microseg.traits.compute import trait_frame
+
+        return trait_frame(self.store)
+
+    def compute_segments(self, as_of: datetime | None = None, **kwargs: Any) -> Any:
+        """Evaluate the project's segments/*.yaml and update memberships and history."""
+        from microseg.segments import compute_segments
+
+        return compute_segments(self, as_of=as_of, progress=self.progress, **kwargs)
+
+    def quality_report(self, **kwargs: Any) -> Any:
+        from microseg.ingest.quality import quality_report
+
+        return quality_report(self.store, self.settings, **kwargs)
+
     # -- lookups ------------------------------------------------------------------------
     def profile_id(self, ref: str) -> str:
-        """Resolve a profile id or an id key (``user_id:123``) or a bare id value to a profile."""
+        """Resolve a profile id, an id key (``user_id:123``) or a bare id value to the live
+        profile (following merges)."""
         found = self.store.scalar(
-            "SELECT profile_id FROM profiles WHERE profile_id = ? AND merged_into IS NULL", [ref]
+            "SELECT coalesce(merged_into, profile_id) FROM profiles WHERE profile_id = ?", [ref]
         )
         if found:
             return str(found)

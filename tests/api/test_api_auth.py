@@ -8,7 +8,7 @@ import pytest
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
-from conftest import Api, event
+from api_support import Api, event
 from microseg.api import ApiSettings, create_app
 from microseg.api.keys import create_key
 from microseg.errors import ConfigError

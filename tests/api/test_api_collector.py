@@ -9,7 +9,7 @@ import orjson
 import pytest
 from fastapi.testclient import TestClient
 
-from conftest import Api, event, iso, make_keys
+from api_support import Api, event, iso, make_keys
 from microseg.api import ApiSettings, create_app
 from microseg.api.spool import repair
 from microseg.workspace import Workspace

@@ -22,7 +22,7 @@ from typing import Any
 
 import httpx
 
-from conftest import iso
+from api_support import iso
 from microseg.api.keys import create_key
 from microseg.store import Store
 from microseg.workspace import Workspace

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from fastapi.testclient import TestClient
 
-from conftest import Api, event, make_keys
+from api_support import Api, event, make_keys
 from microseg.api import ApiSettings, CommittedBatch, ServingState, create_app
 from microseg.errors import NotFoundError
 from microseg.workspace import Workspace

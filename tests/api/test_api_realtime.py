@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from conftest import event, make_keys
+from api_support import event, make_keys
 from microseg.api import ApiSettings, create_app
 from microseg.api.realtime import RealtimeBridge, bridge_for
 from microseg.segments import RealtimeEvaluator, parse_segment

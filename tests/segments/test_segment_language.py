@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
-from conftest import AS_OF, build_store
+from segments_support import AS_OF, build_store
 from microseg.config.yamlio import load_document
 from microseg.errors import DefinitionError
 from microseg.segments import (

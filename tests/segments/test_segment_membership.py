@@ -11,7 +11,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from conftest import AS_OF, ago, build_store
+from segments_support import AS_OF, ago, build_store
 from microseg.segments import (
     apply_changes,
     compute_segments,
@@ -146,7 +146,7 @@ def test_cli_commands(tmp_path: Path, settings: Any, monkeypatch: pytest.MonkeyP
     assert res.exit_code == 0, res.output
     assert f"{len(list(TEMPLATES.glob('*.yaml')))} segment files valid" in res.output
     # fill the project's store with the fixed data, keeping only segments its traits support
-    from conftest import fixed_consents, fixed_events, fixed_scores, fixed_traits
+    from segments_support import fixed_consents, fixed_events, fixed_scores, fixed_traits
 
     Store(project.store_path).close()  # create the project store with its migrations
     seed = build_store(settings, fixed_events(), fixed_traits(), fixed_consents(), fixed_scores())

@@ -53,7 +53,7 @@ SEGMENTS = [
 def ws() -> Any:
     if not REES.exists():
         pytest.skip(f"dataset {REES} not available")
-    from conftest import template_settings
+    from segments_support import template_settings
 
     w = Workspace.ephemeral(template_settings())
     r = w.import_events(REES, spec=SourceSpec.model_validate(SPEC), source="rees46")

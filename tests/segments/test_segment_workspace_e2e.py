@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from conftest import AS_OF
+from segments_support import AS_OF
 from microseg.segments import compute_segments, explain, history, parse_segment
 from microseg.segments.membership import members
 from microseg.workspace import Workspace

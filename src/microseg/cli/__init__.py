@@ -48,12 +48,30 @@ def workspace(**kwargs: Any) -> Any:
     return Workspace.open(STATE["project"], progress=progress, actor="cli", **kwargs)
 
 
-def _register() -> None:
-    from microseg.cli import demo as demo_cli
-    from microseg.cli import ingest as ingest_cli
+SUBCOMMANDS: tuple[str, ...] = (
+    "ingest",
+    "identity",
+    "quality",
+    "traits",
+    "segments",
+    "discover",
+    "predict",
+    "content",
+    "experiments",
+    "serve",
+    "demo",
+)
 
-    ingest_cli.register(app)
-    demo_cli.register(app)
+
+def _register() -> None:
+    """Add every domain's commands (each module has a `register(app)`)."""
+    import importlib
+
+    if STATE.get("registered"):
+        return
+    for name in SUBCOMMANDS:
+        importlib.import_module(f"microseg.cli.{name}").register(app)
+    STATE["registered"] = True
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -43,6 +43,30 @@ def register(app: typer.Typer) -> None:
         console.print(f"Online Retail distinct customers: {s.extras['distinct_customers']:,}")
         et = ", ".join(f"{k} {v:,}" for k, v in s.extras["event_types"])
         console.print(f"Event types: {et}")
+        traits = s.extras["traits"]
         console.print(
-            f"Project written to [bold]{s.folder}[/bold] — try `microseg -p {folder} profiles show user_id:17850`"
+            f"Traits: {len(traits.columns)} columns for {traits.rows:,} profiles as of "
+            f"{traits.as_of:%Y-%m-%d} in {traits.seconds:.2f}s"
+        )
+        for title, key in (
+            ("RFM segments", "rfm_segments"),
+            ("Engagement", "engagement"),
+            ("Interest tags", "interests"),
+        ):
+            console.print(f"  {title}: " + ", ".join(f"{k} {v:,}" for k, v in s.extras[key]))
+        seg = Table(title="Segments")
+        for col in ("segment", "members", "as of"):
+            seg.add_column(col)
+        for name, size, as_of in s.extras["segments"]:
+            seg.add_row(name, f"{size:,}", f"{as_of:%Y-%m-%d %H:%M}")
+        console.print(seg)
+        quality = s.extras["quality"]
+        flagged = [m for m in quality.metrics if m.status in ("warn", "fail")]
+        console.print(f"Data quality: {quality.status} ({len(flagged)} metrics flagged)")
+        for m in flagged[:6]:
+            console.print(f"  {m.status:4} {m.section}/{m.name}: {m.detail or m.value}")
+        console.print(
+            f"Project written to [bold]{s.folder}[/bold]. Next: "
+            f"`microseg -p {folder} segments explain champions user_id:17850`, "
+            f"`microseg -p {folder} quality report`"
         )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from datetime import datetime
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -12,6 +13,12 @@ from microseg.console import Progress, SilentProgress
 from microseg.errors import ConfigError
 from microseg.ingest.pipeline import ImportResult
 from microseg.workspace import Workspace
+
+# Online Retail ends 2011-12-09; the REES46 slice covers 2019-10-01 00:00-02:50 UTC.
+RETAIL_AS_OF = datetime(2011, 12, 10)
+CLICKSTREAM_AS_OF = datetime(2019, 10, 1, 3, 0)
+RETAIL_SEGMENTS = ("champions", "lapsed_big_spenders", "christmas_shoppers")
+CLICKSTREAM_SEGMENTS = ("quick_cart_abandoners", "repeat_product_viewers")
 
 ONLINE_RETAIL = Path("online_retail_uci") / "online_retail.csv.gz"
 REES46 = Path("rees46_multicategory_oct2019_head") / "2019-Oct_head.csv.gz"
@@ -82,6 +89,26 @@ def run_demo(
             data / ONLINE_RETAIL, source="online_retail"
         )
         summary.imports["rees46"] = ws.import_events(data / REES46, source="rees46")
+        summary.extras["identity"] = ws.resolve_identities()
+        summary.extras["traits"] = ws.compute_traits(as_of=RETAIL_AS_OF)
+        summary.extras["rfm_segments"] = ws.store.rows(
+            "SELECT rfm, count(*) FROM traits WHERE rfm IS NOT NULL GROUP BY 1 ORDER BY 2 DESC"
+        )
+        summary.extras["engagement"] = ws.store.rows(
+            "SELECT engagement_label, count(*) FROM traits WHERE engagement_label IS NOT NULL"
+            " GROUP BY 1 ORDER BY 2 DESC"
+        )
+        summary.extras["interests"] = ws.store.rows(
+            "SELECT tag, count(*) FROM (SELECT unnest(interests) AS tag FROM traits)"
+            " GROUP BY 1 ORDER BY 2 DESC"
+        )
+        segments = _project_segments(ws)
+        runs = []
+        for names, as_of in ((RETAIL_SEGMENTS, RETAIL_AS_OF), (CLICKSTREAM_SEGMENTS, CLICKSTREAM_AS_OF)):
+            report = ws.compute_segments(as_of=as_of, segments=[segments[n] for n in names])
+            runs += [(r.name, r.size, as_of) for r in report.runs if r.name in names]
+        summary.extras["segments"] = runs
+        summary.extras["quality"] = ws.quality_report()
         summary.counts = ws.counts()
         summary.extras["top_countries"] = ws.store.rows(
             "SELECT country, count(*) AS lines FROM events WHERE country IS NOT NULL"
@@ -96,3 +123,10 @@ def run_demo(
             )
         )
     return summary
+
+
+def _project_segments(ws: Workspace) -> dict[str, Any]:
+    from microseg.segments.parse import load_segments, project_segment_files
+
+    segments, _ = load_segments(project_segment_files(ws.project.root))
+    return segments

@@ -339,6 +339,31 @@ MIGRATIONS: tuple[Migration, ...] = (
             )""",
         ),
     ),
+    Migration(
+        5,
+        "api keys, collector spool ledger",
+        (
+            """CREATE TABLE IF NOT EXISTS api_keys (
+                key_id VARCHAR PRIMARY KEY,
+                name VARCHAR,
+                role VARCHAR NOT NULL,
+                key_hash VARCHAR NOT NULL,
+                rate_per_second DOUBLE,
+                created_at TIMESTAMP NOT NULL,
+                created_by VARCHAR,
+                revoked_at TIMESTAMP
+            )""",
+            """CREATE TABLE IF NOT EXISTS spool_commits (
+                segment VARCHAR PRIMARY KEY,
+                batch_id VARCHAR,
+                lines BIGINT NOT NULL,
+                inserted BIGINT,
+                duplicates BIGINT,
+                quarantined BIGINT,
+                committed_at TIMESTAMP NOT NULL
+            )""",
+        ),
+    ),
 )
 
 
