@@ -48,8 +48,16 @@ def test_shape_and_chunks(sample: Path) -> None:
     assert n == ids == 200_000
     assert 4_500 < users <= 5_000
     assert t0 >= START and t1 < START + timedelta(days=60)
-    types = {r[0] for r in con.execute("SELECT DISTINCT event_type FROM read_parquet(?)", [str(sample)]).fetchall()}
-    assert types <= set(EVENT_TYPES) and {"page_view", "product_view", "add_to_cart", "purchase"} <= types
+    types = {
+        r[0]
+        for r in con.execute(
+            "SELECT DISTINCT event_type FROM read_parquet(?)", [str(sample)]
+        ).fetchall()
+    }
+    assert (
+        types <= set(EVENT_TYPES)
+        and {"page_view", "product_view", "add_to_cart", "purchase"} <= types
+    )
     # product columns only on product events, prices positive
     bad = con.execute(
         "SELECT count(*) FROM read_parquet(?) WHERE (price IS NULL) = (event_type IN ('product_view','add_to_cart','purchase')) OR price <= 0",
@@ -61,7 +69,11 @@ def test_shape_and_chunks(sample: Path) -> None:
 def test_planted_personas_are_recoverable(sample: Path) -> None:
     truth = sample.with_name("events.truth.parquet")
     con = duckdb.connect()
-    counts = dict(con.execute("SELECT persona, count(*) FROM read_parquet(?) GROUP BY 1", [str(truth)]).fetchall())
+    counts = dict(
+        con.execute(
+            "SELECT persona, count(*) FROM read_parquet(?) GROUP BY 1", [str(truth)]
+        ).fetchall()
+    )
     assert set(counts) == set(PERSONA_NAMES) and sum(counts.values()) == 5_000
     stats = {
         r[0]: r[1:]

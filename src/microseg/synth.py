@@ -64,7 +64,32 @@ CATEGORY_PRICE: tuple[float, ...] = (180.0, 45.0, 60.0, 25.0, 55.0, 30.0, 15.0, 
 PRODUCTS_PER_CATEGORY = 500
 # Share of hourly activity, UTC hours 0..23 (evening peak).
 HOURLY = np.array(
-    [1, 0.6, 0.4, 0.3, 0.3, 0.5, 1, 2, 3, 3.5, 3.8, 4, 4.2, 4, 3.8, 3.8, 4, 4.5, 5.5, 6.5, 7, 6, 4, 2],
+    [
+        1,
+        0.6,
+        0.4,
+        0.3,
+        0.3,
+        0.5,
+        1,
+        2,
+        3,
+        3.5,
+        3.8,
+        4,
+        4.2,
+        4,
+        3.8,
+        3.8,
+        4,
+        4.5,
+        5.5,
+        6.5,
+        7,
+        6,
+        4,
+        2,
+    ],
     dtype=np.float64,
 )
 
@@ -84,11 +109,42 @@ class Persona:
 
 
 PERSONAS: tuple[Persona, ...] = (
-    Persona("frequent_mobile_buyer", 0.12, 3.0, 0.9, (0.20, 0.30, 0.15, 0.10, 0.15, 0.04, 0.02, 0.02, 0.02), events_per_visit=5),
-    Persona("cart_abandoner", 0.15, 1.5, 0.5, (0.25, 0.35, 0.25, 0.10, 0.0, 0.03, 0.01, 0.005, 0.005)),
-    Persona("window_shopper", 0.28, 1.0, 0.5, (0.45, 0.45, 0.0, 0.0, 0.0, 0.04, 0.01, 0.03, 0.02), events_per_visit=3),
-    Persona("lapsed_customer", 0.20, 0.8, 0.4, (0.30, 0.30, 0.12, 0.08, 0.10, 0.05, 0.02, 0.02, 0.01), active_fraction=0.5),
-    Persona("vip_big_spender", 0.05, 4.0, 0.15, (0.15, 0.30, 0.17, 0.13, 0.17, 0.04, 0.02, 0.01, 0.01), price_factor=6.0, events_per_visit=6),
+    Persona(
+        "frequent_mobile_buyer",
+        0.12,
+        3.0,
+        0.9,
+        (0.20, 0.30, 0.15, 0.10, 0.15, 0.04, 0.02, 0.02, 0.02),
+        events_per_visit=5,
+    ),
+    Persona(
+        "cart_abandoner", 0.15, 1.5, 0.5, (0.25, 0.35, 0.25, 0.10, 0.0, 0.03, 0.01, 0.005, 0.005)
+    ),
+    Persona(
+        "window_shopper",
+        0.28,
+        1.0,
+        0.5,
+        (0.45, 0.45, 0.0, 0.0, 0.0, 0.04, 0.01, 0.03, 0.02),
+        events_per_visit=3,
+    ),
+    Persona(
+        "lapsed_customer",
+        0.20,
+        0.8,
+        0.4,
+        (0.30, 0.30, 0.12, 0.08, 0.10, 0.05, 0.02, 0.02, 0.01),
+        active_fraction=0.5,
+    ),
+    Persona(
+        "vip_big_spender",
+        0.05,
+        4.0,
+        0.15,
+        (0.15, 0.30, 0.17, 0.13, 0.17, 0.04, 0.02, 0.01, 0.01),
+        price_factor=6.0,
+        events_per_visit=6,
+    ),
     Persona("casual", 0.20, 1.0, 0.45, (0.35, 0.35, 0.08, 0.04, 0.04, 0.08, 0.03, 0.02, 0.01)),
 )
 PERSONA_NAMES: tuple[str, ...] = tuple(p.name for p in PERSONAS)
@@ -155,7 +211,9 @@ def _profiles(rng: np.random.Generator, n_profiles: int, n_events: int, days: in
     counts = np.floor(shares * n_profiles).astype(np.int64)
     counts[-1] += n_profiles - counts.sum()  # the remainder are casual
     persona = rng.permutation(np.repeat(np.arange(len(PERSONAS), dtype=np.int8), counts))
-    activity = np.array([p.activity for p in PERSONAS])[persona] * rng.lognormal(0.0, 0.5, n_profiles)
+    activity = np.array([p.activity for p in PERSONAS])[persona] * rng.lognormal(
+        0.0, 0.5, n_profiles
+    )
     share = activity / activity.sum()
     cdf = np.cumsum(share)
     cdf[-1] = 1.0
@@ -184,11 +242,17 @@ def _chunk(
         sel = persona == i
         if sel.any():
             cum = np.cumsum(np.array(p.mix) / sum(p.mix))
-            etype[sel] = np.minimum(np.searchsorted(cum, u[sel], side="right"), len(EVENT_TYPES) - 1)
+            etype[sel] = np.minimum(
+                np.searchsorted(cum, u[sel], side="right"), len(EVENT_TYPES) - 1
+            )
 
     # time: a visit of the profile (hash of profile, visit no -> day and hour), plus minutes
     visit = (rng.random(n) * prof.visits[who]).astype(np.uint64)
-    key = (who.astype(np.uint64) << np.uint64(24)) ^ visit ^ (np.uint64(seed & 0xFFFFFFFF) << np.uint64(40))
+    key = (
+        (who.astype(np.uint64) << np.uint64(24))
+        ^ visit
+        ^ (np.uint64(seed & 0xFFFFFFFF) << np.uint64(40))
+    )
     h1 = _mix64(key)
     h2 = _mix64(h1)
     h3 = _mix64(h2)
@@ -203,9 +267,13 @@ def _chunk(
 
     mobile = np.array([p.mobile for p in PERSONAS])[persona]
     r = rng.random(n)
-    device = np.where(r < mobile, 0, np.where(r < mobile + (1 - mobile) * 0.8, 1, 2)).astype(np.int8)
+    device = np.where(r < mobile, 0, np.where(r < mobile + (1 - mobile) * 0.8, 1, 2)).astype(
+        np.int8
+    )
 
-    cat = np.where(rng.random(n) < 0.6, prof.favourite[who], rng.integers(0, len(CATEGORIES), n)).astype(np.int8)
+    cat = np.where(
+        rng.random(n) < 0.6, prof.favourite[who], rng.integers(0, len(CATEGORIES), n)
+    ).astype(np.int8)
     product = cat.astype(np.int64) * PRODUCTS_PER_CATEGORY + np.minimum(
         rng.zipf(1.3, n) - 1, PRODUCTS_PER_CATEGORY - 1
     )
@@ -221,10 +289,18 @@ def _chunk(
     is_email = np.isin(etype, [5, 6])
     del et
 
-    ids = pc.binary_join_element_wise("e", pc.cast(pa.array(np.arange(first_id, first_id + n)), pa.string()), "")
+    ids = pc.binary_join_element_wise(
+        "e", pc.cast(pa.array(np.arange(first_id, first_id + n)), pa.string()), ""
+    )
     pid = pc.binary_join_element_wise("p", pc.cast(pa.array(product), pa.string()), "")
-    campaign = pc.binary_join_element_wise("c", pc.cast(pa.array((h1 % np.uint64(12)).astype(np.int64)), pa.string()), "")
-    url = pc.binary_join_element_wise("/c/", pa.DictionaryArray.from_arrays(pa.array(cat), pa.array(CATEGORIES)).cast(pa.string()), "")
+    campaign = pc.binary_join_element_wise(
+        "c", pc.cast(pa.array((h1 % np.uint64(12)).astype(np.int64)), pa.string()), ""
+    )
+    url = pc.binary_join_element_wise(
+        "/c/",
+        pa.DictionaryArray.from_arrays(pa.array(cat), pa.array(CATEGORIES)).cast(pa.string()),
+        "",
+    )
     return pa.RecordBatch.from_arrays(
         [
             ids,
@@ -233,7 +309,9 @@ def _chunk(
             prof.ids.take(pa.array(who)),
             pa.DictionaryArray.from_arrays(pa.array(device), pa.array(DEVICES)),
             pc.if_else(pa.array(has_product), pid, pa.scalar(None, pa.string())),
-            pa.DictionaryArray.from_arrays(pa.array(cat, mask=~(has_product | is_page)), pa.array(CATEGORIES)),
+            pa.DictionaryArray.from_arrays(
+                pa.array(cat, mask=~(has_product | is_page)), pa.array(CATEGORIES)
+            ),
             pa.array(price, mask=~has_product),
             pa.array(quantity, mask=~has_qty),
             pa.array(np.round(price * quantity, 2), mask=~is_checkout),
@@ -263,7 +341,11 @@ def generate_events(
         raise ValueError("need n_events >= 0, n_profiles >= 1, days >= 1, chunk_rows >= 1")
     began = time.perf_counter()
     path = Path(path)
-    truth = Path(truth_path) if truth_path else path.with_name(path.name.split(".")[0] + ".truth.parquet")
+    truth = (
+        Path(truth_path)
+        if truth_path
+        else path.with_name(path.name.split(".")[0] + ".truth.parquet")
+    )
     path.parent.mkdir(parents=True, exist_ok=True)
     seq = np.random.SeedSequence(seed)
     prof_seq, chunk_seq = seq.spawn(2)
@@ -282,8 +364,12 @@ def generate_events(
     truth_table = pa.table(
         {
             "user_id": prof.ids,
-            "persona": pa.DictionaryArray.from_arrays(pa.array(prof.persona), pa.array(PERSONA_NAMES)).cast(pa.string()),
-            "favourite_category": pa.DictionaryArray.from_arrays(pa.array(prof.favourite), pa.array(CATEGORIES)).cast(pa.string()),
+            "persona": pa.DictionaryArray.from_arrays(
+                pa.array(prof.persona), pa.array(PERSONA_NAMES)
+            ).cast(pa.string()),
+            "favourite_category": pa.DictionaryArray.from_arrays(
+                pa.array(prof.favourite), pa.array(CATEGORIES)
+            ).cast(pa.string()),
             "active_until": pa.array(active_until, pa.timestamp("us")),
         }
     )

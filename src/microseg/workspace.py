@@ -146,7 +146,13 @@ class Workspace:
         from microseg.ingest.identity import merge_profiles
 
         return merge_profiles(
-            self.store, a, b, override=override, actor=self.actor, settings=self.settings, reason=reason
+            self.store,
+            a,
+            b,
+            override=override,
+            actor=self.actor,
+            settings=self.settings,
+            reason=reason,
         )
 
     def unmerge(self, merge_id: str) -> Any:

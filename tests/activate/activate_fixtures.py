@@ -51,8 +51,13 @@ def clock() -> Clock:
 def grant(store: Store) -> Callable[..., None]:
     """Record a consent row: grant(profile_id, purpose, granted=True, at=None, expires_at=None)."""
 
-    def _grant(profile_id: str, purpose: str, granted: bool = True, at: datetime | None = None,
-               expires_at: datetime | None = None) -> None:
+    def _grant(
+        profile_id: str,
+        purpose: str,
+        granted: bool = True,
+        at: datetime | None = None,
+        expires_at: datetime | None = None,
+    ) -> None:
         store.execute(
             "INSERT INTO consents VALUES (?, ?, ?, 'test', ?, ?)",
             [profile_id, purpose, granted, at or datetime(2026, 1, 1), expires_at],

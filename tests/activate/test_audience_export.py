@@ -66,7 +66,9 @@ def test_golden_hash_from_platform_documentation() -> None:
     )
 
 
-def _people(store: Store, keys: KeyRing, grant: Callable[..., None], n: int, *, consent_every: int = 1) -> list[str]:
+def _people(
+    store: Store, keys: KeyRing, grant: Callable[..., None], n: int, *, consent_every: int = 1
+) -> list[str]:
     now = datetime(2026, 1, 1)
     ids = []
     for i in range(n):
@@ -90,7 +92,12 @@ def _people(store: Store, keys: KeyRing, grant: Callable[..., None], n: int, *, 
 def test_google_and_meta_files(store, keys, grant, tmp_path: Path) -> None:
     ids = _people(store, keys, grant, 150)
     google = export_audience(store, keys, ids, tmp_path / "g.csv", platform="google", k=100)
-    assert (google.rows, google.requested, google.no_consent, google.no_identifier) == (135, 150, 0, 15)
+    assert (google.rows, google.requested, google.no_consent, google.no_identifier) == (
+        135,
+        150,
+        0,
+        15,
+    )
     with (tmp_path / "g.csv").open(newline="") as fh:
         rows = list(csv.reader(fh))
     assert rows[0] == ["Email", "Phone"] and len(rows) == 136
@@ -110,11 +117,18 @@ def test_google_and_meta_files(store, keys, grant, tmp_path: Path) -> None:
 
 def test_k_anonymity_guard_counts_after_consent(store, keys, grant, tmp_path: Path) -> None:
     ids = _people(store, keys, grant, 150, consent_every=2)
-    with pytest.raises(AudienceTooSmallError, match=r"below the minimum of 100 \(150 requested, 75 without 'advertising' consent"):
+    with pytest.raises(
+        AudienceTooSmallError,
+        match=r"below the minimum of 100 \(150 requested, 75 without 'advertising' consent",
+    ):
         export_audience(store, keys, ids, tmp_path / "a.csv")
     assert not (tmp_path / "a.csv").exists()
     small = export_audience(store, keys, ids, tmp_path / "a.csv", k=50)
-    assert (small.no_consent, small.no_identifier, small.rows) == (75, 0, 75)  # broken emails are odd ids
+    assert (small.no_consent, small.no_identifier, small.rows) == (
+        75,
+        0,
+        75,
+    )  # broken emails are odd ids
     with pytest.raises(ConfigError):
         export_audience(store, keys, ids, tmp_path / "a.csv", platform="tiktok")  # type: ignore[arg-type]
     with pytest.raises(ConfigError):

@@ -40,15 +40,31 @@ def test_crm_profiles_render_send_and_export(store, keys, clock, grant, tmp_path
     crm = tmp_path / "crm.csv"
     with crm.open("w", newline="") as fh:
         w = csv.writer(fh)
-        w.writerow(["customer_id", "email", "first_name", "phone", "city", "timezone", "renewal_date"])
+        w.writerow(
+            ["customer_id", "email", "first_name", "phone", "city", "timezone", "renewal_date"]
+        )
         for i in range(110):
-            w.writerow([
-                f"c{i}", f"  Member{i}@Example.org", "" if i == 5 else f"Name{i}", f"+44 7700 9{i:05d}",
-                "Leeds" if i % 2 else "", "Asia/Tokyo" if i % 10 == 0 else "Europe/London", "2026-04-15",
-            ])
-    result = import_profiles(store, ProjectSettings(), keys, crm, id_column="customer_id", now=datetime(2026, 3, 1))
+            w.writerow(
+                [
+                    f"c{i}",
+                    f"  Member{i}@Example.org",
+                    "" if i == 5 else f"Name{i}",
+                    f"+44 7700 9{i:05d}",
+                    "Leeds" if i % 2 else "",
+                    "Asia/Tokyo" if i % 10 == 0 else "Europe/London",
+                    "2026-04-15",
+                ]
+            )
+    result = import_profiles(
+        store, ProjectSettings(), keys, crm, id_column="customer_id", now=datetime(2026, 3, 1)
+    )
     assert (result.rows_read, result.profiles_created, result.quarantined) == (110, 110, 0)
-    pids = [r[0] for r in store.rows("SELECT profile_id FROM identities WHERE id_type = 'user_id' ORDER BY id_value")]
+    pids = [
+        r[0]
+        for r in store.rows(
+            "SELECT profile_id FROM identities WHERE id_type = 'user_id' ORDER BY id_value"
+        )
+    ]
     assert len(pids) == 110
     first = store.scalar("SELECT profile_id FROM identities WHERE id_key = 'user_id:c1'")
     assert read_pii(store, keys, first, ["first_name"]) == {"first_name": "Name1"}
@@ -59,8 +75,10 @@ def test_crm_profiles_render_send_and_export(store, keys, clock, grant, tmp_path
     clock.now = datetime(2026, 3, 2, 13, 0)  # 13:00 London, 22:00 Tokyo (quiet)
     outbox = FileOutboxChannel(tmp_path / "outbox.jsonl")
     dispatcher = Dispatcher(
-        SendLedger(store, keys=keys, clock=clock), {"file": outbox},
-        quiet=QuietHours(time(21), time(8), default_tz="Europe/London"), clock=clock,
+        SendLedger(store, keys=keys, clock=clock),
+        {"file": outbox},
+        quiet=QuietHours(time(21), time(8), default_tz="Europe/London"),
+        clock=clock,
     )
     loader = ProfileContextLoader(store, keys)
     statuses = {}
@@ -68,8 +86,14 @@ def test_crm_profiles_render_send_and_export(store, keys, clock, grant, tmp_path
         ctx = loader.load(pid, as_of=clock.now)
         rendered = render_block(BLOCK, ctx, channel="email")
         assert rendered.ok, rendered.errors
-        msg = message_from_rendered(rendered, key=f"renewal-2026-04:{pid}", to=ctx["email"], channel="file",
-                                    profile_id=pid, purpose="marketing")
+        msg = message_from_rendered(
+            rendered,
+            key=f"renewal-2026-04:{pid}",
+            to=ctx["email"],
+            channel="file",
+            profile_id=pid,
+            purpose="marketing",
+        )
         statuses[pid] = dispatcher.deliver(msg).status
     assert list(statuses.values()).count("deferred") == 11  # the Tokyo members
     sent = {m["to"].strip().lower(): m for m in outbox.read()}

@@ -24,7 +24,9 @@ class Collector:
     def __init__(self) -> None:
         self.messages: list[tuple[str, list[str], email.message.EmailMessage]] = []
 
-    async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str, rcpt_options: Any) -> str:
+    async def handle_RCPT(
+        self, server: Any, session: Any, envelope: Any, address: str, rcpt_options: Any
+    ) -> str:
         if address.startswith("nobody@"):
             return "550 5.1.1 No such user"
         if address.startswith("busy@"):
@@ -67,11 +69,15 @@ BLOCK = parse_content(
 
 def test_rendered_email_arrives_with_subject_body_recipient(smtp, store, clock, grant) -> None:
     handler, port = smtp
-    rendered = render_block(BLOCK, {"first_name": "Zoë", "renewal_date": "2026-04-01"}, channel="email")
+    rendered = render_block(
+        BLOCK, {"first_name": "Zoë", "renewal_date": "2026-04-01"}, channel="email"
+    )
     channel = EmailChannel("127.0.0.1", port, sender="news@shop.test")
     grant("p1", "marketing")
     dispatcher = Dispatcher(SendLedger(store, clock=clock), {"email": channel}, clock=clock)
-    msg = message_from_rendered(rendered, key="renewal-7d:p1", to="zoe@example.com", channel="email", profile_id="p1")
+    msg = message_from_rendered(
+        rendered, key="renewal-7d:p1", to="zoe@example.com", channel="email", profile_id="p1"
+    )
     first = dispatcher.deliver(msg)
     assert first.status == "sent" and first.attempts == 1
     again = dispatcher.deliver(msg)  # a retry of the same key never sends twice
@@ -80,12 +86,16 @@ def test_rendered_email_arrives_with_subject_body_recipient(smtp, store, clock, 
     mail_from, rcpts, mail = handler.messages[0]
     assert mail_from == "news@shop.test" and rcpts == ["zoe@example.com"]
     assert mail["Subject"] == "Your plan renews soon, Zoë"
-    assert mail["Message-ID"] == first.provider_id and mail["X-Microseg-Send-Key"] == "renewal-7d:p1"
+    assert (
+        mail["Message-ID"] == first.provider_id and mail["X-Microseg-Send-Key"] == "renewal-7d:p1"
+    )
     text = mail.get_body(preferencelist=("plain",)).get_content()
     html = mail.get_body(preferencelist=("html",)).get_content()
     assert "Hi Zoë, your plan renews on 2026-04-01." in text
     assert "<b>2026-04-01</b>" in html
-    row = store.rows("SELECT status, attempts, block, block_version FROM sends WHERE send_key = 'renewal-7d:p1'")
+    row = store.rows(
+        "SELECT status, attempts, block, block_version FROM sends WHERE send_key = 'renewal-7d:p1'"
+    )
     assert row == [("sent", 1, "<inline>", 0)]
 
 
@@ -94,7 +104,9 @@ def test_refused_recipients_and_unreachable_server(smtp, store, clock) -> None:
     ledger = SendLedger(store, clock=clock)
     channel = EmailChannel("127.0.0.1", port)
     dispatcher = Dispatcher(ledger, {"email": channel}, require_consent=False, clock=clock)
-    perm = dispatcher.deliver(Message("k-perm", "email", "nobody@example.com", subject="s", text="t"))
+    perm = dispatcher.deliver(
+        Message("k-perm", "email", "nobody@example.com", subject="s", text="t")
+    )
     assert perm.status == "failed" and "550" in (perm.error or "")
     temp = dispatcher.deliver(Message("k-temp", "email", "busy@example.com", subject="s", text="t"))
     assert temp.status == "retry" and ledger.get("k-temp")["status"] == "pending"
@@ -103,7 +115,12 @@ def test_refused_recipients_and_unreachable_server(smtp, store, clock) -> None:
     assert result.status == "retry" and "ConnectionRefused" in (result.error or "")
     assert handler.messages == []
     # the permanent failure is final: retrying the key does not contact the server again
-    assert dispatcher.deliver(Message("k-perm", "email", "nobody@example.com", subject="s", text="t")).status == "failed"
+    assert (
+        dispatcher.deliver(
+            Message("k-perm", "email", "nobody@example.com", subject="s", text="t")
+        ).status
+        == "failed"
+    )
 
 
 def _self_signed(tmp_path) -> tuple[str, str, bytes]:
@@ -127,7 +144,9 @@ def _self_signed(tmp_path) -> tuple[str, str, bytes]:
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - dt.timedelta(minutes=1))
         .not_valid_after(now + dt.timedelta(hours=1))
-        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False
+        )
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
         .sign(key, hashes.SHA256())
     )
@@ -135,7 +154,11 @@ def _self_signed(tmp_path) -> tuple[str, str, bytes]:
     cert_path, key_path = tmp_path / "cert.pem", tmp_path / "key.pem"
     cert_path.write_bytes(pem)
     key_path.write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
     )
     return str(cert_path), str(key_path), pem
 
@@ -148,19 +171,27 @@ def test_starttls_is_used_and_verified(tmp_path) -> None:
     server_ctx.load_cert_chain(cert, key)
     handler = Collector()
     port = _free_port()
-    controller = Controller(handler, hostname="127.0.0.1", port=port, tls_context=server_ctx, require_starttls=True)
+    controller = Controller(
+        handler, hostname="127.0.0.1", port=port, tls_context=server_ctx, require_starttls=True
+    )
     controller.start()
     try:
-        plain = EmailChannel("127.0.0.1", port).send(Message("k0", "email", "a@example.com", subject="s", text="t"))
+        plain = EmailChannel("127.0.0.1", port).send(
+            Message("k0", "email", "a@example.com", subject="s", text="t")
+        )
         assert plain.status == "failed" and "530" in (plain.error or "")  # server demands STARTTLS
         trusting = ssl.create_default_context(cadata=pem.decode())
         tls = EmailChannel("127.0.0.1", port, starttls=True, ssl_context=trusting)
-        result = tls.send(Message("k1", "email", "a@example.com", subject="Over TLS", text="secret"))
+        result = tls.send(
+            Message("k1", "email", "a@example.com", subject="Over TLS", text="secret")
+        )
         assert result.status == "sent", result.error
         untrusted = EmailChannel("127.0.0.1", port, starttls=True).send(
             Message("k2", "email", "a@example.com", subject="s", text="t")
         )
-        assert untrusted.status == "retry" and "CERTIFICATE_VERIFY_FAILED" in (untrusted.error or "")
+        assert untrusted.status == "retry" and "CERTIFICATE_VERIFY_FAILED" in (
+            untrusted.error or ""
+        )
     finally:
         controller.stop()
     assert [m[2]["Subject"] for m in handler.messages] == ["Over TLS"]

@@ -20,7 +20,9 @@ from microseg.activate.ledger import SendLedger
 class FlakyServer:
     """Answers ``fail_status`` to the first ``fail_first`` POSTs, then 200; records everything."""
 
-    def __init__(self, fail_first: int = 0, fail_status: int = 503, retry_after: str | None = None) -> None:
+    def __init__(
+        self, fail_first: int = 0, fail_status: int = 503, retry_after: str | None = None
+    ) -> None:
         self.fail_first = fail_first
         self.fail_status = fail_status
         self.retry_after = retry_after
@@ -77,19 +79,33 @@ def server_factory() -> Iterator[Any]:
 
 
 def _msg(key: str = "cart-24h:p1") -> Message:
-    return Message(key, "webhook", "device-token-1", profile_id="p1", title="Cart", text="Still there?",
-                   data={"segment": "cart_abandoners"})
+    return Message(
+        key,
+        "webhook",
+        "device-token-1",
+        profile_id="p1",
+        title="Cart",
+        text="Still there?",
+        data={"segment": "cart_abandoners"},
+    )
 
 
 def test_retries_with_backoff_until_success(server_factory) -> None:
     srv = server_factory(fail_first=2)
     slept: list[float] = []
-    channel = WebhookChannel(srv.url, max_retries=3, base_delay=0.2, sleep=slept.append, rng=random.Random(7))
+    channel = WebhookChannel(
+        srv.url, max_retries=3, base_delay=0.2, sleep=slept.append, rng=random.Random(7)
+    )
     result = channel.send(_msg())
     assert result.status == "sent" and result.attempts == 3 and result.provider_id == "req-3"
     assert [c["key"] for c in srv.calls] == ["cart-24h:p1"] * 3  # same idempotency key every time
-    assert srv.delivered[0]["data"] == {"segment": "cart_abandoners"} and srv.delivered[0]["text"] == "Still there?"
-    assert len(slept) == 2 and 0 <= slept[0] <= 0.2 and 0 <= slept[1] <= 0.4  # full jitter, doubling cap
+    assert (
+        srv.delivered[0]["data"] == {"segment": "cart_abandoners"}
+        and srv.delivered[0]["text"] == "Still there?"
+    )
+    assert (
+        len(slept) == 2 and 0 <= slept[0] <= 0.2 and 0 <= slept[1] <= 0.4
+    )  # full jitter, doubling cap
 
 
 def test_retry_after_header_is_honoured_and_capped(server_factory) -> None:
@@ -106,7 +122,9 @@ def test_client_errors_are_permanent(server_factory) -> None:
     assert result.status == "failed" and "HTTP 400" in (result.error or "") and len(srv.calls) == 1
 
 
-def test_outage_keeps_the_send_pending_then_delivers_exactly_once(server_factory, store, clock) -> None:
+def test_outage_keeps_the_send_pending_then_delivers_exactly_once(
+    server_factory, store, clock
+) -> None:
     srv = server_factory(fail_first=3, fail_status=500)
     ledger = SendLedger(store, clock=clock, rng=random.Random(1))
     channel = WebhookChannel(srv.url, max_retries=1, base_delay=0.01, sleep=lambda s: None)
@@ -140,6 +158,10 @@ def test_gives_up_after_max_attempts(server_factory, store, clock) -> None:
 
 
 def test_unreachable_endpoint_is_retryable() -> None:
-    channel = WebhookChannel("http://127.0.0.1:9/never", max_retries=1, sleep=lambda s: None, timeout=2)
+    channel = WebhookChannel(
+        "http://127.0.0.1:9/never", max_retries=1, sleep=lambda s: None, timeout=2
+    )
     result = channel.send(_msg())
-    assert result.status == "retry" and "ConnectError" in (result.error or "") and result.attempts == 2
+    assert (
+        result.status == "retry" and "ConnectError" in (result.error or "") and result.attempts == 2
+    )

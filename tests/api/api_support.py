@@ -20,10 +20,16 @@ def iso(minutes_ago: float = 10.0) -> str:
     return (datetime.now(UTC) - timedelta(minutes=minutes_ago)).isoformat()
 
 
-def event(i: int | str, *, user: str | None = None, event_type: str = "page_view", **props: Any) -> dict[str, Any]:
+def event(
+    i: int | str, *, user: str | None = None, event_type: str = "page_view", **props: Any
+) -> dict[str, Any]:
     """A valid page_view event (by default) with a unique id."""
-    ev: dict[str, Any] = {"event_id": f"e{i}", "event_type": event_type, "timestamp": iso(),
-                          "user_id": user or f"u{i}"}
+    ev: dict[str, Any] = {
+        "event_id": f"e{i}",
+        "event_type": event_type,
+        "timestamp": iso(),
+        "user_id": user or f"u{i}",
+    }
     ev.update(props)
     return ev
 
@@ -46,8 +52,10 @@ def project(tmp_path: Path) -> Path:
 
 
 def make_keys(ws: Workspace, rate: float | None = None) -> dict[str, str]:
-    return {role: create_key(ws.store, ws.keys, role, name=f"test {role}", rate_per_second=rate)[1]
-            for role in ROLES}
+    return {
+        role: create_key(ws.store, ws.keys, role, name=f"test {role}", rate_per_second=rate)[1]
+        for role in ROLES
+    }
 
 
 @pytest.fixture

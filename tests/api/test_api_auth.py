@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from api_support import Api, event
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
-from api_support import Api, event
 from microseg.api import ApiSettings, create_app
 from microseg.api.keys import create_key
 from microseg.errors import ConfigError
@@ -63,7 +63,10 @@ def test_role_matrix(api: Api, method: str, path: str, allowed: set[str]) -> Non
 def test_both_headers_work_and_health_is_public(api: Api) -> None:
     key = api.keys["decision-reader"]
     assert api.client.get("/v1/decide/x", headers={"X-API-Key": key}).status_code == 404
-    assert api.client.get("/v1/decide/x", headers={"Authorization": f"Bearer {key}"}).status_code == 404
+    assert (
+        api.client.get("/v1/decide/x", headers={"Authorization": f"Bearer {key}"}).status_code
+        == 404
+    )
     r = api.client.get("/v1/health")
     assert r.status_code == 200 and r.json()["status"] == "ok"
     assert api.client.get("/openapi.json").json()["info"]["title"] == "microseg"
@@ -77,16 +80,26 @@ def test_keys_are_stored_hashed(api: Api) -> None:
 
 
 def test_admin_creates_and_revokes_keys(api: Api) -> None:
-    r = api.client.post("/v1/admin/apikeys", json={"role": "collector", "name": "edge"},
-                        headers=api.headers("admin"))
+    r = api.client.post(
+        "/v1/admin/apikeys",
+        json={"role": "collector", "name": "edge"},
+        headers=api.headers("admin"),
+    )
     assert r.status_code == 201
     new = r.json()
-    ok = api.client.post("/v1/events/batch", json={"events": [event(1)]},
-                         headers={"X-API-Key": new["key"]})
+    ok = api.client.post(
+        "/v1/events/batch", json={"events": [event(1)]}, headers={"X-API-Key": new["key"]}
+    )
     assert ok.status_code == 200 and ok.json()["accepted"] == 1
-    assert api.client.delete(f"/v1/admin/apikeys/{new['key_id']}",
-                             headers=api.headers("admin")).status_code == 204
-    gone = api.client.post("/v1/events/batch", json={"events": []}, headers={"X-API-Key": new["key"]})
+    assert (
+        api.client.delete(
+            f"/v1/admin/apikeys/{new['key_id']}", headers=api.headers("admin")
+        ).status_code
+        == 204
+    )
+    gone = api.client.post(
+        "/v1/events/batch", json={"events": []}, headers={"X-API-Key": new["key"]}
+    )
     assert gone.status_code == 401
     again = api.client.delete(f"/v1/admin/apikeys/{new['key_id']}", headers=api.headers("admin"))
     assert again.status_code == 404 and again.headers["content-type"] == "application/problem+json"
@@ -99,7 +112,9 @@ def test_rate_limit_returns_429_problem(project: Path) -> None:
     _, key = create_key(ws.store, ws.keys, "decision-reader", rate_per_second=1)
     app = create_app(ws, ApiSettings(rate_limit_per_second=1, rate_limit_burst=3))
     with TestClient(app) as client:
-        codes = [client.get("/v1/decide/x", headers={"X-API-Key": key}).status_code for _ in range(6)]
+        codes = [
+            client.get("/v1/decide/x", headers={"X-API-Key": key}).status_code for _ in range(6)
+        ]
         assert codes[:3] == [404, 404, 404]
         assert codes[3:] == [429, 429, 429]
         r = client.get("/v1/decide/x", headers={"X-API-Key": key})
@@ -124,11 +139,16 @@ def test_no_keys_refused_outside_dev_but_dev_mode_accepts_dev_key(project: Path)
             assert client.get("/v1/admin/stats", headers={"X-API-Key": "nope"}).status_code == 401
 
 
-def test_strong_bootstrap_key_from_environment(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_strong_bootstrap_key_from_environment(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     strong = "k" * 8 + "Zq81-x0PmVa9sLrT2"
     monkeypatch.setenv("MICROSEG_API_ADMIN_KEY", strong)
     with Workspace.open(project) as ws, TestClient(create_app(ws, ApiSettings())) as client:
-        assert client.get("/v1/admin/stats", headers={"Authorization": f"Bearer {strong}"}).status_code == 200
+        assert (
+            client.get("/v1/admin/stats", headers={"Authorization": f"Bearer {strong}"}).status_code
+            == 200
+        )
 
 
 def test_unknown_route_and_method_are_problems(api: Api) -> None:

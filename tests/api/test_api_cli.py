@@ -30,8 +30,21 @@ def cli() -> typer.Typer:
 
 def test_apikey_create_list_revoke(cli: typer.Typer, project: Path) -> None:
     runner = CliRunner()
-    made = runner.invoke(cli, ["-p", str(project), "apikey", "create", "--role", "collector",
-                               "--name", "edge", "--rate", "50"])
+    made = runner.invoke(
+        cli,
+        [
+            "-p",
+            str(project),
+            "apikey",
+            "create",
+            "--role",
+            "collector",
+            "--name",
+            "edge",
+            "--rate",
+            "50",
+        ],
+    )
     assert made.exit_code == 0, made.output
     key = made.output.strip().splitlines()[-1]
     match = KEY_RE.match(key)

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import orjson
 import pytest
+from api_support import Api, event, iso, make_keys
 from fastapi.testclient import TestClient
 
-from api_support import Api, event, iso, make_keys
 from microseg.api import ApiSettings, create_app
 from microseg.api.spool import repair
 from microseg.workspace import Workspace
@@ -30,14 +30,26 @@ def test_batch_counts_and_reasons_are_exact(api: Api) -> None:
         event(1),  # duplicate within the batch
         {**event(6), "user_id": "undefined"},  # blocked placeholder -> no identity
     ]
-    r = api.client.post("/v1/events/batch", json={"events": batch}, headers=api.headers("collector"))
+    r = api.client.post(
+        "/v1/events/batch", json={"events": batch}, headers=api.headers("collector")
+    )
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["status"] == "committed"
-    assert (body["received"], body["accepted"], body["duplicates"], body["quarantined"]) == (8, 2, 1, 5)
+    assert (body["received"], body["accepted"], body["duplicates"], body["quarantined"]) == (
+        8,
+        2,
+        1,
+        5,
+    )
     reasons = {e["index"]: e["reason"] for e in body["errors"]}
-    assert reasons == {2: "unknown_event_type", 3: "invalid_timestamp", 4: "invalid_type",
-                       5: "malformed_json", 7: "missing_identity"}
+    assert reasons == {
+        2: "unknown_event_type",
+        3: "invalid_timestamp",
+        4: "invalid_type",
+        5: "malformed_json",
+        7: "missing_identity",
+    }
     assert _events(api.workspace) == 2
     q = api.client.get("/v1/quarantine", headers=api.headers("analyst")).json()["items"]
     assert sorted(i["reason"] for i in q) == sorted(reasons.values())
@@ -59,14 +71,17 @@ def test_resending_is_idempotent(api: Api) -> None:
     bad = {**event(99), "event_type": "teleport"}
     for _ in range(2):
         assert api.client.post("/v1/events", json=bad, headers=h).json()["quarantined"] == 1
-    items = api.client.get("/v1/quarantine?reason=unknown_event_type",
-                           headers=api.headers("analyst")).json()["items"]
+    items = api.client.get(
+        "/v1/quarantine?reason=unknown_event_type", headers=api.headers("analyst")
+    ).json()["items"]
     assert len(items) == 2  # one per request segment, each with its own source
 
 
 def test_async_mode_acknowledges_spool_then_commits(api: Api) -> None:
     h = api.headers("collector")
-    r = api.client.post("/v1/events/batch?wait=false", json={"events": [event(i) for i in range(20)]}, headers=h)
+    r = api.client.post(
+        "/v1/events/batch?wait=false", json={"events": [event(i) for i in range(20)]}, headers=h
+    )
     assert r.status_code == 202
     assert r.json()["status"] == "spooled" and r.json()["accepted"] is None
     deadline = time.monotonic() + 30
@@ -78,7 +93,9 @@ def test_async_mode_acknowledges_spool_then_commits(api: Api) -> None:
     while committed() < 20 and time.monotonic() < deadline:
         time.sleep(0.05)
     assert _events(api.workspace) == 20
-    assert api.client.get("/v1/decide/u3", headers=api.headers("decision-reader")).status_code == 200
+    assert (
+        api.client.get("/v1/decide/u3", headers=api.headers("decision-reader")).status_code == 200
+    )
 
 
 @pytest.mark.parametrize(
@@ -91,8 +108,13 @@ def test_async_mode_acknowledges_spool_then_commits(api: Api) -> None:
         ("/v1/events", b"[1, 2]", {}, 422, "not-an-object"),
         ("/v1/events", b"\xff\xfe garbage", {}, 400, "malformed-json"),
         ("/v1/events", b"{}", {"Content-Type": "text/csv"}, 415, "unsupported-media-type"),
-        ("/v1/events/batch", orjson.dumps({"events": [{"event_id": str(i)} for i in range(101)]}),
-         {}, 413, "batch-too-large"),
+        (
+            "/v1/events/batch",
+            orjson.dumps({"events": [{"event_id": str(i)} for i in range(101)]}),
+            {},
+            413,
+            "batch-too-large",
+        ),
         ("/v1/events", b'{"x": "' + b"a" * 70_000 + b'"}', {}, 413, "too-large"),
         ("/v1/events/batch?wait=maybe", b"[]", {}, 422, "validation-error"),
     ],
@@ -105,7 +127,9 @@ def test_garbage_is_refused_with_problem_json(
     assert r.status_code == status, r.text
     assert r.headers["content-type"] == "application/problem+json"
     problem = r.json()
-    assert problem["type"].endswith("/" + slug) and problem["status"] == status and problem["detail"]
+    assert (
+        problem["type"].endswith("/" + slug) and problem["status"] == status and problem["detail"]
+    )
     assert _events(api.workspace) == 0
 
 
@@ -115,11 +139,16 @@ def test_oversized_event_in_batch_is_rejected_by_index(project: Path) -> None:
     app = create_app(ws, ApiSettings(max_event_bytes=1024))
     with TestClient(app) as client:
         big = {**event(2), "url": "x" * 2000}
-        r = client.post("/v1/events/batch", json=[event(1), big, event(3)],
-                        headers={"X-API-Key": keys["collector"]})
+        r = client.post(
+            "/v1/events/batch",
+            json=[event(1), big, event(3)],
+            headers={"X-API-Key": keys["collector"]},
+        )
         body = r.json()
         assert (body["accepted"], body["rejected"], body["quarantined"]) == (2, 1, 0)
-        assert body["errors"] == [{"index": 1, "reason": "event_too_large", "detail": body["errors"][0]["detail"]}]
+        assert body["errors"] == [
+            {"index": 1, "reason": "event_too_large", "detail": body["errors"][0]["detail"]}
+        ]
     ws.close()
 
 
@@ -127,13 +156,18 @@ def test_leftover_spool_is_imported_at_startup_and_torn_tail_cut(project: Path) 
     spool = project / ".microseg" / "spool"
     spool.mkdir(parents=True)
     lines = b"".join(orjson.dumps(event(i)) + b"\n" for i in range(30))
-    (spool / "seg-00000000000000000001-1-000001.jsonl").write_bytes(lines + b'{"event_id": "torn", "ev')
+    (spool / "seg-00000000000000000001-1-000001.jsonl").write_bytes(
+        lines + b'{"event_id": "torn", "ev'
+    )
     ws = Workspace.open(project)
     keys = make_keys(ws)
     with TestClient(create_app(ws, ApiSettings())) as client:
         assert _events(ws) == 30
         assert not list(spool.glob("seg-*"))
-        assert client.get("/v1/decide/user_id:u29", headers={"X-API-Key": keys["analyst"]}).status_code == 200
+        assert (
+            client.get("/v1/decide/user_id:u29", headers={"X-API-Key": keys["analyst"]}).status_code
+            == 200
+        )
         assert ws.store.scalar("SELECT count(*) FROM quarantine") == 0  # the torn line was cut
     ws.close()
 
@@ -163,8 +197,16 @@ def test_repair_keeps_complete_lines(tmp_path: Path) -> None:
 
 
 def test_email_is_tokenised_and_resolvable(api: Api) -> None:
-    ev = {"event_id": "m1", "event_type": "page_view", "timestamp": iso(), "email": "Ann@Example.com"}
-    assert api.client.post("/v1/events", json=ev, headers=api.headers("collector")).json()["accepted"] == 1
+    ev = {
+        "event_id": "m1",
+        "event_type": "page_view",
+        "timestamp": iso(),
+        "email": "Ann@Example.com",
+    }
+    assert (
+        api.client.post("/v1/events", json=ev, headers=api.headers("collector")).json()["accepted"]
+        == 1
+    )
     stored = api.workspace.store.rows("SELECT email_token, id_key FROM events")
     assert stored[0][0].startswith("tok_") and "ann" not in str(stored).lower()
     r = api.client.get("/v1/decide/email:ann@example.com", headers=api.headers("decision-reader"))
@@ -175,11 +217,17 @@ def test_segments_rotate_at_the_size_limit(project: Path) -> None:
     ws = Workspace.open(project)
     keys = make_keys(ws)
     with TestClient(create_app(ws, ApiSettings(max_segment_events=10))) as client:
-        r = client.post("/v1/events/batch", json=[event(i) for i in range(25)],
-                        headers={"X-API-Key": keys["collector"]})
+        r = client.post(
+            "/v1/events/batch",
+            json=[event(i) for i in range(25)],
+            headers={"X-API-Key": keys["collector"]},
+        )
         assert r.json()["accepted"] == 25
-        r = client.post("/v1/events/batch?wait=false", json=[event(i) for i in range(25, 60)],
-                        headers={"X-API-Key": keys["collector"]})
+        r = client.post(
+            "/v1/events/batch?wait=false",
+            json=[event(i) for i in range(25, 60)],
+            headers={"X-API-Key": keys["collector"]},
+        )
         assert r.status_code == 202
     assert _events(ws) == 60  # shutdown drains the spool
     assert ws.store.scalar("SELECT count(*) FROM spool_commits") >= 2

@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-
 from api_support import iso
+
 from microseg.api.keys import create_key
 from microseg.store import Store
 from microseg.workspace import Workspace
@@ -39,14 +39,27 @@ def _free_port() -> int:
 def _start(project: Path, port: int) -> subprocess.Popen[bytes]:
     env = {**os.environ, "MICROSEG_API_DEV": "false"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "microseg.api", "--project", str(project), "--port", str(port),
-         "--log-level", "warning"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        [
+            sys.executable,
+            "-m",
+            "microseg.api",
+            "--project",
+            str(project),
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
     )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise AssertionError(f"server exited: {proc.stderr.read().decode() if proc.stderr else ''}")
+            raise AssertionError(
+                f"server exited: {proc.stderr.read().decode() if proc.stderr else ''}"
+            )
         try:
             if httpx.get(f"http://127.0.0.1:{port}/v1/health", timeout=1).status_code == 200:
                 return proc
@@ -65,8 +78,13 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 def _batch(b: int) -> list[dict[str, Any]]:
     ts = iso()
     return [
-        {"event_id": f"b{b}-{i}", "event_type": "page_view", "timestamp": ts,
-         "user_id": f"u{(b * PER_BATCH + i) % 3000}", "url": f"/p/{i % 50}"}
+        {
+            "event_id": f"b{b}-{i}",
+            "event_type": "page_view",
+            "timestamp": ts,
+            "user_id": f"u{(b * PER_BATCH + i) % 3000}",
+            "url": f"/p/{i % 50}",
+        }
         for i in range(PER_BATCH)
     ]
 
@@ -94,8 +112,12 @@ def test_kill_9_mid_stream_loses_no_acknowledged_event(project: Path) -> None:
             return
         wait = "true" if b % 2 else "false"
         try:
-            r = httpx.post(f"http://127.0.0.1:{port}/v1/events/batch?wait={wait}",
-                           json={"events": _batch(b)}, headers=headers, timeout=30)
+            r = httpx.post(
+                f"http://127.0.0.1:{port}/v1/events/batch?wait={wait}",
+                json={"events": _batch(b)},
+                headers=headers,
+                timeout=30,
+            )
         except httpx.TransportError:
             return  # no answer: not acknowledged, the client will retry
         assert r.status_code in (200, 202), r.text
@@ -128,8 +150,12 @@ def test_kill_9_mid_stream_loses_no_acknowledged_event(project: Path) -> None:
     retry = [*sorted(set(range(BATCHES)) - killed_with), min(killed_with)]
 
     def resend(b: int) -> dict[str, int]:
-        r = httpx.post(f"http://127.0.0.1:{port}/v1/events/batch", json={"events": _batch(b)},
-                       headers=headers, timeout=60)
+        r = httpx.post(
+            f"http://127.0.0.1:{port}/v1/events/batch",
+            json={"events": _batch(b)},
+            headers=headers,
+            timeout=60,
+        )
         assert r.status_code == 200, r.text
         return dict(r.json())
 

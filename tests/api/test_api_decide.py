@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from api_support import Api, event, make_keys
 from fastapi.testclient import TestClient
 
-from api_support import Api, event, make_keys
 from microseg.api import ApiSettings, CommittedBatch, ServingState, create_app
 from microseg.errors import NotFoundError
 from microseg.workspace import Workspace
@@ -22,11 +22,19 @@ def _seed(project: Path) -> tuple[Workspace, dict[str, str]]:
     path.write_bytes(b"".join(orjson.dumps(event(i, user=f"s{i}")) + b"\n" for i in range(3)))
     ws.import_events(path)
     pid = ws.profile_id("user_id:s1")
-    ws.store.execute("CREATE TABLE traits (profile_id VARCHAR, ltv DOUBLE, tier VARCHAR, last_seen TIMESTAMP)")
-    ws.store.execute("INSERT INTO traits VALUES (?, 123.5, 'gold', TIMESTAMP '2026-01-02 03:04:05')", [pid])
+    ws.store.execute(
+        "CREATE TABLE traits (profile_id VARCHAR, ltv DOUBLE, tier VARCHAR, last_seen TIMESTAMP)"
+    )
+    ws.store.execute(
+        "INSERT INTO traits VALUES (?, 123.5, 'gold', TIMESTAMP '2026-01-02 03:04:05')", [pid]
+    )
     if not ws.store.table_exists("memberships"):
-        ws.store.execute("CREATE TABLE memberships (segment VARCHAR, profile_id VARCHAR, entered_at TIMESTAMP)")
-    ws.store.execute("INSERT INTO memberships VALUES ('vip', ?, now()), ('newsletter', ?, now())", [pid, pid])
+        ws.store.execute(
+            "CREATE TABLE memberships (segment VARCHAR, profile_id VARCHAR, entered_at TIMESTAMP)"
+        )
+    ws.store.execute(
+        "INSERT INTO memberships VALUES ('vip', ?, now()), ('newsletter', ?, now())", [pid, pid]
+    )
     return ws, keys
 
 
@@ -47,7 +55,10 @@ def test_decide_serves_traits_and_segments_loaded_at_startup(project: Path) -> N
         view = client.get("/v1/profiles/s1", headers={"X-API-Key": keys["analyst"]}).json()
         assert view["segments"] == ["newsletter", "vip"] and view["traits"]["tier"] == "gold"
         assert view["identities"][0]["id_key"] == "user_id:s1"
-        assert client.get("/v1/profiles/nobody", headers={"X-API-Key": keys["analyst"]}).status_code == 404
+        assert (
+            client.get("/v1/profiles/nobody", headers={"X-API-Key": keys["analyst"]}).status_code
+            == 404
+        )
     ws.close()
 
 
@@ -67,8 +78,9 @@ def test_subscribers_see_each_committed_batch_and_update_segments(api: Api) -> N
     def realtime(batch: CommittedBatch, state: ServingState) -> None:
         seen.append(batch)
         rows = batch.events.select(["profile_id", "event_type"]).to_pylist()
-        state.apply_changes((r["profile_id"], "active_buyer", True) for r in rows
-                            if r["event_type"] == "purchase")
+        state.apply_changes(
+            (r["profile_id"], "active_buyer", True) for r in rows if r["event_type"] == "purchase"
+        )
         for r in rows:
             state.set_traits(r["profile_id"], {"last_event": r["event_type"]})
 
@@ -78,8 +90,9 @@ def test_subscribers_see_each_committed_batch_and_update_segments(api: Api) -> N
     services.state.subscribe(broken)
     unsubscribe = services.state.subscribe(realtime)
     buy = event(1, user="b1", event_type="purchase", revenue=10)
-    r = api.client.post("/v1/events/batch", json=[buy, event(2, user="b2"), buy],
-                        headers=api.headers("collector"))
+    r = api.client.post(
+        "/v1/events/batch", json=[buy, event(2, user="b2"), buy], headers=api.headers("collector")
+    )
     assert r.json()["accepted"] == 2
     assert len(seen) == 1 and seen[0].events.num_rows == 2  # the duplicate is not re-announced
     h = api.headers("decision-reader")
@@ -118,11 +131,16 @@ def test_reload_picks_up_batch_results(api: Api) -> None:
     pid = api.workspace.profile_id("user_id:u1")
     store = api.workspace.store
     if not store.table_exists("memberships"):
-        store.execute("CREATE TABLE memberships (segment VARCHAR, profile_id VARCHAR, entered_at TIMESTAMP)")
+        store.execute(
+            "CREATE TABLE memberships (segment VARCHAR, profile_id VARCHAR, entered_at TIMESTAMP)"
+        )
     store.execute("INSERT INTO memberships VALUES ('late', ?, now())", [pid])
     h = api.headers("decision-reader")
     assert api.client.get("/v1/decide/u1", headers=h).json()["segments"] == []
-    assert api.client.post("/v1/admin/serving/reload", headers=api.headers("admin")).json()["profiles"] == 1
+    assert (
+        api.client.post("/v1/admin/serving/reload", headers=api.headers("admin")).json()["profiles"]
+        == 1
+    )
     assert api.client.get("/v1/decide/u1", headers=h).json()["segments"] == ["late"]
 
 
@@ -131,7 +149,9 @@ def test_openapi_has_domain_tags_and_security(api: Api) -> None:
     tags = {t for op in doc["paths"].values() for spec in op.values() for t in spec.get("tags", [])}
     assert {"events", "decide", "profiles", "quarantine", "health", "admin"} <= tags
     assert set(doc["components"]["securitySchemes"]) == {"bearer", "apiKey"}
-    secured = [op for path, ops in doc["paths"].items() for op in ops.values() if path != "/v1/health"]
+    secured = [
+        op for path, ops in doc["paths"].items() for op in ops.values() if path != "/v1/health"
+    ]
     assert secured and all(op["security"] == [{"bearer": []}, {"apiKey": []}] for op in secured)
     assert "security" not in doc["paths"]["/v1/health"]["get"]
     assert all(p.startswith("/v1/") for p in doc["paths"])

@@ -40,7 +40,9 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-def test_import_list_and_replay(project: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_import_list_and_replay(
+    project: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.chdir(project)
     code, out, err = run(capsys, project, "import", "events.csv")
     assert code == 0, err
@@ -49,7 +51,11 @@ def test_import_list_and_replay(project: Path, capsys: pytest.CaptureFixture[str
     assert code == 0, err
     assert "unknown_event_type" in out and "1 quarantined" in out
     settings = project / "microseg.yaml"
-    settings.write_text(settings.read_text().replace("  events:\n", "  events:\n    wishlist_add: {properties: {price: currency}}\n", 1))
+    settings.write_text(
+        settings.read_text().replace(
+            "  events:\n", "  events:\n    wishlist_add: {properties: {price: currency}}\n", 1
+        )
+    )
     code, out, err = run(capsys, project, "quarantine", "replay")
     assert code == 0, err
     assert "stored 1" in out
@@ -66,7 +72,11 @@ def test_import_list_and_replay(project: Path, capsys: pytest.CaptureFixture[str
     ],
 )
 def test_user_errors_are_one_line(
-    project: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, args: tuple[str, ...], message: str
+    project: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    args: tuple[str, ...],
+    message: str,
 ) -> None:
     monkeypatch.chdir(project)
     code, _, err = run(capsys, project, *args)
@@ -80,7 +90,11 @@ def test_console_script_outside_a_project(tmp_path: Path) -> None:
     """One real process: the exit code and the one-line message of the installed entry point."""
     r = subprocess.run(
         [sys.executable, "-c", "from microseg.cli import main; main()", "quarantine", "list"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=120, env={**os.environ, "COLUMNS": "250"},
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "COLUMNS": "250"},
     )
     assert r.returncode != 0 and "microseg init" in r.stderr and "Traceback" not in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1

@@ -32,7 +32,9 @@ RETAIL_SPEC = {
         "country": "Country",
     }
 }
-REES_SPEC = {"fields": {"timestamp": "event_time", "session_id": "user_session", "category": "category_code"}}
+REES_SPEC = {
+    "fields": {"timestamp": "event_time", "session_id": "user_session", "category": "category_code"}
+}
 
 
 def template_settings() -> ProjectSettings:
@@ -49,7 +51,9 @@ def need(path: Path) -> None:
 def test_online_retail_totals() -> None:
     need(RETAIL)
     with Workspace.ephemeral(template_settings()) as ws:
-        r = ws.import_events(RETAIL, spec=SourceSpec.model_validate(RETAIL_SPEC), source="online_retail")
+        r = ws.import_events(
+            RETAIL, spec=SourceSpec.model_validate(RETAIL_SPEC), source="online_retail"
+        )
         assert r.rows_read == 541_909
         assert r.rows_read == r.inserted + r.duplicates + r.quarantined
         assert r.quarantined == 2 and r.reasons == {"below_minimum": 2}
@@ -90,4 +94,6 @@ def test_rees46_slice() -> None:
         assert st.scalar("SELECT min(ts) FROM events") == datetime(2019, 10, 1, 0, 0)
         assert ws.counts()["profiles"] == 4_504
         # ' UTC' suffix read as an offset; prices typed
-        assert st.scalar("SELECT round(sum(price), 2) FROM events WHERE event_type = 'purchase'") > 0
+        assert (
+            st.scalar("SELECT round(sum(price), 2) FROM events WHERE event_type = 'purchase'") > 0
+        )

@@ -30,7 +30,9 @@ def default_settings(**overrides: Any) -> ProjectSettings:
     return ProjectSettings.model_validate(raw)
 
 
-def run(ws: Workspace, path: Path, spec: SourceSpec | None = None, source: str = "test") -> ImportResult:
+def run(
+    ws: Workspace, path: Path, spec: SourceSpec | None = None, source: str = "test"
+) -> ImportResult:
     from microseg.ingest.pipeline import import_events
 
     return import_events(ws.store, ws.settings, ws.keys, path, spec, source_name=source, now=NOW)
@@ -58,12 +60,18 @@ def write(tmp_path: Path, name: str, text: str | bytes) -> Path:
 
 
 def test_clean_csv_is_stored_with_types(ws: Workspace, tmp_path: Path) -> None:
-    path = write(tmp_path, "ok.csv", HEADER + "e1,product_view,2024-05-01 10:00:00,u1,p1,9.5\n"
-                 "e2,purchase,2024-05-01T11:00:00Z,u1,p1,19.99\n")
+    path = write(
+        tmp_path,
+        "ok.csv",
+        HEADER + "e1,product_view,2024-05-01 10:00:00,u1,p1,9.5\n"
+        "e2,purchase,2024-05-01T11:00:00Z,u1,p1,19.99\n",
+    )
     r = run(ws, path)
     accounted(r)
     assert (r.rows_read, r.inserted, r.quarantined) == (2, 2, 0)
-    rows = ws.store.rows("SELECT event_id, event_type, ts, price, id_key FROM events ORDER BY event_id")
+    rows = ws.store.rows(
+        "SELECT event_id, event_type, ts, price, id_key FROM events ORDER BY event_id"
+    )
     assert rows[0] == ("e1", "product_view", datetime(2024, 5, 1, 10), 9.5, "user_id:u1")
     assert rows[1][3] == pytest.approx(19.99)
 
@@ -130,7 +138,12 @@ def test_malformed_csv_lines_quarantined(ws: Workspace, tmp_path: Path) -> None:
 
 
 def test_duplicate_ids_within_batch_and_across_imports(ws: Workspace, tmp_path: Path) -> None:
-    text = HEADER + "a,page_view,2024-05-01 10:00:00,u1,,\n" + "a,page_view,2024-05-01 10:09:00,u1,,\n" + "b,page_view,2024-05-01 10:01:00,u1,,\n"
+    text = (
+        HEADER
+        + "a,page_view,2024-05-01 10:00:00,u1,,\n"
+        + "a,page_view,2024-05-01 10:09:00,u1,,\n"
+        + "b,page_view,2024-05-01 10:01:00,u1,,\n"
+    )
     path = write(tmp_path, "dups.csv", text)
     r1 = run(ws, path)
     accounted(r1)
@@ -141,7 +154,9 @@ def test_duplicate_ids_within_batch_and_across_imports(ws: Workspace, tmp_path: 
     accounted(r2)
     assert (r2.inserted, r2.duplicates, r2.quarantined) == (0, 3, 0)
     assert ws.store.scalar("SELECT count(*) FROM events") == 2
-    batches = ws.store.rows("SELECT rows_read, inserted, duplicates FROM import_batches ORDER BY started_at, inserted DESC")
+    batches = ws.store.rows(
+        "SELECT rows_read, inserted, duplicates FROM import_batches ORDER BY started_at, inserted DESC"
+    )
     assert sorted(batches) == [(3, 0, 3), (3, 2, 1)]
 
 
@@ -168,7 +183,11 @@ def test_unknown_extension_asks_for_format(ws: Workspace, tmp_path: Path) -> Non
 
 
 def test_latin1_bytes_in_utf8_file_then_fixed_by_encoding(ws: Workspace, tmp_path: Path) -> None:
-    text = HEADER + "e1,product_view,2024-05-01 10:00:00,u1,Caf\xe9,3\n" + "e2,product_view,2024-05-01 10:00:00,u2,plain,4\n"
+    text = (
+        HEADER
+        + "e1,product_view,2024-05-01 10:00:00,u1,Caf\xe9,3\n"
+        + "e2,product_view,2024-05-01 10:00:00,u2,plain,4\n"
+    )
     path = write(tmp_path, "latin.csv", text.encode("latin-1"))
     r = run(ws, path)
     accounted(r)
@@ -183,8 +202,19 @@ def test_latin1_bytes_in_utf8_file_then_fixed_by_encoding(ws: Workspace, tmp_pat
 
 
 def test_missing_mapped_column_did_you_mean(ws: Workspace, tmp_path: Path) -> None:
-    path = write(tmp_path, "m.csv", "id,type,event_time,user\ne1,page_view,2024-05-01 10:00:00,u1\n")
-    spec = SourceSpec.model_validate({"fields": {"event_id": "id", "event_type": "type", "timestamp": "event_tme", "user_id": "user"}})
+    path = write(
+        tmp_path, "m.csv", "id,type,event_time,user\ne1,page_view,2024-05-01 10:00:00,u1\n"
+    )
+    spec = SourceSpec.model_validate(
+        {
+            "fields": {
+                "event_id": "id",
+                "event_type": "type",
+                "timestamp": "event_tme",
+                "user_id": "user",
+            }
+        }
+    )
     with pytest.raises(ImportFileError, match="did you mean 'event_time'"):
         run(ws, path, spec)
     bad_field = SourceSpec.model_validate({"fields": {"prise": "id"}})
@@ -194,10 +224,26 @@ def test_missing_mapped_column_did_you_mean(ws: Workspace, tmp_path: Path) -> No
 
 def test_jsonl_with_malformed_lines_and_nested_paths(ws: Workspace, tmp_path: Path) -> None:
     lines = [
-        json.dumps({"event_id": "j1", "event_type": "add_to_cart", "timestamp": "2024-05-01T10:00:00+02:00", "user": {"id": "u1"}, "price": 3}),
+        json.dumps(
+            {
+                "event_id": "j1",
+                "event_type": "add_to_cart",
+                "timestamp": "2024-05-01T10:00:00+02:00",
+                "user": {"id": "u1"},
+                "price": 3,
+            }
+        ),
         "{not json",
         "[1, 2]",
-        json.dumps({"event_id": "j2", "event_type": "cart", "timestamp": "2024-05-01T10:00:00Z", "user": {"id": "u2"}, "price": "2.5"}),
+        json.dumps(
+            {
+                "event_id": "j2",
+                "event_type": "cart",
+                "timestamp": "2024-05-01T10:00:00Z",
+                "user": {"id": "u2"},
+                "price": "2.5",
+            }
+        ),
     ]
     path = write(tmp_path, "e.jsonl", "\n".join(lines) + "\n")
     spec = SourceSpec.model_validate({"fields": {"user_id": "user.id"}})
@@ -215,7 +261,9 @@ def test_parquet_typed_columns(ws: Workspace, tmp_path: Path) -> None:
         {
             "event_id": ["p1", "p2", "p3"],
             "event_type": ["purchase", "purchase", "page_view"],
-            "timestamp": pa.array([datetime(2024, 5, 1, 10), datetime(2024, 5, 1, 11), None], pa.timestamp("us")),
+            "timestamp": pa.array(
+                [datetime(2024, 5, 1, 10), datetime(2024, 5, 1, 11), None], pa.timestamp("us")
+            ),
             "user_id": pa.array([17850, 0, 12], pa.int64()),
             "price": pa.array([2.5, 1.0, None], pa.float64()),
             "quantity": pa.array([3, 1, None], pa.int32()),
@@ -236,13 +284,18 @@ def test_parquet_timestamptz_and_local_zone(ws: Workspace, tmp_path: Path) -> No
         {
             "event_id": ["a", "b"],
             "event_type": ["page_view", "page_view"],
-            "aware": pa.array([datetime(2024, 5, 1, 10), datetime(2024, 5, 1, 11)], pa.timestamp("us", tz="UTC")),
+            "aware": pa.array(
+                [datetime(2024, 5, 1, 10), datetime(2024, 5, 1, 11)], pa.timestamp("us", tz="UTC")
+            ),
             "user_id": ["u1", "u2"],
         }
     )
     pq.write_table(table, tmp_path / "tz.parquet")
     run(ws, tmp_path / "tz.parquet", SourceSpec.model_validate({"fields": {"timestamp": "aware"}}))
-    assert dict(ws.store.rows("SELECT event_id, ts FROM events")) == {"a": datetime(2024, 5, 1, 10), "b": datetime(2024, 5, 1, 11)}
+    assert dict(ws.store.rows("SELECT event_id, ts FROM events")) == {
+        "a": datetime(2024, 5, 1, 10),
+        "b": datetime(2024, 5, 1, 11),
+    }
 
 
 @pytest.mark.parametrize(
@@ -253,16 +306,30 @@ def test_parquet_timestamptz_and_local_zone(ws: Workspace, tmp_path: Path) -> No
         ("2024-05-01 10:00:00-0500", {"column": "t"}, datetime(2024, 5, 1, 15)),
         ("2024-05-01 10:00:00 UTC", {"column": "t"}, datetime(2024, 5, 1, 10)),
         ("2024-05-01 10:00:00", {"column": "t"}, datetime(2024, 5, 1, 10)),
-        ("2024-05-01 10:00:00", {"column": "t", "timezone": "Europe/Paris"}, datetime(2024, 5, 1, 8)),
-        ("2024-01-15 10:00:00", {"column": "t", "timezone": "America/New_York"}, datetime(2024, 1, 15, 15)),
-        ("2024-05-01T10:00:00Z", {"column": "t", "timezone": "Europe/Paris"}, datetime(2024, 5, 1, 10)),
+        (
+            "2024-05-01 10:00:00",
+            {"column": "t", "timezone": "Europe/Paris"},
+            datetime(2024, 5, 1, 8),
+        ),
+        (
+            "2024-01-15 10:00:00",
+            {"column": "t", "timezone": "America/New_York"},
+            datetime(2024, 1, 15, 15),
+        ),
+        (
+            "2024-05-01T10:00:00Z",
+            {"column": "t", "timezone": "Europe/Paris"},
+            datetime(2024, 5, 1, 10),
+        ),
         ("01/05/2024 10:00", {"column": "t", "format": "%d/%m/%Y %H:%M"}, datetime(2024, 5, 1, 10)),
         ("1714557600", {"column": "t", "unit": "s"}, datetime(2024, 5, 1, 10)),
         ("1714557600000", {"column": "t", "unit": "ms"}, datetime(2024, 5, 1, 10)),
         ("1714557600000000", {"column": "t", "unit": "us"}, datetime(2024, 5, 1, 10)),
     ],
 )
-def test_timestamps_to_utc(ws: Workspace, tmp_path: Path, value: str, fmap: dict[str, Any], expected: datetime) -> None:
+def test_timestamps_to_utc(
+    ws: Workspace, tmp_path: Path, value: str, fmap: dict[str, Any], expected: datetime
+) -> None:
     path = write(tmp_path, "ts.csv", f"event_id,event_type,t,user_id\ne1,page_view,{value},u1\n")
     r = run(ws, path, SourceSpec.model_validate({"fields": {"timestamp": fmap}}))
     assert r.inserted == 1, r.reasons
@@ -272,7 +339,14 @@ def test_timestamps_to_utc(ws: Workspace, tmp_path: Path, value: str, fmap: dict
 def test_default_timezone_setting(tmp_path: Path) -> None:
     settings = default_settings(ingest={"default_timezone": "Asia/Tokyo"})
     with Workspace.ephemeral(settings) as w:
-        run(w, write(tmp_path, "t.csv", "event_id,event_type,timestamp,user_id\ne,page_view,2024-05-01 09:00:00,u\n"))
+        run(
+            w,
+            write(
+                tmp_path,
+                "t.csv",
+                "event_id,event_type,timestamp,user_id\ne,page_view,2024-05-01 09:00:00,u\n",
+            ),
+        )
         assert w.store.scalar("SELECT ts FROM events") == datetime(2024, 5, 1, 0)
 
 
@@ -288,7 +362,13 @@ def test_master_taxonomy_synonyms(ws: Workspace, tmp_path: Path) -> None:
     r = run(ws, write(tmp_path, "syn.csv", text))
     assert r.inserted == 5, r.reasons
     got = dict(ws.store.rows("SELECT event_id, coalesce(region, event_type) FROM events"))
-    assert got == {"s1": "New York", "s2": "New York", "s3": "Boston", "s4": "product_view", "s5": "purchase"}
+    assert got == {
+        "s1": "New York",
+        "s2": "New York",
+        "s3": "Boston",
+        "s4": "product_view",
+        "s5": "purchase",
+    }
 
 
 def test_blocked_identity_values(ws: Workspace, tmp_path: Path) -> None:
@@ -302,7 +382,10 @@ def test_blocked_identity_values(ws: Workspace, tmp_path: Path) -> None:
     r = run(ws, write(tmp_path, "ids.csv", text))
     accounted(r)
     assert r.reasons == {"missing_identity": 2}
-    assert dict(ws.store.rows("SELECT event_id, id_key FROM events")) == {"b3": "device_id:dev-9", "b4": "user_id:u7"}
+    assert dict(ws.store.rows("SELECT event_id, id_key FROM events")) == {
+        "b3": "device_id:dev-9",
+        "b4": "user_id:u7",
+    }
     assert ws.store.scalar("SELECT user_id FROM events WHERE event_id = 'b3'") is None
 
 
@@ -325,11 +408,20 @@ def test_replay_after_taxonomy_fix_is_idempotent(tmp_path: Path) -> None:
     from microseg.ingest.quarantine import replay
 
     with Workspace.ephemeral(default_settings()) as w:
-        text = HEADER + "r1,wishlist_add,2024-05-01 10:00:00,u1,p1,5\n" + "r2,page_view,2024-05-01 10:00:00,u1,,\n" + "r3,wishlist_add,2024-05-01 10:01:00,u2,p2,\n"
+        text = (
+            HEADER
+            + "r1,wishlist_add,2024-05-01 10:00:00,u1,p1,5\n"
+            + "r2,page_view,2024-05-01 10:00:00,u1,,\n"
+            + "r3,wishlist_add,2024-05-01 10:01:00,u2,p2,\n"
+        )
         r = run(w, write(tmp_path, "wish.csv", text))
         assert r.reasons == {"unknown_event_type": 2}
-        raw = yaml.safe_load(files("microseg.config.templates").joinpath("microseg.yaml").read_text())
-        raw["taxonomy"]["events"]["wishlist_add"] = {"properties": {"product_id": "string", "price": "currency"}}
+        raw = yaml.safe_load(
+            files("microseg.config.templates").joinpath("microseg.yaml").read_text()
+        )
+        raw["taxonomy"]["events"]["wishlist_add"] = {
+            "properties": {"product_id": "string", "price": "currency"}
+        }
         fixed = ProjectSettings.model_validate(raw)
         results = replay(w.store, fixed, w.keys, now=NOW)
         assert sum(x.inserted for x in results) == 2
@@ -344,7 +436,9 @@ def test_replay_after_taxonomy_fix_is_idempotent(tmp_path: Path) -> None:
         # re-importing the original file now only finds duplicates
         from microseg.ingest.pipeline import import_events
 
-        r2 = import_events(w.store, fixed, w.keys, tmp_path / "wish.csv", source_name="test", now=NOW)
+        r2 = import_events(
+            w.store, fixed, w.keys, tmp_path / "wish.csv", source_name="test", now=NOW
+        )
         assert (r2.inserted, r2.duplicates, r2.quarantined) == (0, 3, 0)
 
 
@@ -360,7 +454,11 @@ def test_replay_still_invalid_stays_quarantined(ws: Workspace, tmp_path: Path) -
 
 
 def test_event_id_from_row_number_makes_reimport_idempotent(ws: Workspace, tmp_path: Path) -> None:
-    path = write(tmp_path, "noid.csv", "event_type,timestamp,user_id\npage_view,2024-05-01 10:00:00,u1\npage_view,2024-05-01 10:00:01,u1\n")
+    path = write(
+        tmp_path,
+        "noid.csv",
+        "event_type,timestamp,user_id\npage_view,2024-05-01 10:00:00,u1\npage_view,2024-05-01 10:00:01,u1\n",
+    )
     assert run(ws, path, source="web").inserted == 2
     assert run(ws, path, source="web").duplicates == 2
     assert sorted(x[0] for x in ws.store.rows("SELECT event_id FROM events")) == ["web:1", "web:2"]

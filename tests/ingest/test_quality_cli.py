@@ -31,12 +31,18 @@ def project(tmp_path: Path) -> Path:
 
     with Workspace.init(tmp_path) as ws:
         csv = tmp_path / "e.csv"
-        csv.write_text("event_id,event_type,timestamp,user_id\n" + "".join(f"e{i},page_view,2024-05-0{1 + i % 5} 10:00:00,u{i % 4}\n" for i in range(20)) + "x,bogus,2024-05-01 10:00:00,u1\n")
+        csv.write_text(
+            "event_id,event_type,timestamp,user_id\n"
+            + "".join(f"e{i},page_view,2024-05-0{1 + i % 5} 10:00:00,u{i % 4}\n" for i in range(20))
+            + "x,bogus,2024-05-01 10:00:00,u1\n"
+        )
         ws.import_events(csv)
     return tmp_path
 
 
-def test_report_table_and_json(app: typer.Typer, project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_report_table_and_json(
+    app: typer.Typer, project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setitem(cli_mod.STATE, "project", project)
     cli_mod.console.width = 250
     runner = CliRunner()
@@ -62,7 +68,9 @@ def test_outliers_command(app: typer.Typer, project: Path, monkeypatch: pytest.M
 
 def test_synth_command(app: typer.Typer, tmp_path: Path) -> None:
     out = tmp_path / "s.parquet"
-    r = CliRunner().invoke(app, ["synth", "--events", "5000", "--profiles", "200", "--out", str(out), "--seed", "2"])
+    r = CliRunner().invoke(
+        app, ["synth", "--events", "5000", "--profiles", "200", "--out", str(out), "--seed", "2"]
+    )
     assert r.exit_code == 0, r.output
     assert out.exists() and (tmp_path / "s.truth.parquet").exists()
     assert "wrote 5,000 events of 200 profiles" in r.output

@@ -34,7 +34,13 @@ def template(extra_purchase_props: dict[str, Any] | None = None) -> ProjectSetti
     return ProjectSettings.model_validate(raw)
 
 
-def load(ws: Workspace, path: Path, lines: list[str], now: datetime, header: str = "event_id,event_type,timestamp,user_id,product_id,price") -> None:
+def load(
+    ws: Workspace,
+    path: Path,
+    lines: list[str],
+    now: datetime,
+    header: str = "event_id,event_type,timestamp,user_id,product_id,price",
+) -> None:
     path.write_text(header + "\n" + "\n".join(lines) + "\n")
     import_events(ws.store, ws.settings, ws.keys, path, source_name=path.name, now=now)
 
@@ -45,7 +51,10 @@ def small(tmp_path: Path) -> Workspace:
     1 exact-content duplicate, 3 events received 5 h late."""
     ws = Workspace.ephemeral(template())
     t0 = datetime(2024, 5, 1, 10)
-    lines = [f"v{i},product_view,{t0 + timedelta(minutes=i)},u{i % 3},{'p' + str(i) if i >= 2 else ''},5" for i in range(10)]
+    lines = [
+        f"v{i},product_view,{t0 + timedelta(minutes=i)},u{i % 3},{'p' + str(i) if i >= 2 else ''},5"
+        for i in range(10)
+    ]
     lines.append("v9,product_view,2024-05-01 10:20:00,u1,p9,5")  # same id as v9: skipped at import
     lines.append("copy,product_view,2024-05-01 10:05:00,u2,p5,5")  # same content as v5
     lines.append("bad,product_view,2024-05-01 10:00:00,u1,p1,cheap")  # quarantined: invalid_type
@@ -81,7 +90,16 @@ def test_sections_on_a_small_store(small: Workspace) -> None:
 
 
 def test_thresholds_and_period(small: Workspace) -> None:
-    lenient = Thresholds(completeness_warn=0.5, completeness_fail=0.1, quarantine_warn=0.2, quarantine_fail=0.5, late_warn=0.5, late_fail=0.9, duplicate_warn=0.5, duplicate_fail=0.9)
+    lenient = Thresholds(
+        completeness_warn=0.5,
+        completeness_fail=0.1,
+        quarantine_warn=0.2,
+        quarantine_fail=0.5,
+        late_warn=0.5,
+        late_fail=0.9,
+        duplicate_warn=0.5,
+        duplicate_fail=0.9,
+    )
     r = quality_report(small.store, small.settings, thresholds=lenient)
     assert r.metric("completeness", "product_view.product_id").status == "pass"
     assert r.metric("validity", "quarantine_rate").status == "pass"
@@ -95,7 +113,14 @@ def test_to_frame_and_json(small: Workspace) -> None:
     r = quality_report(small.store, small.settings)
     frame = r.to_frame()
     assert list(frame.columns) == ["section", "name", "value", "status", "threshold", "detail"]
-    assert set(frame["section"]) == {"completeness", "validity", "timeliness", "duplicates", "volume", "outliers"}
+    assert set(frame["section"]) == {
+        "completeness",
+        "validity",
+        "timeliness",
+        "duplicates",
+        "volume",
+        "outliers",
+    }
     assert set(frame["status"]) <= {"pass", "warn", "fail", "info"}
     data = json.loads(json.dumps(r.to_dict()))
     assert data["status"] == r.status and data["events"] == 14
@@ -109,7 +134,10 @@ def test_volume_anomalies_spike_drop_and_zero_sessions() -> None:
     counts[35] = 5  # drop
     daily = pd.DataFrame({"day": days, "series": "page_view", "n": counts})
     found = volume_anomalies(daily, sigma=3.0, window=28, min_history=7)
-    assert list(zip(found["day"].dt.day, found["kind"], strict=True)) == [(31, "spike"), (5, "drop")]
+    assert list(zip(found["day"].dt.day, found["kind"], strict=True)) == [
+        (31, "spike"),
+        (5, "drop"),
+    ]
     # too little history: no verdict
     assert volume_anomalies(daily.head(5)).empty
 
@@ -121,7 +149,9 @@ def test_volume_section_flags_a_gap_day(tmp_path: Path) -> None:
             if d == 15:
                 continue  # a day without any event or session
             for k in range(20):
-                lines.append(f"e{d}_{k},page_view,{datetime(2024, 3, 1) + timedelta(days=d, minutes=k * 40)},u{k},,")
+                lines.append(
+                    f"e{d}_{k},page_view,{datetime(2024, 3, 1) + timedelta(days=d, minutes=k * 40)},u{k},,"
+                )
         load(ws, tmp_path / "v.csv", lines, now=datetime(2024, 4, 1))
         r = quality_report(ws.store, ws.settings)
         m = r.metric("volume", "days_without_sessions")
@@ -132,8 +162,15 @@ def test_volume_section_flags_a_gap_day(tmp_path: Path) -> None:
 
 def test_outliers_flagged_and_saved(tmp_path: Path) -> None:
     with Workspace.ephemeral(template()) as ws:
-        lines = [f"n{u}_{k},page_view,2024-05-01 10:{k:02d}:00,u{u},," for u in range(40) for k in range(3)]
-        lines += [f"bot_{k},page_view,{datetime(2024, 5, 1) + timedelta(minutes=45 * k)},bot,," for k in range(60)]
+        lines = [
+            f"n{u}_{k},page_view,2024-05-01 10:{k:02d}:00,u{u},,"
+            for u in range(40)
+            for k in range(3)
+        ]
+        lines += [
+            f"bot_{k},page_view,{datetime(2024, 5, 1) + timedelta(minutes=45 * k)},bot,,"
+            for k in range(60)
+        ]
         load(ws, tmp_path / "o.csv", lines, now=datetime(2024, 6, 1))
         bot = ws.profile_id("user_id:bot")
         assert outlier_profiles(ws.store) == [bot]
@@ -141,9 +178,14 @@ def test_outliers_flagged_and_saved(tmp_path: Path) -> None:
         outlier_profiles(ws.store, save=True)
         saved = ws.store.rows("SELECT DISTINCT profile_id FROM quality_outliers")
         assert saved == [(bot,)]
-        assert {r[0] for r in ws.store.rows("SELECT metric FROM quality_outliers")} >= {"events", "sessions"}
+        assert {r[0] for r in ws.store.rows("SELECT metric FROM quality_outliers")} >= {
+            "events",
+            "sessions",
+        }
         # excluding them is an anti-join
-        kept = ws.store.scalar("SELECT count(*) FROM profiles WHERE profile_id NOT IN (SELECT profile_id FROM quality_outliers)")
+        kept = ws.store.scalar(
+            "SELECT count(*) FROM profiles WHERE profile_id NOT IN (SELECT profile_id FROM quality_outliers)"
+        )
         assert kept == 40
         r = quality_report(ws.store, ws.settings)
         m = r.metric("outliers", "outlier_profiles")
@@ -152,7 +194,14 @@ def test_outliers_flagged_and_saved(tmp_path: Path) -> None:
 
 
 def test_flag_outliers_ignores_constant_metrics() -> None:
-    act = pd.DataFrame({"profile_id": list("abcd"), "events": [5, 5, 5, 5], "sessions": [1, 1, 1, 1], "active_days": [1, 1, 1, 1]})
+    act = pd.DataFrame(
+        {
+            "profile_id": list("abcd"),
+            "events": [5, 5, 5, 5],
+            "sessions": [1, 1, 1, 1],
+            "active_days": [1, 1, 1, 1],
+        }
+    )
     assert flag_outliers(act).empty
 
 
@@ -173,7 +222,11 @@ def test_online_retail_duplicates_and_validity() -> None:
                 "event_type": {"value": "purchase"},
                 "timestamp": "InvoiceDate",
                 "user_id": "CustomerID",
-                "anonymous_id": {"column": "InvoiceNo", "prefix": "invoice:", "when_missing": "CustomerID"},
+                "anonymous_id": {
+                    "column": "InvoiceNo",
+                    "prefix": "invoice:",
+                    "when_missing": "CustomerID",
+                },
                 "order_id": "InvoiceNo",
                 "product_id": "StockCode",
                 "description": "Description",

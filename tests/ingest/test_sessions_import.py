@@ -17,15 +17,22 @@ NOW = datetime(2024, 6, 1)
 
 
 def settings(timeout: float) -> ProjectSettings:
-    raw: dict[str, Any] = yaml.safe_load(files("microseg.config.templates").joinpath("microseg.yaml").read_text())
+    raw: dict[str, Any] = yaml.safe_load(
+        files("microseg.config.templates").joinpath("microseg.yaml").read_text()
+    )
     raw["sessions"] = {"timeout_minutes": timeout}
     return ProjectSettings.model_validate(raw)
 
 
-def load(ws: Workspace, tmp_path: Path, name: str, rows: list[tuple[str, str, str]]) -> ImportResult:
+def load(
+    ws: Workspace, tmp_path: Path, name: str, rows: list[tuple[str, str, str]]
+) -> ImportResult:
     """rows: (event_id, user_id, 'HH:MM') on 2024-05-01."""
     p = tmp_path / name
-    p.write_text("event_id,event_type,timestamp,user_id\n" + "".join(f"{e},page_view,2024-05-01 {t}:00,{u}\n" for e, u, t in rows))
+    p.write_text(
+        "event_id,event_type,timestamp,user_id\n"
+        + "".join(f"{e},page_view,2024-05-01 {t}:00,{u}\n" for e, u, t in rows)
+    )
     return import_events(ws.store, ws.settings, ws.keys, p, source_name=name, now=NOW)
 
 
@@ -43,17 +50,37 @@ def groups(ws: Workspace) -> list[list[str]]:
 
 def test_timeout_splits_sessions_per_user(tmp_path: Path) -> None:
     with Workspace.ephemeral(settings(30)) as ws:
-        load(ws, tmp_path, "a.csv", [("a1", "u1", "10:00"), ("a2", "u1", "10:20"), ("a3", "u1", "10:51"), ("b1", "u2", "10:21")])
+        load(
+            ws,
+            tmp_path,
+            "a.csv",
+            [
+                ("a1", "u1", "10:00"),
+                ("a2", "u1", "10:20"),
+                ("a3", "u1", "10:51"),
+                ("b1", "u2", "10:21"),
+            ],
+        )
         assert groups(ws) == [["a1", "a2"], ["a3"], ["b1"]]
         assert all(s.startswith("ms-") for s in sessions(ws).values())
 
 
 def test_timeout_is_configurable(tmp_path: Path) -> None:
     with Workspace.ephemeral(settings(60)) as ws:
-        load(ws, tmp_path, "a.csv", [("a1", "u1", "10:00"), ("a2", "u1", "10:20"), ("a3", "u1", "10:51")])
+        load(
+            ws,
+            tmp_path,
+            "a.csv",
+            [("a1", "u1", "10:00"), ("a2", "u1", "10:20"), ("a3", "u1", "10:51")],
+        )
         assert groups(ws) == [["a1", "a2", "a3"]]
     with Workspace.ephemeral(settings(10)) as ws:
-        load(ws, tmp_path, "a.csv", [("a1", "u1", "10:00"), ("a2", "u1", "10:20"), ("a3", "u1", "10:25")])
+        load(
+            ws,
+            tmp_path,
+            "a.csv",
+            [("a1", "u1", "10:00"), ("a2", "u1", "10:20"), ("a3", "u1", "10:25")],
+        )
         assert groups(ws) == [["a1"], ["a2", "a3"]]
 
 
@@ -70,7 +97,9 @@ def test_second_batch_continues_open_session(tmp_path: Path) -> None:
 
 def test_long_open_session_keeps_its_id_when_continued(tmp_path: Path) -> None:
     with Workspace.ephemeral(settings(30)) as ws:
-        first = [(f"a{i}", "u1", f"{9 + i // 6:02d}:{(i % 6) * 10:02d}") for i in range(9)]  # 09:00..10:20
+        first = [
+            (f"a{i}", "u1", f"{9 + i // 6:02d}:{(i % 6) * 10:02d}") for i in range(9)
+        ]  # 09:00..10:20
         load(ws, tmp_path, "a.csv", first)
         before = sessions(ws)
         assert len(set(before.values())) == 1

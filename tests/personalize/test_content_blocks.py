@@ -69,8 +69,13 @@ ITEMS = [{"name": "Trail shoes", "price": 89.5}, {"name": "Socks", "price": 9}]
 def test_email_desktop_renders_placeholders_and_logic(block) -> None:
     out = render_block(
         block,
-        {"first_name": "Ana", "abandoned_items": ITEMS, "discount_code": "SAVE10", "location": "Lisbon",
-         "renewal_date": date(2026, 12, 1)},
+        {
+            "first_name": "Ana",
+            "abandoned_items": ITEMS,
+            "discount_code": "SAVE10",
+            "location": "Lisbon",
+            "renewal_date": date(2026, 12, 1),
+        },
         channel="email",
         device="desktop",
     )
@@ -83,7 +88,9 @@ def test_email_desktop_renders_placeholders_and_logic(block) -> None:
 
 
 def test_missing_data_uses_defaults_never_none(block) -> None:
-    out = render_block(block, {"first_name": None, "location": ""}, channel="email", device="desktop")
+    out = render_block(
+        block, {"first_name": None, "location": ""}, channel="email", device="desktop"
+    )
     assert out.ok, out.errors
     assert out.subject == "there, your cart is waiting"
     assert "Shipping to your area." in out.text
@@ -105,14 +112,19 @@ def test_device_variants_concise_on_mobile(block) -> None:
     assert len(mobile.text) < len(desktop.text)
     # a device without its own variant falls back to 'any', then to another device
     assert render_block(block, {}, channel="push", device="desktop").variant == "push"
-    assert render_block(block, {}, channel="email", device="any").variant in {"email_desktop", "email_mobile"}
+    assert render_block(block, {}, channel="email", device="any").variant in {
+        "email_desktop",
+        "email_mobile",
+    }
     with pytest.raises(NotFoundError, match="no variant for channel 'sms'"):
         render_block(block, {}, channel="sms")
 
 
 def test_push_text_is_capped(block) -> None:
     items = [{"name": f"Item number {i}"} for i in range(10)]
-    out = render_block(block, {"first_name": "Bo", "abandoned_items": items}, channel="push", device="mobile")
+    out = render_block(
+        block, {"first_name": "Bo", "abandoned_items": items}, channel="push", device="mobile"
+    )
     assert out.title == "Still thinking, Bo?"
     assert len(out.text) == 40 and out.text.endswith("…")
 
@@ -154,14 +166,32 @@ def test_runtime_error_uses_fallback_not_broken_render() -> None:
             6,
             "syntax error",
         ),
-        ("blocks:\n  b:\n    variants:\n      - id: w\n        channel: web\n        html: '{{ x|nofilter }}'\n",
-         6, "No filter named 'nofilter'"),
+        (
+            "blocks:\n  b:\n    variants:\n      - id: w\n        channel: web\n        html: '{{ x|nofilter }}'\n",
+            6,
+            "No filter named 'nofilter'",
+        ),
         ("blocks:\n  b:\n    variantz: []\n", 3, "unknown field 'variantz'"),
-        ("blocks:\n  b:\n    variants:\n      - id: e\n        channel: email\n        text: hi\n", 4, "subject"),
-        ("blocks:\n  b:\n    variants:\n      - id: e\n        channel: fax\n        text: hi\n", 5, "channel"),
-        ("blocks:\n  Bad-Name:\n    variants:\n      - {id: w, channel: web, html: x}\n", 2, "lower_snake_case"),
-        ("blocks:\n  b:\n    variants:\n      - {id: w, channel: web, html: x}\n      - {id: w, channel: push, text: y}\n",
-         5, "duplicate variant id"),
+        (
+            "blocks:\n  b:\n    variants:\n      - id: e\n        channel: email\n        text: hi\n",
+            4,
+            "subject",
+        ),
+        (
+            "blocks:\n  b:\n    variants:\n      - id: e\n        channel: fax\n        text: hi\n",
+            5,
+            "channel",
+        ),
+        (
+            "blocks:\n  Bad-Name:\n    variants:\n      - {id: w, channel: web, html: x}\n",
+            2,
+            "lower_snake_case",
+        ),
+        (
+            "blocks:\n  b:\n    variants:\n      - {id: w, channel: web, html: x}\n      - {id: w, channel: push, text: y}\n",
+            5,
+            "duplicate variant id",
+        ),
     ],
 )
 def test_bad_definitions_are_refused_with_file_line(yaml_text: str, line: int, needle: str) -> None:

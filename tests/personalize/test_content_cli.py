@@ -45,10 +45,13 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         now = datetime(2026, 1, 1)
         ws.store.execute("INSERT INTO profiles VALUES ('p1', ?, ?, NULL)", [now, now])
         ws.store.execute(
-            "INSERT INTO identities VALUES ('user_id:u1', 'user_id', 'u1', 'p1', ?, ?, 'test', NULL)", [now, now]
+            "INSERT INTO identities VALUES ('user_id:u1', 'user_id', 'u1', 'p1', ?, ?, 'test', NULL)",
+            [now, now],
         )
         blob = ws.keys.encrypt("Rui", pii_context("p1", "first_name"))
-        ws.store.execute("INSERT INTO pii_vault VALUES ('p1', 'first_name', ?, NULL, ?)", [blob, now])
+        ws.store.execute(
+            "INSERT INTO pii_vault VALUES ('p1', 'first_name', ?, NULL, ?)", [blob, now]
+        )
     return root
 
 
@@ -68,17 +71,34 @@ def test_validate_list_render_history(project: Path) -> None:
     done = runner.invoke(app, ["content", "validate"])
     assert done.exit_code == 0 and "1 content blocks, 2 variants valid" in done.output
     listed = runner.invoke(app, ["content", "list"], env={"COLUMNS": "200"})
-    assert listed.exit_code == 0 and "cart_reminder" in listed.output and "email/desktop" in listed.output
-    out = runner.invoke(app, ["content", "render", "cart_reminder", "--profile", "user_id:u1", "--json"])
+    assert (
+        listed.exit_code == 0
+        and "cart_reminder" in listed.output
+        and "email/desktop" in listed.output
+    )
+    out = runner.invoke(
+        app, ["content", "render", "cart_reminder", "--profile", "user_id:u1", "--json"]
+    )
     assert out.exit_code == 0, out.output
     data = json.loads(out.output)
     assert data["parts"]["subject"] == "Rui, your cart is waiting" and data["version"] == 1
     push = runner.invoke(
-        app, ["content", "render", "cart_reminder", "--channel", "push", "--device", "mobile", "--json"]
+        app,
+        ["content", "render", "cart_reminder", "--channel", "push", "--device", "mobile", "--json"],
     )
     assert json.loads(push.output)["parts"]["text"] == "there: cart!"
     coded = runner.invoke(
-        app, ["content", "render", "cart_reminder", "--profile", "p1", "--set", "discount_code=WELCOME5", "--json"]
+        app,
+        [
+            "content",
+            "render",
+            "cart_reminder",
+            "--profile",
+            "p1",
+            "--set",
+            "discount_code=WELCOME5",
+            "--json",
+        ],
     )
     assert json.loads(coded.output)["parts"]["text"] == "Hi Rui, code WELCOME5"
     (project / "content" / "cart.yaml").write_text(CONTENT.replace("Hi {{", "Hello {{"))

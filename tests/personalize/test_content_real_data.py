@@ -34,7 +34,9 @@ def retail(data_dir: Path):
     if not path.exists():
         pytest.skip(f"{path} not found")
     store = Store(None)
-    store.ensure_columns("events", {"product_id": "string", "product_name": "string", "price": "number"})
+    store.ensure_columns(
+        "events", {"product_id": "string", "product_name": "string", "price": "number"}
+    )
     store.execute(
         "CREATE TEMP TABLE dec2010 AS SELECT * FROM read_csv(?, header = true, all_varchar = true)"
         " WHERE CustomerID IS NOT NULL AND InvoiceNo NOT LIKE 'C%' AND InvoiceDate < '2011-01-01'"
@@ -56,7 +58,9 @@ def retail(data_dir: Path):
 
 
 def test_last_purchase_of_real_customers(retail: Store) -> None:
-    customers = [r[0] for r in retail.rows("SELECT DISTINCT user_id FROM events ORDER BY 1 LIMIT 120")]
+    customers = [
+        r[0] for r in retail.rows("SELECT DISTINCT user_id FROM events ORDER BY 1 LIMIT 120")
+    ]
     assert len(customers) == 120
     loader = ProfileContextLoader(retail)
     as_of = datetime(2011, 1, 1)
@@ -75,5 +79,7 @@ def test_last_purchase_of_real_customers(retail: Store) -> None:
         assert out.subject == "Thanks, there"
         assert any(out.text == f"You bought {n} for {p:.2f} GBP." for n, p in last_items), out.text
     # before any purchase the conditional branch shows the welcome text
-    early = render_block(BLOCK, loader.load(f"p{customers[0]}", as_of=datetime(2010, 11, 1)), channel="email")
+    early = render_block(
+        BLOCK, loader.load(f"p{customers[0]}", as_of=datetime(2010, 11, 1)), channel="email"
+    )
     assert early.text == "Welcome!"

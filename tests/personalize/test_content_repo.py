@@ -53,8 +53,12 @@ def test_a_change_creates_a_new_version_and_old_ones_stay(store: Store) -> None:
     assert list(hist["version"]) == [2, 1] and list(hist["created_by"]) == ["ana", "library"]
     listed = repo.list()
     assert listed.to_dict(orient="records")[0] | {"updated_at": None} == {
-        "block": "welcome", "version": 2, "tags": "onboarding", "variants": "web/any",
-        "description": "", "updated_at": None,
+        "block": "welcome",
+        "version": 2,
+        "tags": "onboarding",
+        "variants": "web/any",
+        "description": "",
+        "updated_at": None,
     }
     assert list(repo.latest(tags=["onboarding"])) == ["welcome"] and repo.latest(tags=["x"]) == {}
     assert store.scalar("SELECT count(*) FROM audit_log WHERE action = 'content.save'") == 2
@@ -106,15 +110,29 @@ def _profile(store: Store, keys: KeyRing) -> str:
     pid = "p_1"
     now = datetime(2026, 5, 1, 12, 0)
     store.execute("INSERT INTO profiles VALUES (?, ?, ?, NULL)", [pid, now, now])
-    store.execute("INSERT INTO identities VALUES ('user_id:u1', 'user_id', 'u1', ?, ?, ?, 'test', NULL)", [pid, now, now])
-    for name, value, num in [("city", "Porto", None), ("renewal_date", "2026-06-30", None), ("orders", None, 3.0)]:
+    store.execute(
+        "INSERT INTO identities VALUES ('user_id:u1', 'user_id', 'u1', ?, ?, ?, 'test', NULL)",
+        [pid, now, now],
+    )
+    for name, value, num in [
+        ("city", "Porto", None),
+        ("renewal_date", "2026-06-30", None),
+        ("orders", None, 3.0),
+    ]:
         store.execute(
-            "INSERT INTO profile_attributes VALUES (?, ?, ?, ?, 'crm', ?)", [pid, name, value, num, now]
+            "INSERT INTO profile_attributes VALUES (?, ?, ?, ?, 'crm', ?)",
+            [pid, name, value, num, now],
         )
     for field, value in [("first_name", "Marta"), ("email", "marta@example.com")]:
         store.execute(
             "INSERT INTO pii_vault VALUES (?, ?, ?, ?, ?)",
-            [pid, field, keys.encrypt(value, pii_context(pid, field)), keys.token(value, field), now],
+            [
+                pid,
+                field,
+                keys.encrypt(value, pii_context(pid, field)),
+                keys.token(value, field),
+                now,
+            ],
         )
     store.ensure_columns("events", {"product_id": "string", "price": "number"})
     rows = [
@@ -144,13 +162,15 @@ def test_profile_context_feeds_placeholders(store: Store) -> None:
         "blocks:\n  renew:\n    placeholders: {first_name: there}\n    variants:\n"
         "      - id: e\n        channel: email\n"
         "        subject: '{{ first_name }}, renew by {{ renewal_date|date(\"%d %b\") }}'\n"
-        "        text: '{{ abandoned_items|map(attribute=\"product_id\")|join(\",\") }} in {{ location }}'\n"
+        '        text: \'{{ abandoned_items|map(attribute="product_id")|join(",") }} in {{ location }}\'\n'
     ).blocks["renew"]
     out = render_block(spec, ctx, channel="email")
     assert out.subject == "Marta, renew by 30 Jun" and out.text == "p6,p7 in Porto"
     # as_of before the purchase: no last purchase yet, the early cart item counts
     early = ProfileContextLoader(store, keys).load(pid, as_of=datetime(2026, 3, 31))
-    assert "last_purchase" not in early and [i["product_id"] for i in early["abandoned_items"]] == ["p8"]
+    assert "last_purchase" not in early and [i["product_id"] for i in early["abandoned_items"]] == [
+        "p8"
+    ]
 
 
 def test_save_refuses_bad_templates_from_any_path(store: Store) -> None:
@@ -165,5 +185,8 @@ def test_save_refuses_bad_templates_from_any_path(store: Store) -> None:
         repo.save("promo", bad, source_file="api")
     problem = info.value.problems[0]
     assert problem.file == "api" and problem.path == "promo.variants.0.html"
-    assert "attribute '__class__' is not allowed" in problem.message and "template line 2" in problem.message
+    assert (
+        "attribute '__class__' is not allowed" in problem.message
+        and "template line 2" in problem.message
+    )
     assert repo.latest_version("promo") == 0  # nothing stored

@@ -26,7 +26,11 @@ blocks:
 ).blocks["promo"]
 
 scalars = st.one_of(
-    st.none(), st.booleans(), st.integers(), st.floats(allow_nan=True), st.text(max_size=20),
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.floats(allow_nan=True),
+    st.text(max_size=20),
     st.dates(min_value=date(1900, 1, 1)),
 )
 values = st.recursive(

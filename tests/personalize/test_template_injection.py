@@ -158,7 +158,11 @@ def test_payload_is_refused_or_inert(payload: str) -> None:
 
 @pytest.mark.parametrize(
     "payload",
-    [p for p in PAYLOADS if "__" in p or "config" in p or "self" in p or "attr(" in p or ".format" in p],
+    [
+        p
+        for p in PAYLOADS
+        if "__" in p or "config" in p or "self" in p or "attr(" in p or ".format" in p
+    ],
 )
 def test_payload_in_content_file_is_refused_with_line(payload: str) -> None:
     text = (
@@ -184,7 +188,10 @@ def test_resource_bounds_fall_back_instead_of_hanging() -> None:
         ("{{ range(10**9)|list }}", "range"),
         ("{{ 'a' * 10**9 }}", "repeated sequence"),
         ("{{ 10**10**10 }}", "exponent"),
-        ("{% for a in range(1000) %}{% for b in range(1000) %}{% endfor %}{% endfor %}", "iteration budget"),
+        (
+            "{% for a in range(1000) %}{% for b in range(1000) %}{% endfor %}{% endfor %}",
+            "iteration budget",
+        ),
         ("{{ '%s' % 1 }}", "%-formatting"),
     ]:
         result = render_template(cache.get(payload, html=False), {}, fallback="FB")
@@ -196,5 +203,7 @@ def test_resource_bounds_fall_back_instead_of_hanging() -> None:
 
 def test_immutable_sandbox_blocks_mutation() -> None:
     cache = TemplateCache()
-    result = render_template(cache.get("{% set l = [1] %}{{ l.append(2) }}{{ l }}", html=False), {}, fallback="FB")
+    result = render_template(
+        cache.get("{% set l = [1] %}{{ l.append(2) }}{{ l }}", html=False), {}, fallback="FB"
+    )
     assert result.text == "FB" and "unsafe" in (result.error or "")

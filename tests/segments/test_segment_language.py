@@ -11,8 +11,8 @@ import pytest
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
-
 from segments_support import AS_OF, build_store
+
 from microseg.config.yamlio import load_document
 from microseg.errors import DefinitionError
 from microseg.segments import (

@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 import typer
+from segments_support import AS_OF, ago, build_store
 from typer.testing import CliRunner
 
-from segments_support import AS_OF, ago, build_store
 from microseg.segments import (
     apply_changes,
     compute_segments,

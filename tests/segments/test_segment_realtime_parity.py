@@ -10,8 +10,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from segments_support import (
+    AS_OF,
+    build_store,
+    fixed_consents,
+    fixed_events,
+    fixed_scores,
+    fixed_traits,
+)
 
-from segments_support import AS_OF, build_store, fixed_consents, fixed_events, fixed_scores, fixed_traits
 from microseg.segments import RealtimeEvaluator, compute_segments, parse_segment
 from microseg.segments.membership import members
 from microseg.segments.parse import load_segments

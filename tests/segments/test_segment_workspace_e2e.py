@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from segments_support import AS_OF
+
 from microseg.segments import compute_segments, explain, history, parse_segment
 from microseg.segments.membership import members
 from microseg.workspace import Workspace

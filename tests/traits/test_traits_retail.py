@@ -62,10 +62,16 @@ def retail() -> tuple[pd.DataFrame, pd.DataFrame]:
         traitset = load_traits(TRAITS, settings.taxonomy)
         compute_traits(ws.store, settings, traitset, AS_OF)
         frame = trait_frame(ws.store)
-        keys = ws.store.df("SELECT id_value AS customer, profile_id FROM identities WHERE id_type = 'user_id'")
+        keys = ws.store.df(
+            "SELECT id_value AS customer, profile_id FROM identities WHERE id_type = 'user_id'"
+        )
     got = keys.merge(frame, on="profile_id").set_index("customer").sort_index()
-    raw = pd.read_csv(CSV, dtype={"InvoiceNo": str, "StockCode": str, "CustomerID": str},
-                      keep_default_na=False, na_values={"CustomerID": [""]})
+    raw = pd.read_csv(
+        CSV,
+        dtype={"InvoiceNo": str, "StockCode": str, "CustomerID": str},
+        keep_default_na=False,
+        na_values={"CustomerID": [""]},
+    )
     return got, raw
 
 
@@ -74,15 +80,22 @@ def test_frequency_and_monetary_match_raw_csv(retail):
     rows = raw[raw["CustomerID"].notna() & (raw["UnitPrice"] >= 0)].copy()
     rows["value"] = rows["Quantity"] * rows["UnitPrice"]
     g = rows.groupby("CustomerID")
-    want = pd.DataFrame({"freq": g["InvoiceNo"].nunique(), "money": g["value"].sum(),
-                         "uk": g["Country"].apply(lambda s: int((s == "United Kingdom").sum()))})
+    want = pd.DataFrame(
+        {
+            "freq": g["InvoiceNo"].nunique(),
+            "money": g["value"].sum(),
+            "uk": g["Country"].apply(lambda s: int((s == "United Kingdom").sum())),
+        }
+    )
     assert len(got) == len(want) == 4372
     got = got.loc[want.index]
     assert (got["rfm_frequency"].to_numpy() == want["freq"].to_numpy()).all()
     np.testing.assert_allclose(got["rfm_monetary"], want["money"], rtol=1e-9, atol=1e-6)
     assert (got["uk_lines"].to_numpy() == want["uk"].to_numpy()).all()
     # a few well-known customers, spelled out
-    assert got.loc["12346", "rfm_frequency"] == 2 and got.loc["12346", "rfm_monetary"] == pytest.approx(0)
+    assert got.loc["12346", "rfm_frequency"] == 2 and got.loc[
+        "12346", "rfm_monetary"
+    ] == pytest.approx(0)
     assert got.loc["17850", "top_country"] == "United Kingdom"
 
 
@@ -92,7 +105,9 @@ def test_rfm_scores_and_segments(retail):
     rows = raw[raw["UnitPrice"] >= 0].copy()
     rows["who"] = rows["CustomerID"].fillna("guest-" + rows["InvoiceNo"])
     local = pd.to_datetime(rows["InvoiceDate"])
-    rows["ts"] = local.dt.tz_localize("Europe/London", ambiguous="NaT", nonexistent="NaT").dt.tz_convert(None)
+    rows["ts"] = local.dt.tz_localize(
+        "Europe/London", ambiguous="NaT", nonexistent="NaT"
+    ).dt.tz_convert(None)
     g = rows.groupby("who")
     last = g["ts"].max()
     days = np.floor((pd.Timestamp(AS_OF) - last).dt.total_seconds() / 86400).astype(int)

@@ -94,13 +94,21 @@ def _compare(sql: pd.DataFrame, ref: pd.DataFrame) -> None:
             assert [list(x) for x in a] == [list(x) for x in b], column
         elif pd.api.types.is_numeric_dtype(a) and not pd.api.types.is_bool_dtype(a):
             np.testing.assert_allclose(
-                a.astype("float64").to_numpy(), pd.to_numeric(b).astype("float64").to_numpy(),
-                rtol=1e-9, atol=1e-9, equal_nan=True, err_msg=column,
+                a.astype("float64").to_numpy(),
+                pd.to_numeric(b).astype("float64").to_numpy(),
+                rtol=1e-9,
+                atol=1e-9,
+                equal_nan=True,
+                err_msg=column,
             )
         else:
-            left = [None if (x is None or (isinstance(x, float) and math.isnan(x))) else x for x in a]
-            right = [None if (x is None or x is pd.NA or (isinstance(x, float) and math.isnan(x))) else x
-                     for x in b]
+            left = [
+                None if (x is None or (isinstance(x, float) and math.isnan(x))) else x for x in a
+            ]
+            right = [
+                None if (x is None or x is pd.NA or (isinstance(x, float) and math.isnan(x))) else x
+                for x in b
+            ]
             assert left == right, column
 
 
@@ -124,13 +132,35 @@ def test_planted_truth(store, settings, traits_from):
         ("a2", "purchase", at(2), "user_id:ann", "books", 10.0, 1, "o1", None),
         ("a3", "purchase", at(40), "user_id:ann", "books", 8.0, 3, "o2", None),
         ("a4", "product_view", at(1), "user_id:ann", "running shoes", 50.0, None, None, "mobile"),
-        ("a5", "product_view", at(3), "user_id:ann", "running apparel", 30.0, None, None, "desktop"),
+        (
+            "a5",
+            "product_view",
+            at(3),
+            "user_id:ann",
+            "running apparel",
+            30.0,
+            None,
+            None,
+            "desktop",
+        ),
         ("a6", "page_view", at(0.5), "user_id:ann", None, None, None, None, "mobile"),
         ("a7", "purchase", at(-1), "user_id:ann", "phones", 999.0, 1, "o9", None),  # after as_of
         ("b1", "page_view", at(100), "user_id:bob", None, None, None, None, "tablet"),
     ]
-    events = pd.DataFrame(rows, columns=["event_id", "event_type", "ts", "id_key", "category",
-                                         "price", "quantity", "order_id", "device"])
+    events = pd.DataFrame(
+        rows,
+        columns=[
+            "event_id",
+            "event_type",
+            "ts",
+            "id_key",
+            "category",
+            "price",
+            "quantity",
+            "order_id",
+            "device",
+        ],
+    )
     events["quantity"] = events["quantity"].astype("Int64")
     fill_store(store, settings, events, extra_profiles=0)
     traitset = traits_from("""
@@ -158,7 +188,7 @@ traits:
     assert ann["days_since_purchase"] == 2 and pd.isna(bob["days_since_purchase"])
     assert ann["last_cat"] == "running shoes"
     assert ann["device"] == "mobile" and bob["device"] == "tablet"
-    expected = 10 * 0.5 ** 1 * 2 + 10 * 0.5 ** 20 + 1 * 0.5 ** 0.5 + 1 * 0.5 ** 1.5
+    expected = 10 * 0.5**1 * 2 + 10 * 0.5**20 + 1 * 0.5**0.5 + 1 * 0.5**1.5
     assert ann["eng"] == pytest.approx(expected)
     assert ann["eng_label"] == "Moderately Engaged" and bob["eng_label"] == "Lurker"
     assert list(ann["tags"]) == ["Sports > Running", "Books"]  # 3 running events, 2 books
@@ -177,12 +207,19 @@ def test_as_of_ignores_later_events(store, settings, traits_from):
     try:
         fill_store(other, settings, events[events["ts"] <= pd.Timestamp(early)])
         # same profiles must exist in both stores for the comparison
-        missing = sorted(set(events["id_key"]) - set(events[events["ts"] <= pd.Timestamp(early)]["id_key"]))
+        missing = sorted(
+            set(events["id_key"]) - set(events[events["ts"] <= pd.Timestamp(early)]["id_key"])
+        )
         for key in missing:
             pid = "p_" + key.split(":", 1)[1]
-            other.execute("INSERT INTO identities (id_key, id_type, id_value, profile_id) VALUES (?, 'user_id', ?, ?)",
-                          [key, key.split(":", 1)[1], pid])
-            other.execute("INSERT INTO profiles VALUES (?, TIMESTAMP '2024-01-01', TIMESTAMP '2024-01-01', NULL)", [pid])
+            other.execute(
+                "INSERT INTO identities (id_key, id_type, id_value, profile_id) VALUES (?, 'user_id', ?, ?)",
+                [key, key.split(":", 1)[1], pid],
+            )
+            other.execute(
+                "INSERT INTO profiles VALUES (?, TIMESTAMP '2024-01-01', TIMESTAMP '2024-01-01', NULL)",
+                [pid],
+            )
         compute_traits(other, settings, traitset, early)
         without = trait_frame(other)
     finally:
@@ -196,7 +233,10 @@ def test_as_of_ignores_later_events(store, settings, traits_from):
 def test_incremental_equals_batch(store, settings, traits_from):
     events = random_events(2500, 60, seed=8)
     fill_store(store, settings, events)
-    for text in (ALL_KINDS, "traits:\n  - {name: n, kind: count}\n  - {name: d, kind: dominant, property: device}\n"):
+    for text in (
+        ALL_KINDS,
+        "traits:\n  - {name: n, kind: count}\n  - {name: d, kind: dominant, property: device}\n",
+    ):
         traitset = traits_from(text)
         compute_traits(store, settings, traitset, AS_OF)
         batch = trait_frame(store).set_index("profile_id")
@@ -219,9 +259,13 @@ def test_incremental_equals_batch(store, settings, traits_from):
 
 def test_swap_and_catalog(store, settings, traits_from):
     fill_store(store, settings, random_events(500, 20))
-    store.execute("INSERT INTO trait_catalog VALUES ('score_churn', 'model', 'DOUBLE', NULL, NULL, NULL)")
+    store.execute(
+        "INSERT INTO trait_catalog VALUES ('score_churn', 'model', 'DOUBLE', NULL, NULL, NULL)"
+    )
     compute_traits(store, settings, traits_from(ALL_KINDS), AS_OF)
-    compute_traits(store, settings, traits_from("traits:\n  - {name: only_one, kind: count}\n"), AS_OF)
+    compute_traits(
+        store, settings, traits_from("traits:\n  - {name: only_one, kind: count}\n"), AS_OF
+    )
     assert list(trait_frame(store).columns) == ["profile_id", "only_one"]
     catalog = trait_catalog(store)
     assert "score_churn" in set(catalog["name"])  # rows of other kinds are kept

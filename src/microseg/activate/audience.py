@@ -148,7 +148,9 @@ def export_audience(
         if email is None and phone is None:
             continue
         phone_value = None if phone is None else ("+" + phone if fmt.phone_plus else phone)
-        rows.append((sha256_hex(email) if email else "", sha256_hex(phone_value) if phone_value else ""))
+        rows.append(
+            (sha256_hex(email) if email else "", sha256_hex(phone_value) if phone_value else "")
+        )
     if len(rows) < k:
         raise AudienceTooSmallError(
             f"audience has {len(rows)} exportable profiles, below the minimum of {k}"
@@ -161,5 +163,9 @@ def export_audience(
         writer = csv.writer(fh)
         writer.writerow([fmt.email_column, fmt.phone_column])
         writer.writerows(rows)
-    store.audit(actor, "audience.export", str(out), {"platform": platform, "rows": len(rows), "k": k})
-    return AudienceExport(out, platform, len(rows), len(ids), len(ids) - len(consented), len(consented) - len(rows))
+    store.audit(
+        actor, "audience.export", str(out), {"platform": platform, "rows": len(rows), "k": k}
+    )
+    return AudienceExport(
+        out, platform, len(rows), len(ids), len(ids) - len(consented), len(consented) - len(rows)
+    )

@@ -114,11 +114,20 @@ class EmailChannel:
         except smtplib.SMTPRecipientsRefused as exc:
             codes = [code for code, _ in exc.recipients.values()]
             transient = all(400 <= c < 500 for c in codes)
-            return SendResult("retry" if transient else "failed", None, f"recipient refused: {codes}")
+            return SendResult(
+                "retry" if transient else "failed", None, f"recipient refused: {codes}"
+            )
         except smtplib.SMTPResponseException as exc:
             transient = 400 <= exc.smtp_code < 500
-            return SendResult("retry" if transient else "failed", None, f"SMTP {exc.smtp_code}: {exc.smtp_error!r}")
-        except (smtplib.SMTPException, OSError) as exc:  # disconnects, refused connections, timeouts
+            return SendResult(
+                "retry" if transient else "failed",
+                None,
+                f"SMTP {exc.smtp_code}: {exc.smtp_error!r}",
+            )
+        except (
+            smtplib.SMTPException,
+            OSError,
+        ) as exc:  # disconnects, refused connections, timeouts
             return SendResult("retry", None, f"{type(exc).__name__}: {exc}")
         return SendResult("sent", str(mail["Message-ID"]))
 
@@ -172,7 +181,11 @@ class WebhookChannel:
 
     def send(self, message: Message) -> SendResult:
         client = self.client or httpx.Client(timeout=self.timeout)
-        headers = {"Idempotency-Key": message.key, "Content-Type": "application/json", **self.headers}
+        headers = {
+            "Idempotency-Key": message.key,
+            "Content-Type": "application/json",
+            **self.headers,
+        }
         payload = json.dumps(self.body(message), default=str).encode()
         error = "no attempt"
         try:
@@ -212,7 +225,9 @@ class FileOutboxChannel:
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def send(self, message: Message) -> SendResult:
-        line = json.dumps({"sent_at": time.time(), **message.to_json()}, default=str, ensure_ascii=False)
+        line = json.dumps(
+            {"sent_at": time.time(), **message.to_json()}, default=str, ensure_ascii=False
+        )
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             with self._lock, self.path.open("a", encoding="utf-8") as fh:
@@ -230,4 +245,3 @@ class FileOutboxChannel:
             return []
         with self.path.open(encoding="utf-8") as fh:
             return [json.loads(line) for line in fh if line.strip()]
-

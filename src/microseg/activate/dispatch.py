@@ -124,7 +124,9 @@ class Dispatcher:
                 until = self.quiet.next_allowed(now, zone)
                 if until > now:
                     self.ledger.defer(key, until, f"quiet hours until {until:%Y-%m-%d %H:%M} UTC")
-                    return SendResult("deferred", None, f"quiet hours until {until.isoformat()}", 0, key)
+                    return SendResult(
+                        "deferred", None, f"quiet hours until {until.isoformat()}", 0, key
+                    )
         return self.ledger.send_once(key, lambda: channel.send(message), meta)
 
     def retry_due(self, now: datetime | None = None, limit: int = 500) -> list[SendResult]:

@@ -111,7 +111,9 @@ class SendLedger:
         if isinstance(data, dict) and set(data) == {"enc"}:
             if self.keys is None:
                 raise ValueError(f"send {key} payload is encrypted and the ledger has no keys")
-            data = json.loads(self.keys.decrypt(base64.b64decode(data["enc"]), context=f"send|{key}"))
+            data = json.loads(
+                self.keys.decrypt(base64.b64decode(data["enc"]), context=f"send|{key}")
+            )
         return data
 
     def _token(self, recipient: str | None) -> str | None:
@@ -188,7 +190,9 @@ class SendLedger:
                 [key],
             )
             status, attempts, provider, error, lease_until = row[0]
-            claimable = status == "pending" or (status == "sending" and (lease_until is None or lease_until <= now))
+            claimable = status == "pending" or (
+                status == "sending" and (lease_until is None or lease_until <= now)
+            )
             if claimable:
                 attempts += 1
                 self.store.execute(
@@ -250,7 +254,9 @@ class SendLedger:
 
     def backoff(self, attempts: int) -> timedelta:
         """Exponential backoff with full jitter for the ledger-level retry schedule."""
-        cap = min(self.retry_cap.total_seconds(), self.retry_base.total_seconds() * 2 ** (attempts - 1))
+        cap = min(
+            self.retry_cap.total_seconds(), self.retry_base.total_seconds() * 2 ** (attempts - 1)
+        )
         return timedelta(seconds=self.rng.uniform(cap / 2, cap))
 
     # -- reading -------------------------------------------------------------------------
@@ -269,7 +275,12 @@ class SendLedger:
         return [str(r[0]) for r in rows]
 
     def sends_in_window(
-        self, profile_id: str, since: datetime, *, channel: str | None = None, purpose: str | None = None
+        self,
+        profile_id: str,
+        since: datetime,
+        *,
+        channel: str | None = None,
+        purpose: str | None = None,
     ) -> int:
         """Delivered sends to a profile since ``since`` (for frequency caps)."""
         return int(
@@ -291,4 +302,7 @@ class SendLedger:
         )
 
     def counts(self) -> dict[str, int]:
-        return {str(s): int(n) for s, n in self.store.rows("SELECT status, count(*) FROM sends GROUP BY 1")}
+        return {
+            str(s): int(n)
+            for s, n in self.store.rows("SELECT status, count(*) FROM sends GROUP BY 1")
+        }

@@ -68,10 +68,14 @@ class FrequencyCap:
 
     def __post_init__(self) -> None:
         if self.max_sends < 1 or self.window <= timedelta(0):
-            raise ConfigError(f"frequency cap needs max_sends >= 1 and a positive window, got {self}")
+            raise ConfigError(
+                f"frequency cap needs max_sends >= 1 and a positive window, got {self}"
+            )
 
     def allows(self, ledger: SendLedger, profile_id: str, now: datetime) -> bool:
-        sent = ledger.sends_in_window(profile_id, now - self.window, channel=self.channel, purpose=self.purpose)
+        sent = ledger.sends_in_window(
+            profile_id, now - self.window, channel=self.channel, purpose=self.purpose
+        )
         return sent < self.max_sends
 
     def describe(self) -> str:
@@ -115,7 +119,8 @@ class QuietHours:
 
     def profile_zone(self, store: Store, profile_id: str) -> ZoneInfo:
         name = store.scalar(
-            "SELECT value FROM profile_attributes WHERE profile_id = ? AND name = ?", [profile_id, self.attribute]
+            "SELECT value FROM profile_attributes WHERE profile_id = ? AND name = ?",
+            [profile_id, self.attribute],
         )
         return self.zone(str(name) if name else None)
 

@@ -20,7 +20,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         settings = ApiSettings(dev=True) if args.dev else ApiSettings()
-        serve(args.project, host=args.host, port=args.port, settings=settings, log_level=args.log_level)
+        serve(
+            args.project,
+            host=args.host,
+            port=args.port,
+            settings=settings,
+            log_level=args.log_level,
+        )
     except MicrosegError as exc:
         print(f"Error: {exc}", file=sys.stderr)
         return 1

@@ -58,8 +58,11 @@ def create_app(
         collector = Collector(workspace, settings)
         await run_in_threadpool(collector.recover)
         state = await run_in_threadpool(
-            ServingState.from_store, workspace.store, workspace.keys,
-            traits_table=settings.traits_table, membership_table=settings.membership_table,
+            ServingState.from_store,
+            workspace.store,
+            workspace.keys,
+            traits_table=settings.traits_table,
+            membership_table=settings.membership_table,
         )
         collector.state = state
         if freeze_gc:  # the loaded state is long-lived: keep it out of GC scans (p99 latency)
@@ -71,9 +74,12 @@ def create_app(
             sweeper = asyncio.create_task(_sweep_forever(realtime, state, settings.sweep_seconds))
         collector.start()
         app.state.services = Services(
-            workspace, settings, auth,
+            workspace,
+            settings,
+            auth,
             RateLimiter(settings.rate_limit_per_second, settings.rate_limit_burst),
-            state, collector,
+            state,
+            collector,
         )
         try:
             yield
@@ -129,8 +135,9 @@ def _document_security(app: FastAPI, secured: set[tuple[str, str]]) -> None:
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
-            schema = get_openapi(title=app.title, version=app.version,
-                                 description=app.description, routes=app.routes)
+            schema = get_openapi(
+                title=app.title, version=app.version, description=app.description, routes=app.routes
+            )
             schema.setdefault("components", {})["securitySchemes"] = SECURITY_SCHEMES
             for path, operations in schema.get("paths", {}).items():
                 for method, operation in operations.items():

@@ -71,13 +71,16 @@ class Authenticator:
                 "(or set MICROSEG_API_ADMIN_KEY, or use dev mode)"
             )
         if settings.dev and bootstrap == DEV_KEY:
-            log.warning("dev mode: the admin key 'dev' is accepted; never use dev mode in production")
+            log.warning(
+                "dev mode: the admin key 'dev' is accepted; never use dev mode in production"
+            )
         return cls(ring, keys, bootstrap)
 
     def authenticate(self, presented: str | None) -> Principal:
         if not presented:
             raise ApiProblem(
-                401, "unauthorized",
+                401,
+                "unauthorized",
                 "missing API key: send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'",
                 headers=CHALLENGE,
             )
@@ -87,8 +90,10 @@ class Authenticator:
             return Principal(BOOTSTRAP_ID, "admin", "bootstrap")
         parsed = parse_key(presented)
         record = self._keys.get(parsed[0]) if parsed else None
-        if parsed is None or record is None or not hmac.compare_digest(
-            hash_secret(self._ring, parsed[1]), record.key_hash
+        if (
+            parsed is None
+            or record is None
+            or not hmac.compare_digest(hash_secret(self._ring, parsed[1]), record.key_hash)
         ):
             raise ApiProblem(401, "unauthorized", "invalid or revoked API key", headers=CHALLENGE)
         return Principal(record.key_id, record.role, record.name, record.rate_per_second)
@@ -122,7 +127,8 @@ class RateLimiter:
                 bucket[0] = tokens
                 wait = math.ceil((1.0 - tokens) / rate)
                 raise ApiProblem(
-                    429, "rate-limited",
+                    429,
+                    "rate-limited",
                     f"rate limit of {rate:g} requests/s exceeded for key {principal.key_id}",
                     headers={"Retry-After": str(wait)},
                 )

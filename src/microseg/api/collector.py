@@ -121,7 +121,9 @@ class Collector:
                 self._inflight = 0
 
     # -- request side ---------------------------------------------------------------------------
-    def encode(self, items: list[Any]) -> tuple[list[bytes], list[str | None], list[int], list[dict[str, Any]]]:
+    def encode(
+        self, items: list[Any]
+    ) -> tuple[list[bytes], list[str | None], list[int], list[dict[str, Any]]]:
         """Lines to spool, their event ids, their request indexes, and synchronous rejections."""
         lines: list[bytes] = []
         ids: list[str | None] = []
@@ -136,7 +138,11 @@ class Collector:
                 continue
             if len(line) > limit:
                 rejected.append(
-                    {"index": i, "reason": "event_too_large", "detail": f"{len(line)} bytes > {limit}"}
+                    {
+                        "index": i,
+                        "reason": "event_too_large",
+                        "detail": f"{len(line)} bytes > {limit}",
+                    }
                 )
                 continue
             lines.append(line)
@@ -155,7 +161,9 @@ class Collector:
     # -- importer side --------------------------------------------------------------------------
     def _committed(self, name: str) -> bool:
         return bool(
-            self.workspace.store.scalar("SELECT count(*) FROM spool_commits WHERE segment = ?", [name])
+            self.workspace.store.scalar(
+                "SELECT count(*) FROM spool_commits WHERE segment = ?", [name]
+            )
         )
 
     def _import(self, segment: Segment) -> None:
@@ -215,8 +223,15 @@ class Collector:
         )
         store.execute(
             "INSERT INTO spool_commits VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-            [segment.name, result.batch_id, segment.lines, result.inserted, result.duplicates,
-             result.quarantined, now],
+            [
+                segment.name,
+                result.batch_id,
+                segment.lines,
+                result.inserted,
+                result.duplicates,
+                result.quarantined,
+                now,
+            ],
         )
         return CommittedBatch(segment.name, events, now), [(k, p) for k, p in identities], outcomes
 
@@ -229,7 +244,9 @@ class Collector:
                 "SELECT row_number, reason, detail FROM quarantine WHERE source = ?", [source]
             )
         }
-        stored = {r[0] for r in store.rows("SELECT event_id FROM events WHERE source = ?", [source])}
+        stored = {
+            r[0] for r in store.rows("SELECT event_id FROM events WHERE source = ?", [source])
+        }
         first_line: dict[str, int] = {}
         for line, eid in enumerate(segment.ids, start=1):  # a stored id is owned by its first line
             if eid is not None and eid in stored and eid not in first_line:

@@ -40,8 +40,17 @@ async def get_services(request: Request) -> Services:
 ServicesDep = Annotated[Services, Depends(get_services)]
 
 SECURITY_SCHEMES: dict[str, dict[str, str]] = {
-    "bearer": {"type": "http", "scheme": "bearer", "description": "Authorization: Bearer <API key>"},
-    "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key", "description": "X-API-Key: <API key>"},
+    "bearer": {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "Authorization: Bearer <API key>",
+    },
+    "apiKey": {
+        "type": "apiKey",
+        "in": "header",
+        "name": "X-API-Key",
+        "description": "X-API-Key: <API key>",
+    },
 }
 
 
@@ -68,7 +77,8 @@ def require(*roles: str) -> Callable[..., Awaitable[Principal]]:
         principal = services.auth.authenticate(presented_key(request))
         if principal.role not in allowed:
             raise ApiProblem(
-                403, "forbidden",
+                403,
+                "forbidden",
                 f"role '{principal.role}' may not do this; needs one of: {', '.join(sorted(allowed))}",
             )
         services.limiter.check(principal)

@@ -56,10 +56,18 @@ DOMAIN_ERRORS: tuple[tuple[type[MicrosegError], int, str], ...] = (
     (MicrosegError, 400, "bad-request"),
 )
 TITLES = {
-    400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
-    405: "Method Not Allowed", 409: "Conflict", 413: "Content Too Large",
-    415: "Unsupported Media Type", 422: "Unprocessable Content", 429: "Too Many Requests",
-    500: "Internal Server Error", 503: "Service Unavailable",
+    400: "Bad Request",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    409: "Conflict",
+    413: "Content Too Large",
+    415: "Unsupported Media Type",
+    422: "Unprocessable Content",
+    429: "Too Many Requests",
+    500: "Internal Server Error",
+    503: "Service Unavailable",
 }
 HTTP_SLUGS = {404: "not-found", 405: "method-not-allowed", 401: "unauthorized", 403: "forbidden"}
 
@@ -99,7 +107,13 @@ async def _domain(request: Request, exc: Exception) -> Response:
     extra: dict[str, Any] = {}
     if isinstance(exc, DefinitionError):
         extra["problems"] = [
-            {"message": p.message, "file": p.file, "line": p.line, "column": p.column, "path": p.path}
+            {
+                "message": p.message,
+                "file": p.file,
+                "line": p.line,
+                "column": p.column,
+                "path": p.path,
+            }
             for p in exc.problems
         ]
     return problem(status, slug, str(exc), instance=request.url.path, **extra)
@@ -108,7 +122,12 @@ async def _domain(request: Request, exc: Exception) -> Response:
 async def _api(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ApiProblem)
     return problem(
-        exc.status, exc.slug, exc.detail, instance=request.url.path, headers=exc.headers, **exc.extra
+        exc.status,
+        exc.slug,
+        exc.detail,
+        instance=request.url.path,
+        headers=exc.headers,
+        **exc.extra,
     )
 
 
@@ -119,22 +138,36 @@ async def _validation(request: Request, exc: Exception) -> Response:
         for e in exc.errors()
     ]
     detail = "; ".join(f"{'.'.join(str(x) for x in e['loc'])}: {e['msg']}" for e in errors)
-    return problem(422, "validation-error", detail or "invalid request", instance=request.url.path,
-                   errors=errors)
+    return problem(
+        422,
+        "validation-error",
+        detail or "invalid request",
+        instance=request.url.path,
+        errors=errors,
+    )
 
 
 async def _http(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)
     slug = HTTP_SLUGS.get(exc.status_code, "http-error")
-    return problem(exc.status_code, slug, str(exc.detail), instance=request.url.path,
-                   headers=dict(exc.headers or {}))
+    return problem(
+        exc.status_code,
+        slug,
+        str(exc.detail),
+        instance=request.url.path,
+        headers=dict(exc.headers or {}),
+    )
 
 
 async def _unexpected(request: Request, exc: Exception) -> Response:
     # A bug, not a user mistake: log it with the traceback, tell the client nothing internal.
     log.error("unhandled error on %s", request.url.path, exc_info=exc)
-    return problem(500, "internal-error", "unexpected server error; see the server log",
-                   instance=request.url.path)
+    return problem(
+        500,
+        "internal-error",
+        "unexpected server error; see the server log",
+        instance=request.url.path,
+    )
 
 
 HANDLERS: dict[type[Exception], Callable[[Request, Exception], Any]] = {

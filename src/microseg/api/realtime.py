@@ -46,7 +46,8 @@ def bridge_for(workspace: Any, enabled: bool = True) -> RealtimeBridge | None:
     except DefinitionError as exc:
         log.warning(
             "real-time segments disabled (%d problems; fix them or compute traits first): %s",
-            len(exc.problems), "; ".join(str(p) for p in exc.problems[:5]),
+            len(exc.problems),
+            "; ".join(str(p) for p in exc.problems[:5]),
         )
         return None
 

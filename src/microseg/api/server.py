@@ -42,7 +42,9 @@ def serve(
             f"--workers {workers}: the embedded DuckDB store allows one writing process; "
             "run one worker per project (scale reads with more projects/replicas)"
         )
-    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     settings = settings or ApiSettings()
     workspace = Workspace.open(project, actor="api")
     try:
@@ -52,8 +54,13 @@ def serve(
         workspace.close()
         raise
     config = uvicorn.Config(
-        app, host=host, port=port, log_level=log_level, access_log=access_log,
-        lifespan="on", **uvicorn_options(),  # type: ignore[arg-type]
+        app,
+        host=host,
+        port=port,
+        log_level=log_level,
+        access_log=access_log,
+        lifespan="on",
+        **uvicorn_options(),  # type: ignore[arg-type]
     )
     # uvicorn re-raises SIGTERM/SIGINT after a graceful shutdown; the lifespan closes the store.
     uvicorn.Server(config).run()

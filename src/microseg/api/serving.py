@@ -177,7 +177,9 @@ class ServingState:
         if table is None:
             return {}
         cols = store.columns(table)
-        segment_col = next((c for c in ("segment", "segment_name", "segment_id") if c in cols), None)
+        segment_col = next(
+            (c for c in ("segment", "segment_name", "segment_id") if c in cols), None
+        )
         if "profile_id" not in cols or segment_col is None:
             log.warning("table %s has no profile_id/segment columns; memberships not loaded", table)
             return {}
@@ -287,6 +289,8 @@ class ServingState:
                 current = self._profiles.get(pid) or ProfileState(pid)
                 segs = current.segments | {segment} if entered else current.segments - {segment}
                 if segs != current.segments:
-                    self._profiles[pid] = current.replace(segments=frozenset(segs), updated_at=utcnow())
+                    self._profiles[pid] = current.replace(
+                        segments=frozenset(segs), updated_at=utcnow()
+                    )
                     applied += 1
         return applied

@@ -9,8 +9,24 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # Values that must never guard a real deployment.
 WEAK_KEYS = frozenset(
-    {"", "dev", "test", "admin", "secret", "password", "changeme", "change-me", "default",
-     "microseg", "key", "apikey", "api-key", "token", "1234", "12345678"}
+    {
+        "",
+        "dev",
+        "test",
+        "admin",
+        "secret",
+        "password",
+        "changeme",
+        "change-me",
+        "default",
+        "microseg",
+        "key",
+        "apikey",
+        "api-key",
+        "token",
+        "1234",
+        "12345678",
+    }
 )
 MIN_BOOTSTRAP_KEY_LENGTH = 24
 
@@ -20,13 +36,17 @@ class ApiSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="MICROSEG_API_", extra="forbid")
 
-    dev: bool = Field(default=False, description="dev mode: allows the weak default admin key 'dev'")
+    dev: bool = Field(
+        default=False, description="dev mode: allows the weak default admin key 'dev'"
+    )
     admin_key: SecretStr | None = Field(
         default=None,
         description="bootstrap admin key from the environment (never stored); refused when weak"
         " outside dev mode",
     )
-    docs_public: bool = Field(default=True, description="serve /docs and /openapi.json without a key")
+    docs_public: bool = Field(
+        default=True, description="serve /docs and /openapi.json without a key"
+    )
     rate_limit_per_second: float = Field(default=1000.0, gt=0, description="token refill per key")
     rate_limit_burst: float = Field(default=2000.0, ge=1, description="bucket size per key")
     max_batch_events: int = Field(default=5000, ge=1, le=100_000)

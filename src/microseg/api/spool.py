@@ -89,7 +89,9 @@ class Spool:
 
     def _open_segment(self) -> Segment:
         self._counter += 1
-        path = self.directory / f"seg-{time.time_ns():020d}-{os.getpid()}-{self._counter:06d}{SUFFIX}"
+        path = (
+            self.directory / f"seg-{time.time_ns():020d}-{os.getpid()}-{self._counter:06d}{SUFFIX}"
+        )
         self._fh = path.open("xb")
         if self.fsync:  # make the new directory entry durable too
             dir_fd = os.open(self.directory, os.O_RDONLY)
@@ -146,7 +148,9 @@ class Spool:
     def backlog(self) -> int:
         """Events spooled but not yet handed to the importer."""
         with self._lock:
-            return sum(s.lines for s in self._sealed) + (self._current.lines if self._current else 0)
+            return sum(s.lines for s in self._sealed) + (
+                self._current.lines if self._current else 0
+            )
 
     def close(self) -> None:
         with self._lock:

@@ -34,7 +34,9 @@ def _parse_sets(items: list[str]) -> dict[str, Any]:
 
 
 def register(app: typer.Typer) -> None:
-    content_app = typer.Typer(help="Content blocks: validate, version, render.", no_args_is_help=True)
+    content_app = typer.Typer(
+        help="Content blocks: validate, version, render.", no_args_is_help=True
+    )
     app.add_typer(content_app, name="content")
 
     @content_app.command("validate")
@@ -87,7 +89,9 @@ def register(app: typer.Typer) -> None:
         profile: str | None = typer.Option(None, "--profile", help="profile id or id key"),
         channel: str = typer.Option("email", "--channel", help="web | email | push"),
         device: str = typer.Option("any", "--device", help="any | mobile | desktop"),
-        version: int | None = typer.Option(None, "--version", help="a stored version (default latest)"),
+        version: int | None = typer.Option(
+            None, "--version", help="a stored version (default latest)"
+        ),
         set_: list[str] = typer.Option([], "--set", help="name=value context override, repeatable"),
         as_json: bool = typer.Option(False, "--json", help="print JSON"),
     ) -> None:
@@ -122,7 +126,9 @@ def register(app: typer.Typer) -> None:
                 )
             )
             return
-        console.print(f"[bold]{out.block}[/bold] v{out.version} · variant {out.variant} ({out.channel}/{out.device})")
+        console.print(
+            f"[bold]{out.block}[/bold] v{out.version} · variant {out.variant} ({out.channel}/{out.device})"
+        )
         for part, text in out.parts.items():
             console.rule(part)
             console.print(text, markup=False, highlight=False)

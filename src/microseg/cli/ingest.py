@@ -22,7 +22,9 @@ def _table(df: Any, title: str | None = None, limit: int = 50) -> Table:
 
 
 def register(app: typer.Typer) -> None:
-    quarantine_app = typer.Typer(help="Invalid records kept with their reasons.", no_args_is_help=True)
+    quarantine_app = typer.Typer(
+        help="Invalid records kept with their reasons.", no_args_is_help=True
+    )
     profiles_app = typer.Typer(help="Look at unified profiles.", no_args_is_help=True)
     app.add_typer(quarantine_app, name="quarantine")
     app.add_typer(profiles_app, name="profiles")
@@ -50,7 +52,9 @@ def register(app: typer.Typer) -> None:
     @app.command("import")
     def import_(
         files: list[Path] = typer.Argument(..., help="CSV, JSON Lines or Parquet files"),
-        source: str | None = typer.Option(None, "--source", "-s", help="a source from microseg.yaml"),
+        source: str | None = typer.Option(
+            None, "--source", "-s", help="a source from microseg.yaml"
+        ),
         fmt: str | None = typer.Option(None, "--format", help="csv | jsonl | parquet"),
         map_: list[str] = typer.Option([], "--map", help="field=column, repeatable"),
     ) -> None:
@@ -65,8 +69,17 @@ def register(app: typer.Typer) -> None:
                     field, _, column = item.partition("=")
                     if not column:
                         raise typer.BadParameter(f"--map expects field=column, got '{item}'")
-                    fields[field] = {"column": column}  # type: ignore[assignment]
-                spec = SourceSpec.model_validate({**spec.model_dump(exclude_none=True), "format": fmt or spec.format, "fields": {k: (v.model_dump(exclude_none=True) if hasattr(v, "model_dump") else v) for k, v in fields.items()}})
+                    fields[field] = {"column": column}
+                spec = SourceSpec.model_validate(
+                    {
+                        **spec.model_dump(exclude_none=True),
+                        "format": fmt or spec.format,
+                        "fields": {
+                            k: (v.model_dump(exclude_none=True) if hasattr(v, "model_dump") else v)
+                            for k, v in fields.items()
+                        },
+                    }
+                )
             for f in files:
                 r = ws.import_events(f, source=source, spec=spec)
                 console.print(
@@ -85,16 +98,26 @@ def register(app: typer.Typer) -> None:
         """Show quarantined records and why."""
         with workspace() as ws:
             df = ws.quarantine(None if status == "all" else status, reason)
-            console.print(_table(df[["q_id", "source", "row_number", "reason", "detail", "status"]], f"{len(df):,} quarantined", limit))
+            console.print(
+                _table(
+                    df[["q_id", "source", "row_number", "reason", "detail", "status"]],
+                    f"{len(df):,} quarantined",
+                    limit,
+                )
+            )
 
     @quarantine_app.command("replay")
-    def quarantine_replay(reason: str | None = typer.Option(None, help="only this reason code")) -> None:
+    def quarantine_replay(
+        reason: str | None = typer.Option(None, help="only this reason code"),
+    ) -> None:
         """Re-validate open quarantined records against the current taxonomy."""
         with workspace() as ws:
             results = ws.replay_quarantine(reason)
             stored = sum(r.inserted for r in results)
             still = sum(r.quarantined for r in results)
-            console.print(f"replayed {sum(r.rows_read for r in results):,}: stored {stored:,}, still invalid {still:,}")
+            console.print(
+                f"replayed {sum(r.rows_read for r in results):,}: stored {stored:,}, still invalid {still:,}"
+            )
 
     @profiles_app.command("show")
     def profiles_show(

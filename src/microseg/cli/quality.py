@@ -30,12 +30,21 @@ def render_report(report: object) -> Table:
 
     assert isinstance(report, QualityReport)
     start = report.start.isoformat(sep=" ") if report.start else "first event"
-    t = Table(title=f"Data quality: {report.events:,} events, {start} → {report.as_of:%Y-%m-%d %H:%M} — {report.status.upper()}")
+    t = Table(
+        title=f"Data quality: {report.events:,} events, {start} → {report.as_of:%Y-%m-%d %H:%M} — {report.status.upper()}"
+    )
     for c in ("section", "metric", "value", "status", "threshold", "detail"):
         t.add_column(c, overflow="fold")
     for m in report.metrics:
         style = STATUS_STYLE[m.status]
-        t.add_row(m.section, m.name, _fmt(m.value, m.name), f"[{style}]{m.status}[/{style}]", m.threshold, m.detail)
+        t.add_row(
+            m.section,
+            m.name,
+            _fmt(m.value, m.name),
+            f"[{style}]{m.status}[/{style}]",
+            m.threshold,
+            m.detail,
+        )
     return t
 
 
@@ -48,8 +57,12 @@ def register(app: typer.Typer) -> None:
     def quality_report_cmd(
         as_json: bool = typer.Option(False, "--json", help="print JSON"),
         days: int | None = typer.Option(None, help="only the last N days before --as-of"),
-        as_of: datetime | None = typer.Option(None, "--as-of", help="end of the period (default: latest event)"),
-        fail_on: str | None = typer.Option(None, "--fail-on", help="exit 1 when the status is at least warn|fail"),
+        as_of: datetime | None = typer.Option(
+            None, "--as-of", help="end of the period (default: latest event)"
+        ),
+        fail_on: str | None = typer.Option(
+            None, "--fail-on", help="exit 1 when the status is at least warn|fail"
+        ),
     ) -> None:
         """Completeness, validity, timeliness, duplicates, volume anomalies and outliers."""
         from microseg.ingest.quality import STATUS_ORDER, quality_report
@@ -63,14 +76,18 @@ def register(app: typer.Typer) -> None:
         else:
             console.print(render_report(report))
             if not report.anomalies.empty:
-                console.print(f"{len(report.anomalies):,} anomalous (day, series) pairs; see --json for the list")
+                console.print(
+                    f"{len(report.anomalies):,} anomalous (day, series) pairs; see --json for the list"
+                )
         if fail_on and STATUS_ORDER[report.status] >= STATUS_ORDER[fail_on]:
             raise typer.Exit(1)
 
     @quality_app.command("outliers")
     def quality_outliers_cmd(
         sigma: float = typer.Option(3.0, help="distance from the mean in standard deviations"),
-        save: bool = typer.Option(False, "--save", help="store the flags in quality_outliers (for exclusion)"),
+        save: bool = typer.Option(
+            False, "--save", help="store the flags in quality_outliers (for exclusion)"
+        ),
         limit: int = typer.Option(20, help="ids to show"),
     ) -> None:
         """Profiles whose activity is more than SIGMA standard deviations from the mean."""
@@ -78,7 +95,9 @@ def register(app: typer.Typer) -> None:
 
         with workspace() as ws:
             ids = outlier_profiles(ws.store, sigma=sigma, save=save)
-        console.print(f"{len(ids):,} outlier profiles" + (" saved to quality_outliers" if save else ""))
+        console.print(
+            f"{len(ids):,} outlier profiles" + (" saved to quality_outliers" if save else "")
+        )
         for pid in ids[:limit]:
             console.print(f"  {pid}")
 
@@ -96,7 +115,15 @@ def register(app: typer.Typer) -> None:
         from microseg.synth import generate_events
 
         if events < 0 or profiles < 1 or days < 1 or chunk_rows < 1:
-            raise typer.BadParameter("need --events >= 0, --profiles >= 1, --days >= 1, --chunk-rows >= 1")
-        r = generate_events(out, events, profiles, seed=seed, start=start, days=days, chunk_rows=chunk_rows)
-        console.print(f"wrote {r.n_events:,} events of {r.n_profiles:,} profiles to {r.path} in {r.seconds:.1f}s")
-        console.print(f"ground truth: {r.truth_path} ({', '.join(f'{k} {v:,}' for k, v in r.persona_counts.items())})")
+            raise typer.BadParameter(
+                "need --events >= 0, --profiles >= 1, --days >= 1, --chunk-rows >= 1"
+            )
+        r = generate_events(
+            out, events, profiles, seed=seed, start=start, days=days, chunk_rows=chunk_rows
+        )
+        console.print(
+            f"wrote {r.n_events:,} events of {r.n_profiles:,} profiles to {r.path} in {r.seconds:.1f}s"
+        )
+        console.print(
+            f"ground truth: {r.truth_path} ({', '.join(f'{k} {v:,}' for k, v in r.persona_counts.items())})"
+        )

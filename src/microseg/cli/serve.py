@@ -26,8 +26,15 @@ def register(app: typer.Typer) -> None:
 
         settings = ApiSettings(dev=True) if dev else ApiSettings()
         # uvicorn logs the address once the store is open and the spool recovered; docs at /docs
-        run(STATE["project"], host=host, port=port, workers=workers, settings=settings,
-            log_level=log_level, access_log=access_log)
+        run(
+            STATE["project"],
+            host=host,
+            port=port,
+            workers=workers,
+            settings=settings,
+            log_level=log_level,
+            access_log=access_log,
+        )
 
     @apikey_app.command("create")
     def create(
@@ -39,8 +46,9 @@ def register(app: typer.Typer) -> None:
         from microseg.api.keys import create_key
 
         with workspace() as ws:
-            record, key = create_key(ws.store, ws.keys, role, name=name, rate_per_second=rate,
-                                     actor="cli")
+            record, key = create_key(
+                ws.store, ws.keys, role, name=name, rate_per_second=rate, actor="cli"
+            )
         console.print(f"key id {record.key_id} · role {record.role}", highlight=False)
         typer.echo(key)
 
@@ -52,7 +60,9 @@ def register(app: typer.Typer) -> None:
 
         with workspace() as ws:
             df = list_keys(ws.store)
-            console.print(_table(df[["key_id", "role", "name", "created_at", "revoked_at"]], "API keys"))
+            console.print(
+                _table(df[["key_id", "role", "name", "created_at", "revoked_at"]], "API keys")
+            )
 
     @apikey_app.command("revoke")
     def revoke(key_id: str = typer.Argument(..., help="key id shown by create / list")) -> None:

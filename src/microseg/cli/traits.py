@@ -17,7 +17,9 @@ def _as_of(value: str | None) -> datetime | None:
     try:
         parsed = datetime.fromisoformat(value)
     except ValueError:
-        raise typer.BadParameter(f"--as-of expects an ISO time like 2024-05-01T12:00, got '{value}'") from None
+        raise typer.BadParameter(
+            f"--as-of expects an ISO time like 2024-05-01T12:00, got '{value}'"
+        ) from None
     from microseg.traits.model import naive_utc
 
     return naive_utc(parsed)
@@ -29,7 +31,9 @@ def register(app: typer.Typer) -> None:
 
     @traits_app.command("compute")
     def compute(
-        as_of: str | None = typer.Option(None, "--as-of", help="evaluate as of this UTC time (default now)"),
+        as_of: str | None = typer.Option(
+            None, "--as-of", help="evaluate as of this UTC time (default now)"
+        ),
     ) -> None:
         """Recompute every trait for every profile and replace the traits table."""
         from microseg.traits import compute_traits, load_project_traits
@@ -37,7 +41,9 @@ def register(app: typer.Typer) -> None:
         with workspace() as ws:
             traitset = load_project_traits(ws.project.root, ws.settings)
             result = compute_traits(ws.store, ws.settings, traitset, _as_of(as_of), ws.progress)
-            ws.store.audit(ws.actor, "traits.compute", None, {"as_of": result.as_of, "rows": result.rows})
+            ws.store.audit(
+                ws.actor, "traits.compute", None, {"as_of": result.as_of, "rows": result.rows}
+            )
             console.print(
                 f"computed {len(result.columns)} trait columns for {result.rows:,} profiles "
                 f"as of {result.as_of:%Y-%m-%d %H:%M:%S} in {result.seconds:.2f}s"
@@ -55,7 +61,9 @@ def register(app: typer.Typer) -> None:
             for column in ("name", "kind", "type", "as of", "description"):
                 table.add_column(column, overflow="fold")
             for c in traitset.columns():
-                row = catalog.loc[c.name] if catalog is not None and c.name in catalog.index else None
+                row = (
+                    catalog.loc[c.name] if catalog is not None and c.name in catalog.index else None
+                )
                 as_of = "" if row is None or row["as_of"] is None else str(row["as_of"])
                 table.add_row(c.name, c.kind, c.dtype, as_of, c.description or "")
             console.print(table)

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import os
-from datetime import datetime
 from dataclasses import dataclass, field
+from datetime import datetime
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -104,7 +104,10 @@ def run_demo(
         )
         segments = _project_segments(ws)
         runs = []
-        for names, as_of in ((RETAIL_SEGMENTS, RETAIL_AS_OF), (CLICKSTREAM_SEGMENTS, CLICKSTREAM_AS_OF)):
+        for names, as_of in (
+            (RETAIL_SEGMENTS, RETAIL_AS_OF),
+            (CLICKSTREAM_SEGMENTS, CLICKSTREAM_AS_OF),
+        ):
             report = ws.compute_segments(as_of=as_of, segments=[segments[n] for n in names])
             runs += [(r.name, r.size, as_of) for r in report.runs if r.name in names]
         summary.extras["segments"] = runs

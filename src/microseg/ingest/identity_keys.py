@@ -24,11 +24,11 @@ ID_COLUMNS: tuple[tuple[str, str], ...] = (
 )
 
 
-def key_expr(id_type: str, column: str, table: str | None = None) -> exp.Expression:
+def key_expr(id_type: str, column: str, table: str | None = None) -> exp.Expr:
     return exp.DPipe(this=q.lit(id_type + ":"), expression=q.col(column, table))
 
 
-def primary_key_expr(table: str | None = None) -> exp.Expression:
+def primary_key_expr(table: str | None = None) -> exp.Expr:
     """CASE picking the highest-priority id of a row as its id key."""
     return exp.Case(
         ifs=[
@@ -41,14 +41,14 @@ def primary_key_expr(table: str | None = None) -> exp.Expression:
     )
 
 
-def update_stage_keys(table: str) -> exp.Expression:
+def update_stage_keys(table: str) -> exp.Expr:
     return exp.Update(
         this=q.table(table),
         expressions=[exp.EQ(this=q.col("id_key"), expression=primary_key_expr())],
     )
 
 
-def profile_id_expr(key: exp.Expression) -> exp.Expression:
+def profile_id_expr(key: exp.Expr) -> exp.Expr:
     """Deterministic profile id for a key first seen on its own: p_ + 20 hex of md5."""
     return exp.DPipe(
         this=q.lit("p_"),
@@ -72,7 +72,7 @@ def register(store: Store, table: str, now: datetime) -> None:
             .where(exp.Not(this=exp.Is(this=q.col(column), expression=exp.Null())))
         )
         parts.append(sel)
-    union: exp.Expression = parts[0]
+    union: exp.Expr = parts[0]
     for p in parts[1:]:
         union = exp.union(union, p, distinct=False)
     store.execute(

@@ -55,7 +55,7 @@ class ImportResult:
 
 
 # ----------------------------------------------------------------------------- reading
-def _reader(path: Path, fmt: str, spec: SourceSpec) -> tuple[exp.Expression, list[Any]]:
+def _reader(path: Path, fmt: str, spec: SourceSpec) -> tuple[exp.Expr, list[Any]]:
     """FROM-clause table function for the file, with the path bound as a parameter."""
     if fmt == "parquet":
         return q.parse_static("SELECT * FROM read_parquet(?, file_row_number = TRUE)"), [str(path)]
@@ -79,7 +79,7 @@ def _reader(path: Path, fmt: str, spec: SourceSpec) -> tuple[exp.Expression, lis
     return q.parse_static(tmpl), params
 
 
-def _describe(store: Store, reader: exp.Expression, params: list[Any]) -> dict[str, str]:
+def _describe(store: Store, reader: exp.Expr, params: list[Any]) -> dict[str, str]:
     text = "DESCRIBE " + q.render(reader)
     try:
         rows = store.rows(text, params)
@@ -95,7 +95,7 @@ def _explain_read_error(exc: duckdb.Error) -> str:
     return f"cannot read file: {msg}"
 
 
-def _json_keys(store: Store, reader: exp.Expression, params: list[Any]) -> list[str]:
+def _json_keys(store: Store, reader: exp.Expr, params: list[Any]) -> list[str]:
     inner = q.render(reader)
     text = (
         "SELECT DISTINCT k FROM (SELECT unnest(json_keys(line)) AS k FROM ("
@@ -127,7 +127,7 @@ class _Builder:
         self.now = now
 
     # raw access -------------------------------------------------------------------------
-    def _source(self, column: str) -> exp.Expression:
+    def _source(self, column: str) -> exp.Expr:
         if self.fmt == "jsonl":
             if not set(column) <= JSON_PATH_OK:
                 raise ImportFileError(f"JSON column path '{column}' has unsupported characters")
@@ -138,18 +138,18 @@ class _Builder:
     def _is_text(self, column: str) -> bool:
         return self.fmt != "parquet" or self.columns.get(column, "VARCHAR") == "VARCHAR"
 
-    def _blank_to_null(self, e: exp.Expression, text: bool) -> exp.Expression:
+    def _blank_to_null(self, e: exp.Expr, text: bool) -> exp.Expr:
         if not text:
             return e
         return exp.Nullif(this=exp.Trim(this=e), expression=q.lit(""))
 
-    def raw(self, name: str) -> exp.Expression | None:
+    def raw(self, name: str) -> exp.Expr | None:
         """The mapped value of a canonical field before typing (None when unmapped)."""
         fmap = self.fields.get(name)
         if fmap is None:
             return None
         if fmap.value is not None:
-            e: exp.Expression = q.lit(fmap.value)
+            e: exp.Expr = q.lit(fmap.value)
         else:
             assert fmap.column is not None
             e = self._blank_to_null(self._source(fmap.column), self._is_text(fmap.column))
@@ -172,11 +172,11 @@ class _Builder:
         return e
 
     # typing -------------------------------------------------------------------------------
-    def text(self, name: str) -> exp.Expression:
+    def text(self, name: str) -> exp.Expr:
         e = self.raw(name)
         return exp.cast(exp.Null() if e is None else e, "VARCHAR")
 
-    def identity(self, name: str) -> exp.Expression:
+    def identity(self, name: str) -> exp.Expr:
         """An id with blocked placeholder values ('undefined', '0', ...) turned into NULL."""
         e = self.raw(name)
         if e is None:
@@ -186,13 +186,15 @@ class _Builder:
         is_blocked = exp.In(this=exp.Lower(this=value), expressions=blocked)
         return exp.Case(ifs=[exp.If(this=is_blocked, true=exp.Null())], default=value)
 
-    def timestamp(self) -> exp.Expression:
+    def timestamp(self) -> exp.Expr:
         fmap = self.fields.get("timestamp")
         e = self.raw("timestamp")
         if e is None or fmap is None:
             return exp.cast(exp.Null(), "TIMESTAMP")
         tz = fmap.timezone or self.settings.ingest.default_timezone
-        source_type = self.columns.get(fmap.column or "", "VARCHAR") if self.fmt == "parquet" else "VARCHAR"
+        source_type = (
+            self.columns.get(fmap.column or "", "VARCHAR") if self.fmt == "parquet" else "VARCHAR"
+        )
         if fmap.unit:
             scale = {"s": 1, "ms": 1_000, "us": 1_000_000}[fmap.unit]
             seconds = exp.Div(this=q.try_cast(e, "number"), expression=q.lit(scale))
@@ -200,7 +202,7 @@ class _Builder:
         if source_type.startswith("TIMESTAMP WITH TIME ZONE"):
             return q.func("timezone", q.lit("UTC"), e)
         if source_type.startswith("TIMESTAMP") or source_type == "DATE":
-            naive = exp.cast(e, "TIMESTAMP")
+            naive: exp.Expr = exp.cast(e, "TIMESTAMP")
             return naive if tz == "UTC" else self._local_to_utc(naive, tz)
         text = exp.cast(e, "VARCHAR")
         if fmap.format:
@@ -221,11 +223,11 @@ class _Builder:
         return exp.Case(ifs=[exp.If(this=has_offset, true=with_offset)], default=local)
 
     @staticmethod
-    def _local_to_utc(naive: exp.Expression, tz: str) -> exp.Expression:
+    def _local_to_utc(naive: exp.Expr, tz: str) -> exp.Expr:
         # timezone(tz, naive) reads the wall time in tz -> instant; timezone('UTC', ...) -> naive UTC
         return q.func("timezone", q.lit("UTC"), q.func("timezone", q.lit(tz), naive))
 
-    def event_type(self) -> exp.Expression:
+    def event_type(self) -> exp.Expr:
         e = self.raw("event_type")
         if e is None:
             return exp.cast(exp.Null(), "VARCHAR")
@@ -233,28 +235,33 @@ class _Builder:
         return self._canonical(value, self.tax.synonyms("event_type"), lower_keys=True)
 
     @staticmethod
-    def _canonical(value: exp.Expression, synonyms: dict[str, str], lower_keys: bool = False) -> exp.Expression:
+    def _canonical(value: exp.Expr, synonyms: dict[str, str], lower_keys: bool = False) -> exp.Expr:
         if not synonyms:
             return value
         key = value if lower_keys else exp.Lower(this=exp.Trim(this=value))
         return exp.Case(
-            ifs=[exp.If(this=exp.EQ(this=key, expression=q.lit(k)), true=q.lit(v)) for k, v in synonyms.items()],
+            ifs=[
+                exp.If(this=exp.EQ(this=key, expression=q.lit(k)), true=q.lit(v))
+                for k, v in synonyms.items()
+            ],
             default=value,
         )
 
-    def event_id(self) -> exp.Expression:
+    def event_id(self) -> exp.Expr:
         if "event_id" in self.fields:
             return self.text("event_id")
         # No id in the source: the file's row number makes re-imports idempotent.
-        return exp.DPipe(this=q.lit(self.source_name + ":"), expression=exp.cast(q.col("_row"), "VARCHAR"))
+        return exp.DPipe(
+            this=q.lit(self.source_name + ":"), expression=exp.cast(q.col("_row"), "VARCHAR")
+        )
 
-    def row_number(self) -> exp.Expression:
+    def row_number(self) -> exp.Expr:
         if self.fmt == "parquet":
             return exp.Add(this=q.col("file_row_number"), expression=q.lit(1))
         return exp.Window(this=exp.RowNumber())
 
     # the stage query --------------------------------------------------------------------
-    def stage_select(self, reader: exp.Expression) -> exp.Select:
+    def stage_select(self, reader: exp.Expr) -> exp.Select:
         """Two layers: inner maps/types each field, outer adds the quarantine reason."""
         props = self.tax.property_columns()
         inner = exp.select(
@@ -271,19 +278,34 @@ class _Builder:
             exp.alias_(self.text("session_id"), "session_id", quoted=True),
         )
         for prop in props:
-            inner = inner.select(exp.alias_(self.text(prop) if self._is_text_prop(prop) else self._raw_or_null(prop), f"_raw_{prop}", quoted=True))
-        source = reader.args["from_"].this.copy() if "from_" in reader.args else reader.args["from"].this.copy()
+            inner = inner.select(
+                exp.alias_(
+                    self.text(prop) if self._is_text_prop(prop) else self._raw_or_null(prop),
+                    f"_raw_{prop}",
+                    quoted=True,
+                )
+            )
+        source = (
+            reader.args["from_"].this.copy()
+            if "from_" in reader.args
+            else reader.args["from"].this.copy()
+        )
         if self.fmt == "jsonl":
             inner = inner.from_(self._json_source(source).subquery("j"))
             ok = exp.Not(this=exp.Is(this=q.col("_obj"), expression=exp.Null()))
-            inner = inner.select(exp.alias_(ok, "_json_ok", quoted=True), exp.alias_(q.col("line"), "_line", quoted=True))
+            inner = inner.select(
+                exp.alias_(ok, "_json_ok", quoted=True),
+                exp.alias_(q.col("line"), "_line", quoted=True),
+            )
         else:
             inner = inner.from_(source)
 
         event_id = (
             q.col("_event_id_raw")
             if "event_id" in self.fields
-            else exp.DPipe(this=q.lit(self.source_name + ":"), expression=exp.cast(q.col("_row"), "VARCHAR"))
+            else exp.DPipe(
+                this=q.lit(self.source_name + ":"), expression=exp.cast(q.col("_row"), "VARCHAR")
+            )
         )
         outer = exp.select(
             q.col("_row"),
@@ -299,15 +321,19 @@ class _Builder:
             q.col("_ts_raw"),
         )
         for prop, base in props.items():
-            outer = outer.select(exp.alias_(self._typed_prop(prop, base), prop, quoted=True), q.col(f"_raw_{prop}"))
+            outer = outer.select(
+                exp.alias_(self._typed_prop(prop, base), prop, quoted=True), q.col(f"_raw_{prop}")
+            )
         reason, detail = self._reason(event_id, props)
-        outer = outer.select(exp.alias_(reason, "_reason", quoted=True), exp.alias_(detail, "_detail", quoted=True))
+        outer = outer.select(
+            exp.alias_(reason, "_reason", quoted=True), exp.alias_(detail, "_detail", quoted=True)
+        )
         if self.fmt == "jsonl":
             outer = outer.select(q.col("_line"))
         return outer.from_(inner.subquery("m"))
 
     @staticmethod
-    def _json_source(source: exp.Expression) -> exp.Select:
+    def _json_source(source: exp.Expr) -> exp.Select:
         """Lines plus ``_obj``: the line if it is a JSON object, else NULL.
 
         The CASE keeps malformed lines away from json_extract_string (which raises on them),
@@ -315,11 +341,16 @@ class _Builder:
         line = q.col("line")
         is_object = exp.EQ(this=q.func("json_type", line), expression=q.lit("OBJECT"))
         obj = exp.Case(
-            ifs=[exp.If(this=q.func("json_valid", line), true=exp.Case(ifs=[exp.If(this=is_object, true=line)]))]
+            ifs=[
+                exp.If(
+                    this=q.func("json_valid", line),
+                    true=exp.Case(ifs=[exp.If(this=is_object, true=line)]),
+                )
+            ]
         )
         return exp.select(line, exp.alias_(obj, "_obj", quoted=True)).from_(source)
 
-    def _ts_raw(self) -> exp.Expression:
+    def _ts_raw(self) -> exp.Expr:
         """The source timestamp as read: text, or the typed value of a Parquet timestamp
         column (formatting millions of typed timestamps as text only to test them for NULL
         is a large share of a Parquet import)."""
@@ -334,19 +365,25 @@ class _Builder:
 
     def _is_text_prop(self, prop: str) -> bool:
         fmap = self.fields.get(prop)
-        return fmap is None or fmap.value is not None or fmap.column is None or self._is_text(fmap.column) or bool(fmap.prefix or fmap.values)
+        return (
+            fmap is None
+            or fmap.value is not None
+            or fmap.column is None
+            or self._is_text(fmap.column)
+            or bool(fmap.prefix or fmap.values)
+        )
 
-    def _raw_or_null(self, prop: str) -> exp.Expression:
+    def _raw_or_null(self, prop: str) -> exp.Expr:
         e = self.raw(prop)
         return exp.cast(exp.Null(), "VARCHAR") if e is None else e
 
-    def _email(self) -> exp.Expression:
+    def _email(self) -> exp.Expr:
         return exp.Lower(this=self.identity("email"))
 
-    def _typed_prop(self, prop: str, base: str) -> exp.Expression:
+    def _typed_prop(self, prop: str, base: str) -> exp.Expr:
         declaring = self.tax.events_declaring(prop)
         raw = q.col(f"_raw_{prop}")
-        value: exp.Expression
+        value: exp.Expr
         if base == "string":
             value = exp.cast(raw, "VARCHAR")
             taxonomies = {self._constraints(e, prop).taxonomy for e in declaring} - {None}
@@ -363,36 +400,75 @@ class _Builder:
     def _constraints(self, event: str, prop: str) -> Any:
         return self.tax.effective(self.tax.events[event].properties[prop])
 
-    def _reason(self, event_id: exp.Expression, props: dict[str, str]) -> tuple[exp.Expression, exp.Expression]:
+    def _reason(self, event_id: exp.Expr, props: dict[str, str]) -> tuple[exp.Expr, exp.Expr]:
         """CASE expressions giving the first failed check's reason code and detail."""
-        checks: list[tuple[exp.Expression, str, exp.Expression]] = []
+        checks: list[tuple[exp.Expr, str, exp.Expr]] = []
         et = q.col("event_type")
         ts = q.col("ts")
 
-        def is_null(e: exp.Expression) -> exp.Expression:
+        def is_null(e: exp.Expr) -> exp.Expr:
             return exp.Is(this=e, expression=exp.Null())
 
-        def not_null(e: exp.Expression) -> exp.Expression:
+        def not_null(e: exp.Expr) -> exp.Expr:
             return exp.Not(this=is_null(e))
 
         if self.fmt == "jsonl":
-            checks.append((exp.Not(this=q.col("_json_ok")), "malformed_json", exp.Substring(this=q.col("_line"), start=q.lit(1), length=q.lit(200))))
+            checks.append(
+                (
+                    exp.Not(this=q.col("_json_ok")),
+                    "malformed_json",
+                    exp.Substring(this=q.col("_line"), start=q.lit(1), length=q.lit(200)),
+                )
+            )
         checks.append((is_null(event_id), "missing_event_id", q.lit("event_id is empty")))
         checks.append((is_null(et), "missing_event_type", q.lit("event_type is empty")))
         if not self.tax.allow_unknown_events:
             known = [q.lit(e) for e in self.tax.events]
             cond = exp.Not(this=exp.In(this=et, expressions=known)) if known else exp.true()
-            checks.append((cond, "unknown_event_type", exp.DPipe(this=q.lit("event_type="), expression=et)))
+            checks.append(
+                (cond, "unknown_event_type", exp.DPipe(this=q.lit("event_type="), expression=et))
+            )
         checks.append((is_null(q.col("_ts_raw")), "missing_timestamp", q.lit("timestamp is empty")))
-        checks.append((is_null(ts), "invalid_timestamp", exp.DPipe(this=q.lit("timestamp="), expression=exp.cast(q.col("_ts_raw"), "VARCHAR"))))
-        limit = self.now + timedelta(minutes=self.settings.ingest.max_future_skew_minutes)
-        checks.append((exp.GT(this=ts, expression=exp.cast(q.lit(limit.isoformat(sep=" ")), "TIMESTAMP")), "future_timestamp", exp.DPipe(this=q.lit("ts="), expression=exp.cast(ts, "VARCHAR"))))
-        checks.append((exp.LT(this=ts, expression=exp.cast(q.lit(self.settings.ingest.min_timestamp), "TIMESTAMP")), "timestamp_too_old", exp.DPipe(this=q.lit("ts="), expression=exp.cast(ts, "VARCHAR"))))
-        no_id = exp.and_(
-            *(is_null(q.col(c)) for c in ("user_id", "anonymous_id", "device_id", "_email", "_email_token_in"))
+        checks.append(
+            (
+                is_null(ts),
+                "invalid_timestamp",
+                exp.DPipe(
+                    this=q.lit("timestamp="), expression=exp.cast(q.col("_ts_raw"), "VARCHAR")
+                ),
+            )
         )
-        checks.append((no_id, "missing_identity", q.lit("no user_id, email, device_id or anonymous_id")))
-        email_bad = exp.and_(not_null(q.col("_email")), exp.Not(this=q.func("regexp_full_match", q.col("_email"), q.lit(EMAIL_RE))))
+        limit = self.now + timedelta(minutes=self.settings.ingest.max_future_skew_minutes)
+        checks.append(
+            (
+                exp.GT(this=ts, expression=exp.cast(q.lit(limit.isoformat(sep=" ")), "TIMESTAMP")),
+                "future_timestamp",
+                exp.DPipe(this=q.lit("ts="), expression=exp.cast(ts, "VARCHAR")),
+            )
+        )
+        checks.append(
+            (
+                exp.LT(
+                    this=ts,
+                    expression=exp.cast(q.lit(self.settings.ingest.min_timestamp), "TIMESTAMP"),
+                ),
+                "timestamp_too_old",
+                exp.DPipe(this=q.lit("ts="), expression=exp.cast(ts, "VARCHAR")),
+            )
+        )
+        no_id = exp.and_(
+            *(
+                is_null(q.col(c))
+                for c in ("user_id", "anonymous_id", "device_id", "_email", "_email_token_in")
+            )
+        )
+        checks.append(
+            (no_id, "missing_identity", q.lit("no user_id, email, device_id or anonymous_id"))
+        )
+        email_bad = exp.and_(
+            not_null(q.col("_email")),
+            exp.Not(this=q.func("regexp_full_match", q.col("_email"), q.lit(EMAIL_RE))),
+        )
         checks.append((email_bad, "invalid_email", q.lit("email is not an address")))
         for prop, base in props.items():
             raw, typed = q.col(f"_raw_{prop}"), q.col(prop)
@@ -410,18 +486,62 @@ class _Builder:
                 is_event = exp.In(this=et, expressions=[q.lit(e) for e in events])
                 what = events[0] if len(events) == 1 else "/".join(events)
                 if required:
-                    checks.append((exp.and_(is_event, is_null(raw)), "missing_property", q.lit(f"{what} requires {prop}")))
+                    checks.append(
+                        (
+                            exp.and_(is_event, is_null(raw)),
+                            "missing_property",
+                            q.lit(f"{what} requires {prop}"),
+                        )
+                    )
                 if base != "string":  # any text is a valid string
-                    checks.append((exp.and_(is_event, not_null(raw), is_null(typed)), "invalid_type", exp.DPipe(this=shown, expression=q.lit(f" is not {base}"))))
+                    checks.append(
+                        (
+                            exp.and_(is_event, not_null(raw), is_null(typed)),
+                            "invalid_type",
+                            exp.DPipe(this=shown, expression=q.lit(f" is not {base}")),
+                        )
+                    )
                 if enum:
                     allowed = [q.lit(v) for v in enum]
-                    checks.append((exp.and_(is_event, not_null(typed), exp.Not(this=exp.In(this=typed, expressions=allowed))), "not_in_enum", shown))
+                    checks.append(
+                        (
+                            exp.and_(
+                                is_event,
+                                not_null(typed),
+                                exp.Not(this=exp.In(this=typed, expressions=allowed)),
+                            ),
+                            "not_in_enum",
+                            shown,
+                        )
+                    )
                 if low is not None and base in {"integer", "number"}:
-                    checks.append((exp.and_(is_event, exp.LT(this=typed, expression=q.lit(low))), "below_minimum", exp.DPipe(this=shown, expression=q.lit(f" < {low:g}"))))
+                    checks.append(
+                        (
+                            exp.and_(is_event, exp.LT(this=typed, expression=q.lit(low))),
+                            "below_minimum",
+                            exp.DPipe(this=shown, expression=q.lit(f" < {low:g}")),
+                        )
+                    )
                 if high is not None and base in {"integer", "number"}:
-                    checks.append((exp.and_(is_event, exp.GT(this=typed, expression=q.lit(high))), "above_maximum", exp.DPipe(this=shown, expression=q.lit(f" > {high:g}"))))
+                    checks.append(
+                        (
+                            exp.and_(is_event, exp.GT(this=typed, expression=q.lit(high))),
+                            "above_maximum",
+                            exp.DPipe(this=shown, expression=q.lit(f" > {high:g}")),
+                        )
+                    )
                 if pattern and base == "string":
-                    checks.append((exp.and_(is_event, not_null(typed), exp.Not(this=q.func("regexp_full_match", typed, q.lit(pattern)))), "pattern_mismatch", shown))
+                    checks.append(
+                        (
+                            exp.and_(
+                                is_event,
+                                not_null(typed),
+                                exp.Not(this=q.func("regexp_full_match", typed, q.lit(pattern))),
+                            ),
+                            "pattern_mismatch",
+                            shown,
+                        )
+                    )
         reason = exp.Case(ifs=[exp.If(this=cond, true=q.lit(code)) for cond, code, _ in checks])
         detail = exp.Case(ifs=[exp.If(this=cond, true=d) for cond, _, d in checks])
         return reason, detail
@@ -437,7 +557,7 @@ def _register_token_udf(con: duckdb.DuckDBPyConnection, keys: KeyRing) -> None:
 
     with contextlib.suppress(duckdb.InvalidInputException, duckdb.CatalogException):
         con.remove_function("ms_email_token")
-    con.create_function(
+    con.create_function(  # type: ignore[call-overload]  # the stubs miss arrow UDF typing
         "ms_email_token", tokenise, ["VARCHAR"], "VARCHAR", type="arrow", null_handling="special"
     )
 
@@ -487,14 +607,22 @@ def import_events(
             _register_token_udf(store.con, keys)
             try:
                 store.execute(
-                    exp.Create(this=q.table(STAGE), kind="TABLE", expression=stage, properties=exp.Properties(expressions=[exp.TemporaryProperty()]), replace=True),
+                    exp.Create(
+                        this=q.table(STAGE),
+                        kind="TABLE",
+                        expression=stage,
+                        properties=exp.Properties(expressions=[exp.TemporaryProperty()]),
+                        replace=True,
+                    ),
                     params,
                 )
             except duckdb.Error as exc:
                 raise ImportFileError(f"{shown}: {_explain_read_error(exc)}") from None
             rejects = _csv_rejects(store) if fmt in {"csv", "jsonl"} else []
             progress.update(note="store")
-            result = _commit(store, settings, batch_id, source_name, shown, spec, rejects, now, progress)
+            result = _commit(
+                store, settings, batch_id, source_name, shown, spec, rejects, now, progress
+            )
     finally:
         progress.stop()
         store.execute("DROP TABLE IF EXISTS _ms_stage")
@@ -508,7 +636,9 @@ def _csv_rejects(store: Store) -> list[tuple[int, str, str]]:
         return []
     return [
         (int(r[0]), str(r[1]), str(r[2]))
-        for r in store.rows("SELECT line, error_type, coalesce(csv_line, '') FROM _ms_rejects ORDER BY line")
+        for r in store.rows(
+            "SELECT line, error_type, coalesce(csv_line, '') FROM _ms_rejects ORDER BY line"
+        )
     ]
 
 
@@ -535,7 +665,9 @@ def _commit(
         store.execute("ALTER TABLE _ms_stage DROP COLUMN _email")
         store.execute("ALTER TABLE _ms_stage ADD COLUMN id_key VARCHAR")
         store.execute(q.render(identity_keys.update_stage_keys(STAGE)))
-        counts = dict(store.rows("SELECT coalesce(_reason, ''), count(*) FROM _ms_stage GROUP BY 1"))
+        counts = dict(
+            store.rows("SELECT coalesce(_reason, ''), count(*) FROM _ms_stage GROUP BY 1")
+        )
         rows_staged = sum(counts.values())
         reasons = {k: int(v) for k, v in counts.items() if k}
         _quarantine_stage(store, batch_id, source_name, props, now)
@@ -546,8 +678,17 @@ def _commit(
                 "INSERT INTO quarantine (batch_id, source, row_number, reason, detail, record,"
                 " quarantined_at) SELECT ?, ?, ?, ?, ?, NULL, ? WHERE NOT EXISTS (SELECT 1 FROM"
                 " quarantine WHERE status = 'open' AND source = ? AND row_number = ? AND reason = ?)",
-                [batch_id, source_name, line, reason, f"line {line}: {error_type}: {csv_line[:200]}",
-                 now, source_name, line, reason],
+                [
+                    batch_id,
+                    source_name,
+                    line,
+                    reason,
+                    f"line {line}: {error_type}: {csv_line[:200]}",
+                    now,
+                    source_name,
+                    line,
+                    reason,
+                ],
             )
         inserted, duplicates = _stage_new_events(store, props, source_name, now)
         progress.update(note="sessions + identities")
@@ -558,28 +699,74 @@ def _commit(
         rows_read = rows_staged + len(rejects)
         store.execute(
             "INSERT INTO import_batches VALUES (?, 'events', ?, ?, ?, ?, ?, ?, ?, ?)",
-            [batch_id, shown, rows_read, inserted, duplicates, quarantined, now, utcnow(), spec.model_dump_json()],
+            [
+                batch_id,
+                shown,
+                rows_read,
+                inserted,
+                duplicates,
+                quarantined,
+                now,
+                utcnow(),
+                spec.model_dump_json(),
+            ],
         )
-        store.audit("import", "import_events", shown, {"batch_id": batch_id, "inserted": inserted, "quarantined": quarantined})
-    return ImportResult(batch_id, source_name, rows_read, inserted, duplicates, quarantined, dict(sorted(reasons.items())))
+        store.audit(
+            "import",
+            "import_events",
+            shown,
+            {"batch_id": batch_id, "inserted": inserted, "quarantined": quarantined},
+        )
+    return ImportResult(
+        batch_id,
+        source_name,
+        rows_read,
+        inserted,
+        duplicates,
+        quarantined,
+        dict(sorted(reasons.items())),
+    )
 
 
-def _quarantine_stage(store: Store, batch_id: str, source_name: str, props: list[str], now: datetime) -> None:
+def _quarantine_stage(
+    store: Store, batch_id: str, source_name: str, props: list[str], now: datetime
+) -> None:
     """Invalid rows go to quarantine with the mapped record (email only as token)."""
-    record_fields = ["event_id", "event_type", "_ts_raw", "user_id", "anonymous_id", "device_id", "email_token", "session_id"]
-    pairs: list[exp.Expression] = []
+    record_fields = [
+        "event_id",
+        "event_type",
+        "_ts_raw",
+        "user_id",
+        "anonymous_id",
+        "device_id",
+        "email_token",
+        "session_id",
+    ]
+    pairs: list[exp.Expr] = []
     for name in record_fields:
         key = "timestamp" if name == "_ts_raw" else name
         pairs.extend([q.lit(key), q.col(name)])
     for prop in props:
         pairs.extend([q.lit(prop), q.col(f"_raw_{prop}")])
     record = q.func("json_object", *pairs)
-    select = exp.select(
-        q.lit(batch_id), q.lit(source_name), q.col("_row"), q.col("_reason"), q.col("_detail"), record, exp.cast(q.lit(now.isoformat(sep=" ")), "TIMESTAMP")
-    ).from_(q.table(STAGE)).where(exp.Not(this=exp.Is(this=q.col("_reason"), expression=exp.Null())))
+    select = (
+        exp.select(
+            q.lit(batch_id),
+            q.lit(source_name),
+            q.col("_row"),
+            q.col("_reason"),
+            q.col("_detail"),
+            record,
+            exp.cast(q.lit(now.isoformat(sep=" ")), "TIMESTAMP"),
+        )
+        .from_(q.table(STAGE))
+        .where(exp.Not(this=exp.Is(this=q.col("_reason"), expression=exp.Null())))
+    )
     # Re-importing a file must not quarantine the same bad row twice.
     known = exp.Exists(
-        this=exp.select(q.lit(1)).from_(exp.Table(this=q.ident("quarantine"), alias=exp.TableAlias(this=q.ident("o")))).where(
+        this=exp.select(q.lit(1))
+        .from_(exp.Table(this=q.ident("quarantine"), alias=exp.TableAlias(this=q.ident("o"))))
+        .where(
             exp.and_(
                 exp.EQ(this=q.col("status", "o"), expression=q.lit("open")),
                 exp.EQ(this=q.col("source", "o"), expression=q.lit(source_name)),
@@ -590,20 +777,36 @@ def _quarantine_stage(store: Store, batch_id: str, source_name: str, props: list
     )
     select = select.where(exp.Not(this=known))
     insert = exp.Insert(
-        this=exp.Schema(this=q.table("quarantine"), expressions=[q.ident(c) for c in ("batch_id", "source", "row_number", "reason", "detail", "record", "quarantined_at")]),
+        this=exp.Schema(
+            this=q.table("quarantine"),
+            expressions=[
+                q.ident(c)
+                for c in (
+                    "batch_id",
+                    "source",
+                    "row_number",
+                    "reason",
+                    "detail",
+                    "record",
+                    "quarantined_at",
+                )
+            ],
+        ),
         expression=select,
     )
     store.execute(insert)
 
 
-def _stage_new_events(store: Store, props: list[str], source_name: str, now: datetime) -> tuple[int, int]:
+def _stage_new_events(
+    store: Store, props: list[str], source_name: str, now: datetime
+) -> tuple[int, int]:
     """Copy valid rows whose event id is new (in the store and earlier in the batch) to NEW."""
     valid = int(store.scalar("SELECT count(*) FROM _ms_stage WHERE _reason IS NULL"))
     target_cols = [*CORE_EVENT_COLUMNS, *props]
-    values: list[exp.Expression] = []
+    values: list[exp.Expr] = []
     for c in target_cols:
         if c == "received_at":
-            value: exp.Expression = exp.cast(q.lit(now.isoformat(sep=" ")), "TIMESTAMP")
+            value: exp.Expr = exp.cast(q.lit(now.isoformat(sep=" ")), "TIMESTAMP")
         elif c == "source":
             value = q.lit(source_name)
         else:
@@ -611,19 +814,31 @@ def _stage_new_events(store: Store, props: list[str], source_name: str, now: dat
         values.append(exp.alias_(value, c, quoted=True))
     # The window (first occurrence of an id in the file) and the anti-join with stored events
     # are the costly steps: skip them when the batch has no repeated id / the store no event.
-    repeats = int(store.scalar("SELECT count(event_id) - count(DISTINCT event_id) FROM _ms_stage WHERE _reason IS NULL") or 0)
+    repeats = int(
+        store.scalar(
+            "SELECT count(event_id) - count(DISTINCT event_id) FROM _ms_stage WHERE _reason IS NULL"
+        )
+        or 0
+    )
     stored_any = store.scalar("SELECT 1 FROM events LIMIT 1") is not None
-    valid_rows = exp.select(exp.Star()).from_(q.table(STAGE)).where(exp.Is(this=q.col("_reason"), expression=exp.Null()))
-    first_in_batch = valid_rows if not repeats else (
+    valid_rows = (
+        exp.select(exp.Star())
+        .from_(q.table(STAGE))
+        .where(exp.Is(this=q.col("_reason"), expression=exp.Null()))
+    )
+    first_in_batch = (
         valid_rows
-        .qualify(
-            exp.EQ(
-                this=exp.Window(
-                    this=exp.RowNumber(),
-                    partition_by=[q.col("event_id")],
-                    order=exp.Order(expressions=[exp.Ordered(this=q.col("_row"))]),
-                ),
-                expression=q.lit(1),
+        if not repeats
+        else (
+            valid_rows.qualify(
+                exp.EQ(
+                    this=exp.Window(
+                        this=exp.RowNumber(),
+                        partition_by=[q.col("event_id")],
+                        order=exp.Order(expressions=[exp.Ordered(this=q.col("_row"))]),
+                    ),
+                    expression=q.lit(1),
+                )
             )
         )
     )
@@ -653,9 +868,15 @@ def _stage_new_events(store: Store, props: list[str], source_name: str, now: dat
 
 def _drop_new(store: Store) -> None:
     """Drop the new-events temp table or view, whichever exists."""
-    kind = store.scalar("SELECT table_type FROM information_schema.tables WHERE table_name = ?", [NEW])
+    kind = store.scalar(
+        "SELECT table_type FROM information_schema.tables WHERE table_name = ?", [NEW]
+    )
     if kind is not None:
-        store.execute("DROP VIEW IF EXISTS _ms_new" if "VIEW" in str(kind).upper() else "DROP TABLE IF EXISTS _ms_new")
+        store.execute(
+            "DROP VIEW IF EXISTS _ms_new"
+            if "VIEW" in str(kind).upper()
+            else "DROP TABLE IF EXISTS _ms_new"
+        )
 
 
 def record_json(record: dict[str, Any]) -> str:

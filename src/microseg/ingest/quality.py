@@ -24,7 +24,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import numpy as np
 import pandas as pd
@@ -37,7 +37,9 @@ from microseg.store import sql as q
 Status = Literal["pass", "warn", "fail", "info"]
 STATUS_ORDER: dict[str, int] = {"info": 0, "pass": 1, "warn": 2, "fail": 3}
 CORE_FIELDS: tuple[str, ...] = ("user_id", "anonymous_id", "device_id", "email_token", "session_id")
-CONTENT_EXCLUDED: frozenset[str] = frozenset({"event_id", "received_at", "session_id", "source", "id_key"})
+CONTENT_EXCLUDED: frozenset[str] = frozenset(
+    {"event_id", "received_at", "session_id", "source", "id_key"}
+)
 OUTLIER_METRICS: tuple[str, ...] = ("events", "sessions", "active_days")
 
 
@@ -117,7 +119,13 @@ class QualityReport:
 
         def records(df: pd.DataFrame) -> list[dict[str, Any]]:
             out = df.astype(object).where(df.notna(), None).to_dict(orient="records")
-            return [{k: (v.isoformat() if isinstance(v, datetime | pd.Timestamp) else v) for k, v in r.items()} for r in out]
+            return [
+                {
+                    k: (v.isoformat() if isinstance(v, datetime | pd.Timestamp) else v)
+                    for k, v in r.items()
+                }
+                for r in out
+            ]
 
         return {
             "as_of": self.as_of.isoformat(),
@@ -145,9 +153,16 @@ def _high_is_bad(value: float, warn: float, fail: float) -> Status:
 
 def _period(start: datetime | None, as_of: datetime) -> exp.Condition:
     """WHERE condition on events.ts for (start, as_of]."""
-    cond: exp.Condition = exp.LTE(this=q.col("ts"), expression=exp.cast(q.lit(as_of.isoformat(sep=" ")), "TIMESTAMP"))
+    cond: exp.Condition = exp.LTE(
+        this=q.col("ts"), expression=exp.cast(q.lit(as_of.isoformat(sep=" ")), "TIMESTAMP")
+    )
     if start is not None:
-        cond = exp.and_(cond, exp.GT(this=q.col("ts"), expression=exp.cast(q.lit(start.isoformat(sep=" ")), "TIMESTAMP")))
+        cond = exp.and_(
+            cond,
+            exp.GT(
+                this=q.col("ts"), expression=exp.cast(q.lit(start.isoformat(sep=" ")), "TIMESTAMP")
+            ),
+        )
     return cond
 
 
@@ -156,11 +171,15 @@ def _share(num: float, den: float) -> float:
 
 
 # ----------------------------------------------------------------------------- sections
-def _completeness(store: Store, settings: ProjectSettings, where: exp.Condition, t: Thresholds) -> tuple[pd.DataFrame, list[Metric]]:
+def _completeness(
+    store: Store, settings: ProjectSettings, where: exp.Condition, t: Thresholds
+) -> tuple[pd.DataFrame, list[Metric]]:
     props = settings.taxonomy.property_columns()
     have = store.columns("events")
     fields = [f for f in (*CORE_FIELDS, *props) if f in have]
-    select = exp.select(q.col("event_type"), exp.alias_(exp.Count(this=exp.Star()), "_n", quoted=True))
+    select = exp.select(
+        q.col("event_type"), exp.alias_(exp.Count(this=exp.Star()), "_n", quoted=True)
+    )
     for f in fields:
         select = select.select(exp.alias_(exp.Count(this=q.col(f)), f, quoted=True))
     select = select.from_(q.table("events")).where(where).group_by(q.col("event_type"))
@@ -173,12 +192,34 @@ def _completeness(store: Store, settings: ProjectSettings, where: exp.Condition,
             continue
         n = int(by_type[f].sum())
         share = _share(n, total)
-        rows.append({"field": f, "event_type": "*", "events": total, "present": n, "share": share, "required": False})
+        rows.append(
+            {
+                "field": f,
+                "event_type": "*",
+                "events": total,
+                "present": n,
+                "share": share,
+                "required": False,
+            }
+        )
         if f == "session_id":
-            status = _low_is_bad(share, t.completeness_warn, t.completeness_fail) if total else "info"
-            metrics.append(Metric("completeness", "session_id", share, status, f">= {t.completeness_warn:.0%} (fail < {t.completeness_fail:.0%})", f"{n:,} of {total:,} events have a session"))
+            status = (
+                _low_is_bad(share, t.completeness_warn, t.completeness_fail) if total else "info"
+            )
+            metrics.append(
+                Metric(
+                    "completeness",
+                    "session_id",
+                    share,
+                    status,
+                    f">= {t.completeness_warn:.0%} (fail < {t.completeness_fail:.0%})",
+                    f"{n:,} of {total:,} events have a session",
+                )
+            )
         else:  # identity fields are alternatives: reported, not judged one by one
-            metrics.append(Metric("completeness", f, share, "info", "", f"{n:,} of {total:,} events"))
+            metrics.append(
+                Metric("completeness", f, share, "info", "", f"{n:,} of {total:,} events")
+            )
     for event, spec in settings.taxonomy.events.items():
         sub = by_type[by_type["event_type"] == event]
         n_events = int(sub["_n"].sum()) if not sub.empty else 0
@@ -187,19 +228,50 @@ def _completeness(store: Store, settings: ProjectSettings, where: exp.Condition,
                 continue
             present = int(sub[prop].sum()) if not sub.empty else 0
             share = _share(present, n_events)
-            rows.append({"field": prop, "event_type": event, "events": n_events, "present": present, "share": share, "required": pspec.required})
+            rows.append(
+                {
+                    "field": prop,
+                    "event_type": event,
+                    "events": n_events,
+                    "present": present,
+                    "share": share,
+                    "required": pspec.required,
+                }
+            )
             if n_events == 0:
                 continue
             if present == 0 and not pspec.required:  # no source provides it: not collected
-                metrics.append(Metric("completeness", f"{event}.{prop}", 0.0, "info", "", f"not collected (0 of {n_events:,} {event} events)"))
+                metrics.append(
+                    Metric(
+                        "completeness",
+                        f"{event}.{prop}",
+                        0.0,
+                        "info",
+                        "",
+                        f"not collected (0 of {n_events:,} {event} events)",
+                    )
+                )
                 continue
             fail = t.completeness_fail if not pspec.required else 1.0 - 1e-12
             status = _low_is_bad(share, t.completeness_warn, fail)
-            metrics.append(Metric("completeness", f"{event}.{prop}", share, status, f">= {t.completeness_warn:.0%}", f"{present:,} of {n_events:,} {event} events"))
-    return pd.DataFrame(rows, columns=["field", "event_type", "events", "present", "share", "required"]), metrics
+            metrics.append(
+                Metric(
+                    "completeness",
+                    f"{event}.{prop}",
+                    share,
+                    status,
+                    f">= {t.completeness_warn:.0%}",
+                    f"{present:,} of {n_events:,} {event} events",
+                )
+            )
+    return pd.DataFrame(
+        rows, columns=["field", "event_type", "events", "present", "share", "required"]
+    ), metrics
 
 
-def _validity(store: Store, as_of: datetime, t: Thresholds) -> tuple[pd.DataFrame, pd.DataFrame, list[Metric]]:
+def _validity(
+    store: Store, as_of: datetime, t: Thresholds
+) -> tuple[pd.DataFrame, pd.DataFrame, list[Metric]]:
     batches = store.df(
         "SELECT batch_id, source, started_at, rows_read, inserted, duplicates, quarantined,"
         " CASE WHEN rows_read > 0 THEN quarantined / rows_read ELSE 0 END AS invalid_share"
@@ -215,27 +287,63 @@ def _validity(store: Store, as_of: datetime, t: Thresholds) -> tuple[pd.DataFram
     bad = int(batches["quarantined"].sum()) if not batches.empty else 0
     rate = _share(bad, read)
     limit = f"<= {t.quarantine_warn:.1%} (fail > {t.quarantine_fail:.1%})"
-    metrics = [Metric("validity", "quarantine_rate", rate, _high_is_bad(rate, t.quarantine_warn, t.quarantine_fail) if read else "info", limit, f"{bad:,} of {read:,} rows read were quarantined")]
+    metrics = [
+        Metric(
+            "validity",
+            "quarantine_rate",
+            rate,
+            _high_is_bad(rate, t.quarantine_warn, t.quarantine_fail) if read else "info",
+            limit,
+            f"{bad:,} of {read:,} rows read were quarantined",
+        )
+    ]
     for r in reasons.itertuples(index=False):
         share = _share(int(r.n), read)
-        metrics.append(Metric("validity", f"reason.{r.reason}", share, "info", "", f"{int(r.n):,} quarantined ({int(r.open):,} open)"))
+        metrics.append(
+            Metric(
+                "validity",
+                f"reason.{r.reason}",
+                share,
+                "info",
+                "",
+                f"{int(r.n):,} quarantined ({int(r.open):,} open)",
+            )
+        )
     if not batches.empty:
-        batches["status"] = [_high_is_bad(float(s), t.quarantine_warn, t.quarantine_fail) for s in batches["invalid_share"]]
+        batches["status"] = [
+            _high_is_bad(float(s), t.quarantine_warn, t.quarantine_fail)
+            for s in batches["invalid_share"]
+        ]
         worst = batches.loc[batches["invalid_share"].idxmax()]
-        metrics.append(Metric("validity", "worst_batch", float(worst["invalid_share"]), str(worst["status"]), limit, f"batch {worst['batch_id']} ({worst['source']})"))  # type: ignore[arg-type]
+        metrics.append(
+            Metric(
+                "validity",
+                "worst_batch",
+                float(worst["invalid_share"]),
+                cast(Status, str(worst["status"])),
+                limit,
+                f"batch {worst['batch_id']} ({worst['source']})",
+            )
+        )
     return reasons, batches, metrics
 
 
 def _timeliness(store: Store, where: exp.Condition, t: Thresholds) -> list[Metric]:
-    lag = exp.Sub(this=q.func("epoch", q.col("received_at")), expression=q.func("epoch", q.col("ts")))
+    lag = exp.Sub(
+        this=q.func("epoch", q.col("received_at")), expression=q.func("epoch", q.col("ts"))
+    )
     late = exp.GT(this=lag, expression=q.lit(t.late_minutes * 60.0))
-    select = exp.select(
-        exp.Count(this=exp.Star()),
-        q.func("quantile_cont", lag, q.lit(0.5)),
-        q.func("quantile_cont", lag.copy(), q.lit(0.95)),
-        exp.Max(this=lag.copy()),
-        q.func("count_if", late),
-    ).from_(q.table("events")).where(where)
+    select = (
+        exp.select(
+            exp.Count(this=exp.Star()),
+            q.func("quantile_cont", lag, q.lit(0.5)),
+            q.func("quantile_cont", lag.copy(), q.lit(0.95)),
+            exp.Max(this=lag.copy()),
+            q.func("count_if", late),
+        )
+        .from_(q.table("events"))
+        .where(where)
+    )
     n, p50, p95, mx, n_late = store.rows(select)[0]
     if not n:
         return [Metric("timeliness", "late_share", None, "info", "", "no events")]
@@ -249,14 +357,19 @@ def _timeliness(store: Store, where: exp.Condition, t: Thresholds) -> list[Metri
         Metric("timeliness", "lag_p95_minutes", minutes(p95), "info", "", "received_at - ts"),
         Metric("timeliness", "lag_max_minutes", minutes(mx), "info", "", "received_at - ts"),
         Metric(
-            "timeliness", "late_share", share, _high_is_bad(share, t.late_warn, t.late_fail),
+            "timeliness",
+            "late_share",
+            share,
+            _high_is_bad(share, t.late_warn, t.late_fail),
             f"<= {t.late_warn:.0%} later than {t.late_minutes:g} min (fail > {t.late_fail:.0%})",
             f"{int(n_late):,} of {int(n):,} events arrived late (bulk back-fills count as late)",
         ),
     ]
 
 
-def _duplicates(store: Store, as_of: datetime, where: exp.Condition, t: Thresholds, events: int) -> list[Metric]:
+def _duplicates(
+    store: Store, as_of: datetime, where: exp.Condition, t: Thresholds, events: int
+) -> list[Metric]:
     read, skipped = store.rows(
         "SELECT coalesce(sum(rows_read), 0), coalesce(sum(duplicates), 0) FROM import_batches"
         " WHERE kind = 'events' AND started_at <= ?",
@@ -264,18 +377,38 @@ def _duplicates(store: Store, as_of: datetime, where: exp.Condition, t: Threshol
     )[0]
     id_share = _share(skipped, read)
     content = [c for c in store.columns("events") if c not in CONTENT_EXCLUDED]
-    distinct = exp.select(*(q.col(c) for c in content)).distinct().from_(q.table("events")).where(where)
-    n_distinct = int(store.scalar(exp.select(exp.Count(this=exp.Star())).from_(distinct.subquery("d"))) or 0)
+    distinct = (
+        exp.select(*(q.col(c) for c in content)).distinct().from_(q.table("events")).where(where)
+    )
+    n_distinct = int(
+        store.scalar(exp.select(exp.Count(this=exp.Star())).from_(distinct.subquery("d"))) or 0
+    )
     exact = events - n_distinct
     exact_share = _share(exact, events)
     limit = f"<= {t.duplicate_warn:.0%} (fail > {t.duplicate_fail:.0%})"
     return [
-        Metric("duplicates", "skipped_at_import", id_share, _high_is_bad(id_share, t.duplicate_warn, t.duplicate_fail) if read else "info", limit, f"{int(skipped):,} of {int(read):,} rows read repeated a stored event id"),
-        Metric("duplicates", "exact_content", exact_share, _high_is_bad(exact_share, t.duplicate_warn, t.duplicate_fail) if events else "info", limit, f"{exact:,} stored events repeat another's type, time, ids and properties"),
+        Metric(
+            "duplicates",
+            "skipped_at_import",
+            id_share,
+            _high_is_bad(id_share, t.duplicate_warn, t.duplicate_fail) if read else "info",
+            limit,
+            f"{int(skipped):,} of {int(read):,} rows read repeated a stored event id",
+        ),
+        Metric(
+            "duplicates",
+            "exact_content",
+            exact_share,
+            _high_is_bad(exact_share, t.duplicate_warn, t.duplicate_fail) if events else "info",
+            limit,
+            f"{exact:,} stored events repeat another's type, time, ids and properties",
+        ),
     ]
 
 
-def volume_anomalies(daily: pd.DataFrame, sigma: float = 3.0, window: int = 28, min_history: int = 7) -> pd.DataFrame:
+def volume_anomalies(
+    daily: pd.DataFrame, sigma: float = 3.0, window: int = 28, min_history: int = 7
+) -> pd.DataFrame:
     """Days whose count is beyond ``sigma`` standard deviations of the trailing window.
 
     ``daily`` has columns day, series, n (missing days are filled with 0 between the first
@@ -293,24 +426,48 @@ def volume_anomalies(daily: pd.DataFrame, sigma: float = 3.0, window: int = 28, 
                 m, sd = float(recent.mean()), float(recent.std())
                 z = (n - m) / sd if sd > 0 else (0.0 if n == m else math.copysign(math.inf, n - m))
                 if abs(z) > sigma:
-                    out.append({"day": day, "series": series, "n": int(n), "mean": m, "std": sd, "z": float(z), "kind": "spike" if z > 0 else "drop"})
+                    out.append(
+                        {
+                            "day": day,
+                            "series": series,
+                            "n": int(n),
+                            "mean": m,
+                            "std": sd,
+                            "z": float(z),
+                            "kind": "spike" if z > 0 else "drop",
+                        }
+                    )
                     continue
             history.append(float(n))
     return pd.DataFrame(out, columns=["day", "series", "n", "mean", "std", "z", "kind"])
 
 
 def _volume(store: Store, where: exp.Condition, t: Thresholds) -> tuple[pd.DataFrame, list[Metric]]:
-    day = exp.alias_(exp.cast(q.func("date_trunc", q.lit("day"), q.col("ts")), "DATE"), "day", quoted=True)
+    day = exp.alias_(
+        exp.cast(q.func("date_trunc", q.lit("day"), q.col("ts")), "DATE"), "day", quoted=True
+    )
     by_type = store.df(
-        exp.select(day, exp.alias_(q.col("event_type"), "series", quoted=True), exp.alias_(exp.Count(this=exp.Star()), "n", quoted=True))
-        .from_(q.table("events")).where(where).group_by(q.lit(1), q.lit(2))
+        exp.select(
+            day,
+            exp.alias_(q.col("event_type"), "series", quoted=True),
+            exp.alias_(exp.Count(this=exp.Star()), "n", quoted=True),
+        )
+        .from_(q.table("events"))
+        .where(where)
+        .group_by(q.lit(1), q.lit(2))
     )
     sessions = store.df(
-        exp.select(day, exp.alias_(exp.Count(this=q.col("session_id"), distinct=True), "n", quoted=True))
-        .from_(q.table("events")).where(where).group_by(q.lit(1))
+        exp.select(
+            day, exp.alias_(exp.Count(this=q.col("session_id"), distinct=True), "n", quoted=True)
+        )
+        .from_(q.table("events"))
+        .where(where)
+        .group_by(q.lit(1))
     )
     if by_type.empty:
-        return pd.DataFrame(columns=["day", "series", "n", "mean", "std", "z", "kind"]), [Metric("volume", "anomalous_days", None, "info", "", "no events")]
+        return pd.DataFrame(columns=["day", "series", "n", "mean", "std", "z", "kind"]), [
+            Metric("volume", "anomalous_days", None, "info", "", "no events")
+        ]
     sessions["series"] = "sessions"
     daily = pd.concat([by_type, sessions[["day", "series", "n"]]], ignore_index=True)
     daily["day"] = pd.to_datetime(daily["day"])
@@ -323,14 +480,30 @@ def _volume(store: Store, where: exp.Condition, t: Thresholds) -> tuple[pd.DataF
     spikes = int((anomalies["kind"] == "spike").sum())
     drops = int((anomalies["kind"] == "drop").sum())
     metrics = [
-        Metric("volume", "anomalous_days", float(n_days), status, f"0 days beyond {t.sigma:g} sigma of a {t.window_days}-day window (fail >= {t.anomaly_days_fail})", f"{spikes} spikes, {drops} drops over {len(all_days)} days"),
-        Metric("volume", "days_without_sessions", float(len(zero)), "warn" if zero else "pass", "0", ", ".join(d.date().isoformat() for d in zero[:10]) + (" ..." if len(zero) > 10 else "")),
+        Metric(
+            "volume",
+            "anomalous_days",
+            float(n_days),
+            status,
+            f"0 days beyond {t.sigma:g} sigma of a {t.window_days}-day window (fail >= {t.anomaly_days_fail})",
+            f"{spikes} spikes, {drops} drops over {len(all_days)} days",
+        ),
+        Metric(
+            "volume",
+            "days_without_sessions",
+            float(len(zero)),
+            "warn" if zero else "pass",
+            "0",
+            ", ".join(d.date().isoformat() for d in zero[:10]) + (" ..." if len(zero) > 10 else ""),
+        ),
     ]
     return anomalies, metrics
 
 
 # ----------------------------------------------------------------------------- outliers
-def profile_activity(store: Store, *, as_of: datetime | None = None, start: datetime | None = None) -> pd.DataFrame:
+def profile_activity(
+    store: Store, *, as_of: datetime | None = None, start: datetime | None = None
+) -> pd.DataFrame:
     """Per unified profile: events, sessions and active days (events joined via identities)."""
     as_of = as_of or utcnow()
     where = _period(start, as_of)
@@ -338,18 +511,33 @@ def profile_activity(store: Store, *, as_of: datetime | None = None, start: date
         exp.select(
             exp.alias_(q.col("profile_id", "i"), "profile_id", quoted=True),
             exp.alias_(exp.Count(this=exp.Star()), "events", quoted=True),
-            exp.alias_(exp.Count(this=q.col("session_id", "e"), distinct=True), "sessions", quoted=True),
-            exp.alias_(exp.Count(this=exp.cast(q.col("ts", "e"), "DATE"), distinct=True), "active_days", quoted=True),
+            exp.alias_(
+                exp.Count(this=q.col("session_id", "e"), distinct=True), "sessions", quoted=True
+            ),
+            exp.alias_(
+                exp.Count(this=exp.cast(q.col("ts", "e"), "DATE"), distinct=True),
+                "active_days",
+                quoted=True,
+            ),
         )
         .from_(exp.Table(this=q.ident("events"), alias=exp.TableAlias(this=q.ident("e"))))
-        .join(exp.Table(this=q.ident("identities"), alias=exp.TableAlias(this=q.ident("i"))), on=exp.EQ(this=q.col("id_key", "i"), expression=q.col("id_key", "e")))
-        .where(where.transform(lambda n: q.col("ts", "e") if isinstance(n, exp.Column) and n.name == "ts" else n))
+        .join(
+            exp.Table(this=q.ident("identities"), alias=exp.TableAlias(this=q.ident("i"))),
+            on=exp.EQ(this=q.col("id_key", "i"), expression=q.col("id_key", "e")),
+        )
+        .where(
+            where.transform(
+                lambda n: q.col("ts", "e") if isinstance(n, exp.Column) and n.name == "ts" else n
+            )
+        )
         .group_by(q.lit(1))
     )
     return store.df(select)
 
 
-def flag_outliers(activity: pd.DataFrame, sigma: float = 3.0, metrics: tuple[str, ...] = OUTLIER_METRICS) -> pd.DataFrame:
+def flag_outliers(
+    activity: pd.DataFrame, sigma: float = 3.0, metrics: tuple[str, ...] = OUTLIER_METRICS
+) -> pd.DataFrame:
     """Rows of ``activity`` with a metric more than ``sigma`` std from its mean (z per metric)."""
     if activity.empty:
         return pd.DataFrame(columns=["profile_id", "metric", "value", "z"])
@@ -361,10 +549,21 @@ def flag_outliers(activity: pd.DataFrame, sigma: float = 3.0, metrics: tuple[str
             continue
         z = (values - float(values.mean())) / sd
         hit = z.abs() > sigma
-        parts.append(pd.DataFrame({"profile_id": activity.loc[hit, "profile_id"], "metric": m, "value": values[hit], "z": z[hit]}))
+        parts.append(
+            pd.DataFrame(
+                {
+                    "profile_id": activity.loc[hit, "profile_id"],
+                    "metric": m,
+                    "value": values[hit],
+                    "z": z[hit],
+                }
+            )
+        )
     if not parts:
         return pd.DataFrame(columns=["profile_id", "metric", "value", "z"])
-    return pd.concat(parts, ignore_index=True).sort_values(["metric", "z"], ascending=[True, False], ignore_index=True)
+    return pd.concat(parts, ignore_index=True).sort_values(
+        ["metric", "z"], ascending=[True, False], ignore_index=True
+    )
 
 
 def outlier_profiles(
@@ -386,7 +585,9 @@ def outlier_profiles(
         with store.transaction():
             store.execute("DELETE FROM quality_outliers")
             if not flagged.empty:
-                frame = flagged.assign(sigma=float(sigma), flagged_at=now)[["profile_id", "metric", "value", "z", "sigma", "flagged_at"]]
+                frame = flagged.assign(sigma=float(sigma), flagged_at=now)[
+                    ["profile_id", "metric", "value", "z", "sigma", "flagged_at"]
+                ]
                 with store.lock:
                     store.con.register("_ms_outliers", frame)
                     try:
@@ -417,7 +618,10 @@ def quality_report(
         as_of = latest if latest is not None else utcnow()
     start = as_of - timedelta(days=days) if days else None
     where = _period(start, as_of)
-    events = int(store.scalar(exp.select(exp.Count(this=exp.Star())).from_(q.table("events")).where(where)) or 0)
+    events = int(
+        store.scalar(exp.select(exp.Count(this=exp.Star())).from_(q.table("events")).where(where))
+        or 0
+    )
     report = QualityReport(as_of=as_of, start=start, events=events, thresholds=t)
     completeness, metrics = _completeness(store, settings, where, t)
     report.completeness = completeness
@@ -436,7 +640,13 @@ def quality_report(
     n_out = flagged["profile_id"].nunique() if not flagged.empty else 0
     share = _share(n_out, len(activity))
     report.metrics.append(
-        Metric("outliers", "outlier_profiles", share, _high_is_bad(share, t.outlier_warn, t.outlier_fail) if len(activity) else "info",
-               f"<= {t.outlier_warn:.0%} of profiles beyond {t.sigma:g} sigma", f"{n_out:,} of {len(activity):,} profiles (exclude with outlier_profiles(save=True))")
+        Metric(
+            "outliers",
+            "outlier_profiles",
+            share,
+            _high_is_bad(share, t.outlier_warn, t.outlier_fail) if len(activity) else "info",
+            f"<= {t.outlier_warn:.0%} of profiles beyond {t.sigma:g} sigma",
+            f"{n_out:,} of {len(activity):,} profiles (exclude with outlier_profiles(save=True))",
+        )
     )
     return report

@@ -17,7 +17,9 @@ from microseg.privacy.crypto import KeyRing
 from microseg.store import Store, utcnow
 
 
-def list_quarantine(store: Store, status: str | None = "open", reason: str | None = None) -> pd.DataFrame:
+def list_quarantine(
+    store: Store, status: str | None = "open", reason: str | None = None
+) -> pd.DataFrame:
     """Quarantined records, newest first, optionally filtered by status and reason code."""
     return store.df(
         "SELECT q_id, source, row_number, reason, detail, record, quarantined_at, status"
@@ -74,7 +76,14 @@ def replay(
             spec = SourceSpec(format="jsonl")
             try:
                 result = import_events(
-                    store, settings, keys, path, spec, source_name=source, progress=progress, now=now
+                    store,
+                    settings,
+                    keys,
+                    path,
+                    spec,
+                    source_name=source,
+                    progress=progress,
+                    now=now,
                 )
             except BaseException:
                 store.execute(

@@ -14,7 +14,9 @@ from microseg.store import Store
 COMPUTED_PREFIX = "ms-"
 
 
-def assign_sessions(store: Store, table: str, timeout_minutes: float, *, insert: bool = False) -> None:
+def assign_sessions(
+    store: Store, table: str, timeout_minutes: float, *, insert: bool = False
+) -> None:
     """Give the new events in ``table`` (the import's temp table, same columns as events)
     their session ids and fix stored computed sessions that the new events change.
 

@@ -93,7 +93,9 @@ class VariantSpec(_Strict):
 
     @model_validator(mode="after")
     def _parts(self) -> VariantSpec:
-        if self.channel == "email" and (self.subject is None or (self.text is None and self.html is None)):
+        if self.channel == "email" and (
+            self.subject is None or (self.text is None and self.html is None)
+        ):
             raise ValueError("an email variant needs a subject and a text or html body")
         if self.channel == "push":
             if self.text is None:
@@ -127,7 +129,9 @@ class BlockSpec(_Strict):
     def _shorthand(cls, value: Any) -> Any:
         if isinstance(value, dict):
             return {
-                k: v if isinstance(v, dict) and set(v) <= {"default", "description"} else {"default": v}
+                k: v
+                if isinstance(v, dict) and set(v) <= {"default", "description"}
+                else {"default": v}
                 for k, v in value.items()
             }
         return value
@@ -221,7 +225,9 @@ class Rendered:
 
 
 # -- validation (with YAML line mapping) -------------------------------------------------------
-def _template_line(doc: Document, text: str | None, loc: tuple[str | int, ...], lineno: int | None) -> int | None:
+def _template_line(
+    doc: Document, text: str | None, loc: tuple[str | int, ...], lineno: int | None
+) -> int | None:
     """Map a template's 1-based line to the YAML file line."""
     key_line, _ = doc.locate(loc)
     if key_line is None:
@@ -278,12 +284,18 @@ def _located_problems(doc: Document) -> list[Problem]:
         for i, variant in enumerate(variants if isinstance(variants, list) else []):
             vid = variant.get("id") if isinstance(variant, dict) else None
             if vid is not None and vid in seen:
-                problems.append(doc.problem(f"duplicate variant id '{vid}'", ("blocks", name, "variants", i, "id")))
+                problems.append(
+                    doc.problem(
+                        f"duplicate variant id '{vid}'", ("blocks", name, "variants", i, "id")
+                    )
+                )
             seen.add(vid)
     return problems
 
 
-def validate_content_document(doc: Document, project: object = None, *, text: str | None = None) -> ContentFile:
+def validate_content_document(
+    doc: Document, project: object = None, *, text: str | None = None
+) -> ContentFile:
     """Validate one parsed ``content/*.yaml`` (usable as a project validator)."""
     if text is None:
         try:
@@ -331,7 +343,9 @@ def load_project_content(root: str | Path) -> list[ContentBlock]:
             if name in blocks:
                 line, col = doc.locate(("blocks", name))
                 first = blocks[name].source_file
-                problems.append(Problem(f"block '{name}' is already defined in {first}", shown, line, col))
+                problems.append(
+                    Problem(f"block '{name}' is already defined in {first}", shown, line, col)
+                )
                 continue
             blocks[name] = ContentBlock(name, spec, 0, shown)
     if problems:
@@ -386,10 +400,14 @@ class ContentRepo:
                     actor,
                 ],
             )
-            self.store.audit(actor, "content.save", name, {"version": version, "checksum": checksum[:12]})
+            self.store.audit(
+                actor, "content.save", name, {"version": version, "checksum": checksum[:12]}
+            )
         return version
 
-    def sync(self, blocks: Iterable[ContentBlock], *, actor: str = "library") -> dict[str, tuple[int, bool]]:
+    def sync(
+        self, blocks: Iterable[ContentBlock], *, actor: str = "library"
+    ) -> dict[str, tuple[int, bool]]:
         """Save every block; returns name -> (version, changed)."""
         out: dict[str, tuple[int, bool]] = {}
         for block in blocks:
@@ -398,15 +416,23 @@ class ContentRepo:
             out[block.name] = (version, version != before)
         return out
 
-    def sync_project(self, root: str | Path, *, actor: str = "library") -> dict[str, tuple[int, bool]]:
+    def sync_project(
+        self, root: str | Path, *, actor: str = "library"
+    ) -> dict[str, tuple[int, bool]]:
         """Validate ``content/*.yaml`` of a project and store what changed."""
         return self.sync(load_project_content(root), actor=actor)
 
     def latest_version(self, name: str) -> int:
-        return int(self.store.scalar("SELECT max(version) FROM content_versions WHERE block = ?", [name]) or 0)
+        return int(
+            self.store.scalar("SELECT max(version) FROM content_versions WHERE block = ?", [name])
+            or 0
+        )
 
     def names(self) -> list[str]:
-        return [str(r[0]) for r in self.store.rows("SELECT DISTINCT block FROM content_versions ORDER BY 1")]
+        return [
+            str(r[0])
+            for r in self.store.rows("SELECT DISTINCT block FROM content_versions ORDER BY 1")
+        ]
 
     def get(self, name: str, version: int | None = None) -> ContentBlock:
         """A block at ``version`` (default: latest). Versions are immutable, so cached."""
@@ -427,7 +453,9 @@ class ContentRepo:
                 raise NotFoundError(f"no content block '{name}'{did_you_mean(name, self.names())}")
             raise NotFoundError(f"block '{name}' has no version {version} (latest is {latest})")
         definition, source_file, created_at = rows[0]
-        block = ContentBlock(name, BlockSpec.model_validate(json.loads(definition)), version, source_file, created_at)
+        block = ContentBlock(
+            name, BlockSpec.model_validate(json.loads(definition)), version, source_file, created_at
+        )
         with self._lock:
             self._versions[(name, version)] = block
         return block
@@ -466,7 +494,9 @@ class ContentRepo:
                     "updated_at": block.created_at,
                 }
             )
-        return pd.DataFrame(rows, columns=["block", "version", "tags", "variants", "description", "updated_at"])
+        return pd.DataFrame(
+            rows, columns=["block", "version", "tags", "variants", "description", "updated_at"]
+        )
 
 
 # -- rendering ----------------------------------------------------------------------------------
@@ -484,7 +514,9 @@ def select_variant(spec: BlockSpec, channel: str, device: str = "any") -> Varian
     return candidates[0]
 
 
-def prepare_context(spec: BlockSpec, context: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
+def prepare_context(
+    spec: BlockSpec, context: Mapping[str, Any]
+) -> tuple[dict[str, Any], list[str]]:
     """Fill declared placeholders with defaults where missing/None; cap long lists."""
     ctx: dict[str, Any] = {}
     for key, value in context.items():
@@ -572,7 +604,9 @@ def read_pii(store: Store, keys: KeyRing, profile_id: str, fields: Sequence[str]
     return {str(f): keys.decrypt(bytes(blob), pii_context(profile_id, str(f))) for f, blob in rows}
 
 
-def read_pii_many(store: Store, keys: KeyRing, profile_ids: Sequence[str], field: str) -> dict[str, str]:
+def read_pii_many(
+    store: Store, keys: KeyRing, profile_ids: Sequence[str], field: str
+) -> dict[str, str]:
     """Decrypt one PII field for many profiles: profile id -> value."""
     rows = store.rows(
         "SELECT profile_id, ciphertext FROM pii_vault WHERE field = ? AND list_contains(?, profile_id)",
@@ -584,14 +618,28 @@ def read_pii_many(store: Store, keys: KeyRing, profile_ids: Sequence[str], field
 PURCHASE_EVENTS = ("purchase", "checkout_completed", "order_completed")
 CART_EVENTS = ("add_to_cart",)
 _INTERNAL_EVENT_COLUMNS = frozenset(
-    {"event_id", "received_at", "user_id", "anonymous_id", "device_id", "email_token", "id_key", "session_id", "source"}
+    {
+        "event_id",
+        "received_at",
+        "user_id",
+        "anonymous_id",
+        "device_id",
+        "email_token",
+        "id_key",
+        "session_id",
+        "source",
+    }
 )
 
 
 def _event_record(row: Mapping[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in row.items():
-        if key in _INTERNAL_EVENT_COLUMNS or value is None or (isinstance(value, float) and value != value):
+        if (
+            key in _INTERNAL_EVENT_COLUMNS
+            or value is None
+            or (isinstance(value, float) and value != value)
+        ):
             continue
         out[key] = value.to_pydatetime() if isinstance(value, pd.Timestamp) else value
     return out
@@ -621,7 +669,8 @@ class ProfileContextLoader:
         as_of = as_of or utcnow()
         ctx: dict[str, Any] = {"profile_id": profile_id}
         for name, value, value_num in self.store.rows(
-            "SELECT name, value, value_num FROM profile_attributes WHERE profile_id = ?", [profile_id]
+            "SELECT name, value, value_num FROM profile_attributes WHERE profile_id = ?",
+            [profile_id],
         ):
             ctx[str(name)] = _coerce(value, value_num)
         if "location" not in ctx and "city" in ctx:
@@ -644,7 +693,12 @@ class ProfileContextLoader:
         return ctx
 
     def _events(
-        self, profile_id: str, types: Sequence[str], as_of: datetime, since: datetime | None, limit: int
+        self,
+        profile_id: str,
+        types: Sequence[str],
+        as_of: datetime,
+        since: datetime | None,
+        limit: int,
     ) -> list[dict[str, Any]]:
         df = self.store.df(
             "SELECT e.* FROM events e JOIN identities i ON i.id_key = e.id_key"

@@ -99,7 +99,15 @@ FORBIDDEN_ATTRS = frozenset(
 FORBIDDEN_FILTERS = frozenset({"attr", "xmlattr", "pprint", "filesizeformat"})
 
 PLAIN_SCALARS: tuple[type, ...] = (str, int, float, bool, Decimal, date, time, timedelta)
-SAFE_ATTRIBUTE_TYPES: tuple[type, ...] = (*PLAIN_SCALARS, dict, list, tuple, Markup, LoopContext, Undefined)
+SAFE_ATTRIBUTE_TYPES: tuple[type, ...] = (
+    *PLAIN_SCALARS,
+    dict,
+    list,
+    tuple,
+    Markup,
+    LoopContext,
+    Undefined,
+)
 MAX_CONTEXT_DEPTH = 6
 
 _budget: contextvars.ContextVar[list[int]] = contextvars.ContextVar("microseg_template_budget")
@@ -154,7 +162,9 @@ class BoundedRange:
             if budget is not None:
                 budget[0] -= 1
                 if budget[0] < 0:
-                    raise SecurityError(f"template exceeded the iteration budget of {ITERATION_BUDGET}")
+                    raise SecurityError(
+                        f"template exceeded the iteration budget of {ITERATION_BUDGET}"
+                    )
             yield value
 
     def __len__(self) -> int:
@@ -206,7 +216,10 @@ class MicrosegSandbox(ImmutableSandboxedEnvironment):
         )
         self.globals.clear()
         self.globals.update(
-            {"range": TemplateFunction("range", BoundedRange), "dict": TemplateFunction("dict", _plain_dict)}
+            {
+                "range": TemplateFunction("range", BoundedRange),
+                "dict": TemplateFunction("dict", _plain_dict),
+            }
         )
         for name in ("attr", "xmlattr", "pprint"):
             self.filters.pop(name, None)
@@ -236,7 +249,9 @@ class MicrosegSandbox(ImmutableSandboxedEnvironment):
         """Bound the operators that can allocate or compute without limit."""
         if operator == "**":
             numbers = isinstance(left, (int, float)) and isinstance(right, (int, float))
-            if numbers and (abs(right) > 64 or (abs(left) > 1 and abs(right) * _log2(abs(left)) > 64)):
+            if numbers and (
+                abs(right) > 64 or (abs(left) > 1 and abs(right) * _log2(abs(left)) > 64)
+            ):
                 raise SecurityError("exponent too large in template")
             return left**right
         if operator == "*":
@@ -397,6 +412,7 @@ def default_cache() -> TemplateCache:
     entries never go stale)."""
     return TemplateCache()
 
+
 RENDER_ERRORS: tuple[type[BaseException], ...] = (
     TemplateError,
     ArithmeticError,
@@ -448,4 +464,3 @@ def render_template(
 def escape_html(value: str) -> str:
     """HTML-escape static text (used for fallbacks shown in HTML parts)."""
     return str(Markup.escape(value))
-

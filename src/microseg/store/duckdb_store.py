@@ -127,9 +127,7 @@ class Store:
             else:
                 self.con.execute("COMMIT")
 
-    def execute(
-        self, query: exp.Expr | str, params: Params = None
-    ) -> duckdb.DuckDBPyConnection:
+    def execute(self, query: exp.Expr | str, params: Params = None) -> duckdb.DuckDBPyConnection:
         """Run a statement. ``query`` is a sqlglot tree or a fixed string from this code base."""
         text = sql.render(query) if isinstance(query, exp.Expr) else query
         with self.lock:

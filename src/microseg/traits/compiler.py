@@ -171,7 +171,10 @@ class _Plan:
         """Whole days between a timestamp column and as_of (floor)."""
         as_of_epoch = q.lit((self.as_of - datetime(1970, 1, 1)).total_seconds())
         diff = exp.Sub(this=as_of_epoch, expression=exp.TimeToUnix(this=last_ts))
-        return _cast(exp.Floor(this=exp.Div(this=exp.Paren(this=diff), expression=q.lit(SECONDS_PER_DAY))), "integer")
+        return _cast(
+            exp.Floor(this=exp.Div(this=exp.Paren(this=diff), expression=q.lit(SECONDS_PER_DAY))),
+            "integer",
+        )
 
 
 def _condition(column: exp.Expr, cond: Condition) -> exp.Expr:
@@ -234,10 +237,12 @@ def _compile_trait(plan: _Plan, t: object) -> None:
     elif isinstance(t, FirstLastTrait):
         cond = _and([plan.condition(t), _not_null(q.col(t.property))])
         # (ts, event_id) makes ties on the timestamp deterministic
-        key = exp.Struct(expressions=[
-            exp.PropertyEQ(this=exp.to_identifier("t"), expression=q.col("ts")),
-            exp.PropertyEQ(this=exp.to_identifier("e"), expression=q.col("event_id")),
-        ])
+        key = exp.Struct(
+            expressions=[
+                exp.PropertyEQ(this=exp.to_identifier("t"), expression=q.col("ts")),
+                exp.PropertyEQ(this=exp.to_identifier("e"), expression=q.col("event_id")),
+            ]
+        )
         func = exp.ArgMin if t.kind == "first" else exp.ArgMax
         a = plan.agg(_filtered(func(this=q.col(t.property), expression=key), cond))
         plan.finals.append(_alias(q.col(a, SCORED), t.name))
@@ -283,7 +288,9 @@ def _compile_rfm(plan: _Plan, t: RfmTrait) -> None:
         _alias(rec_days, rd),
         _alias(_score(rec_days.copy(), has.copy(), desc=True), r),
         _alias(_score(q.col(freq), has.copy(), desc=False), f),
-        _alias(_score(exp.Coalesce(this=q.col(mon), expressions=[q.lit(0)]), has.copy(), desc=False), m),
+        _alias(
+            _score(exp.Coalesce(this=q.col(mon), expressions=[q.lit(0)]), has.copy(), desc=False), m
+        ),
     ]
     ifs = []
     for seg in t.segments:
@@ -293,7 +300,9 @@ def _compile_rfm(plan: _Plan, t: RfmTrait) -> None:
         ]
         ifs.append(exp.If(this=exp.and_(*tests), true=q.lit(seg.label)))
     label = exp.Case(ifs=ifs)
-    has_final = exp.GT(this=exp.Coalesce(this=q.col(freq, SCORED), expressions=[q.lit(0)]), expression=q.lit(0))
+    has_final = exp.GT(
+        this=exp.Coalesce(this=q.col(freq, SCORED), expressions=[q.lit(0)]), expression=q.lit(0)
+    )
     plan.finals += [
         _alias(exp.Case(ifs=[exp.If(this=has_final, true=label)]), t.name),
         _alias(_cast(q.col(rd, SCORED), "integer"), f"{t.name}_recency_days"),
@@ -332,7 +341,9 @@ def _compile_engagement(plan: _Plan, t: EngagementTrait) -> None:
             order=exp.Order(expressions=[_ordered(score.copy())]),
         )
         hi = exp.and_(positive.copy(), exp.GT(this=cd, expression=q.lit(labels.highly_engaged)))
-        mid = exp.and_(positive.copy(), exp.GT(this=cd.copy(), expression=q.lit(labels.moderately_engaged)))
+        mid = exp.and_(
+            positive.copy(), exp.GT(this=cd.copy(), expression=q.lit(labels.moderately_engaged))
+        )
     label = exp.Case(
         ifs=[exp.If(this=hi, true=q.lit(LABEL_HIGH)), exp.If(this=mid, true=q.lit(LABEL_MID))],
         default=q.lit(LABEL_LOW),
@@ -341,7 +352,9 @@ def _compile_engagement(plan: _Plan, t: EngagementTrait) -> None:
     plan.scored.append(_alias(label, lab))
     plan.finals += [
         _alias(_zero(a, "number"), t.name),
-        _alias(exp.Coalesce(this=q.col(lab, SCORED), expressions=[q.lit(LABEL_LOW)]), f"{t.name}_label"),
+        _alias(
+            exp.Coalesce(this=q.col(lab, SCORED), expressions=[q.lit(LABEL_LOW)]), f"{t.name}_label"
+        ),
     ]
 
 
@@ -370,7 +383,9 @@ def _compile_mode(plan: _Plan, t: ModeTrait | PreferredHourTrait) -> None:
     if isinstance(t, ModeTrait) and t.weight is not None:
         w = plan.name("_w")
         weight = _cast(plan.value(t.weight), "number")
-        group.level1.append(_alias(_filtered(exp.Sum(this=weight), cond.copy() if cond else None), w))
+        group.level1.append(
+            _alias(_filtered(exp.Sum(this=weight), cond.copy() if cond else None), w)
+        )
         strength = exp.Coalesce(this=q.col(w), expressions=[q.lit(0.0)])
     has = exp.GT(this=q.col(c), expression=q.lit(0))
     a = plan.name("_a")
@@ -382,10 +397,12 @@ def _compile_mode(plan: _Plan, t: ModeTrait | PreferredHourTrait) -> None:
         )
         group.level2.append(_alias(_filtered(exp.ArgMax(this=q.col("_v"), expression=key), has), a))
     else:
-        key = exp.Struct(expressions=[
-            exp.PropertyEQ(this=exp.to_identifier("k"), expression=exp.Neg(this=strength)),
-            exp.PropertyEQ(this=exp.to_identifier("v"), expression=q.col("_v")),
-        ])
+        key = exp.Struct(
+            expressions=[
+                exp.PropertyEQ(this=exp.to_identifier("k"), expression=exp.Neg(this=strength)),
+                exp.PropertyEQ(this=exp.to_identifier("v"), expression=q.col("_v")),
+            ]
+        )
         group.level2.append(_alias(_filtered(exp.ArgMin(this=q.col("_v"), expression=key), has), a))
     plan.finals.append(_alias(_cast(q.col(a, SCORED), dtype), t.name))
 
@@ -410,7 +427,9 @@ def _compile_tags(plan: _Plan, t: InterestTagsTrait) -> None:
         partition_by=[q.col("profile_id")],
         order=exp.Order(expressions=[_ordered(q.col("_n"), desc=True), _ordered(q.col("_tag"))]),
     )
-    ranked = exp.select(q.col("profile_id"), q.col("_tag"), _alias(rank, "_rn")).from_(union.subquery("u"))
+    ranked = exp.select(q.col("profile_id"), q.col("_tag"), _alias(rank, "_rn")).from_(
+        union.subquery("u")
+    )
     ordered = exp.Order(this=q.col("_tag"), expressions=[_ordered(q.col("_rn"))])
     name = plan.name("_tags")
     cte = (
@@ -512,13 +531,19 @@ def compile_traits(
         pe = (
             exp.select(q.col("profile_id", "i"), *(q.col(c, "e") for c in needed))
             .from_(exp.alias_(q.table("events"), "e", quoted=True))
-            .join(exp.alias_(q.table("identities"), "i", quoted=True),
-                  on=exp.EQ(this=q.col("id_key", "i"), expression=q.col("id_key", "e")))
+            .join(
+                exp.alias_(q.table("identities"), "i", quoted=True),
+                on=exp.EQ(this=q.col("id_key", "i"), expression=q.col("id_key", "e")),
+            )
             .where(exp.and_(*where))
         )
         # The event scan is inlined in each consumer (no CTE): engines would otherwise
         # materialise the 10M-row join; each consumer reads only the columns it needs.
-        agg = exp.select(q.col("profile_id")).from_(pe.subquery(exp.to_identifier(PE, quoted=True))).group_by(q.col("profile_id"))
+        agg = (
+            exp.select(q.col("profile_id"))
+            .from_(pe.subquery(exp.to_identifier(PE, quoted=True)))
+            .group_by(q.col("profile_id"))
+        )
         if plan.aggs:
             agg = agg.select(*plan.aggs)
         ctes.append((AGG, agg))
@@ -529,23 +554,34 @@ def compile_traits(
             scored = scored.select(*(q.col(a.alias, group.name) for a in group.level2))
             scored = scored.join(
                 q.table(group.name),
-                on=exp.EQ(this=q.col("profile_id", group.name), expression=q.col("profile_id", AGG)),
+                on=exp.EQ(
+                    this=q.col("profile_id", group.name), expression=q.col("profile_id", AGG)
+                ),
                 join_type="LEFT",
             )
         if plan.scored:
             # Population windows run on a narrow projection (sorting wide rows is costly),
             # then join back to the wide per-profile rows.
             ctes.append((BASE, scored))
-            used = sorted({c.name for e in plan.scored for c in e.find_all(exp.Column)} - {"profile_id"})
+            used = sorted(
+                {c.name for e in plan.scored for c in e.find_all(exp.Column)} - {"profile_id"}
+            )
             narrow = exp.select(q.col("profile_id"), *(q.col(c) for c in used)).from_(q.table(BASE))
             ranks = exp.select(q.col("profile_id"), *plan.scored).from_(narrow.subquery("_n"))
             ctes.append((RANKS, ranks))
             scored = (
-                exp.select(exp.Column(this=exp.Star(), table=q.ident(BASE)),
-                           *(q.col(e.alias, RANKS) for e in plan.scored))
+                exp.select(
+                    exp.Column(this=exp.Star(), table=q.ident(BASE)),
+                    *(q.col(e.alias, RANKS) for e in plan.scored),
+                )
                 .from_(q.table(BASE))
-                .join(q.table(RANKS), join_type="LEFT",
-                      on=exp.EQ(this=q.col("profile_id", RANKS), expression=q.col("profile_id", BASE)))
+                .join(
+                    q.table(RANKS),
+                    join_type="LEFT",
+                    on=exp.EQ(
+                        this=q.col("profile_id", RANKS), expression=q.col("profile_id", BASE)
+                    ),
+                )
             )
         ctes.append((SCORED, scored))
         plan.joins.insert(0, SCORED)

@@ -83,7 +83,9 @@ def _write_catalog(store: Store, traitset: TraitSet, as_of: datetime) -> None:
     """Replace the catalog rows of computed traits; rows of other kinds (model scores) stay."""
     now = utcnow()
     kinds = [q.lit(k) for k in KIND_MODELS]
-    store.execute(exp.delete(q.table("trait_catalog"), where=exp.In(this=q.col("kind"), expressions=kinds)))
+    store.execute(
+        exp.delete(q.table("trait_catalog"), where=exp.In(this=q.col("kind"), expressions=kinds))
+    )
     for c in traitset.columns():
         store.execute("DELETE FROM trait_catalog WHERE name = ?", [c.name])
         store.execute(
@@ -119,7 +121,9 @@ def trait_frame(store: Store, columns: Iterable[str] | None = None) -> pd.DataFr
     """The current traits table as a DataFrame (profile_id + trait columns)."""
     if not store.table_exists(TRAITS_TABLE):
         raise NotFoundError("no traits computed yet; run `microseg traits compute`")
-    select = exp.select(q.col("profile_id")).from_(q.table(TRAITS_TABLE)).order_by(q.col("profile_id"))
+    select = (
+        exp.select(q.col("profile_id")).from_(q.table(TRAITS_TABLE)).order_by(q.col("profile_id"))
+    )
     if columns is None:
         select = exp.select(exp.Star()).from_(q.table(TRAITS_TABLE)).order_by(q.col("profile_id"))
     else:

@@ -204,7 +204,9 @@ class RfmSegment(Strict):
         for axis in ("r", "f", "m"):
             lo, hi = getattr(self, axis)
             if not 1 <= lo <= hi <= 5:
-                raise ValueError(f"RFM segment '{self.label}': {axis} must be [min, max] within 1..5")
+                raise ValueError(
+                    f"RFM segment '{self.label}': {axis} must be [min, max] within 1..5"
+                )
         return self
 
 
@@ -436,7 +438,10 @@ def output_columns(t: Any, properties: dict[str, str]) -> list[OutputColumn]:
             one("integer", "_m", "monetary score 1-5"),
         ]
     if isinstance(t, EngagementTrait):
-        return [one("number"), one("string", "_label", "Highly Engaged / Moderately Engaged / Lurker")]
+        return [
+            one("number"),
+            one("string", "_label", "Highly Engaged / Moderately Engaged / Lurker"),
+        ]
     if isinstance(t, InterestTagsTrait):
         return [one("list")]
     if isinstance(t, AttributeTrait):
@@ -470,7 +475,9 @@ def parse_expression(text: str, numeric: dict[str, str]) -> exp.Expression:
             raise ValueError(f"expression '{text}' has a string literal {node.sql()!r}")
         if isinstance(node, exp.Column):
             if node.table:
-                raise ValueError(f"expression '{text}': use plain property names, not '{node.sql()}'")
+                raise ValueError(
+                    f"expression '{text}': use plain property names, not '{node.sql()}'"
+                )
             name = node.name
             if name not in numeric:
                 raise ValueError(
@@ -501,8 +508,11 @@ def load_traits(source: Any, taxonomy: Taxonomy) -> TraitSet:
 
     if isinstance(source, Document):
         doc = source
-    elif isinstance(source, Path) or (isinstance(source, str) and "\n" not in source
-                                      and source.endswith((".yaml", ".yml", ".json"))):
+    elif isinstance(source, Path) or (
+        isinstance(source, str)
+        and "\n" not in source
+        and source.endswith((".yaml", ".yml", ".json"))
+    ):
         doc = load_document(source)
     else:
         doc = parse_text(str(source), "<traits>")
@@ -525,7 +535,9 @@ class _Checker:
         if data is None:
             return TraitSet([], dict(self.props), self.doc.file)
         if not isinstance(data, dict) or "traits" not in data:
-            raise DefinitionError(self.doc.problem("a traits file is a mapping with a 'traits' list"))
+            raise DefinitionError(
+                self.doc.problem("a traits file is a mapping with a 'traits' list")
+            )
         extra = [k for k in data if k != "traits"]
         for key in extra:
             self.fail(f"unknown top-level key '{key}'{did_you_mean(str(key), ['traits'])}", (key,))
@@ -606,17 +618,23 @@ class _Checker:
                 continue
             if cond.numeric_ops() and base not in NUMERIC:
                 ops = ", ".join(cond.numeric_ops())
-                self.fail(f"'{prop}' is {base}; {ops} need a numeric property", (*loc, "where", prop))
+                self.fail(
+                    f"'{prop}' is {base}; {ops} need a numeric property", (*loc, "where", prop)
+                )
             if (cond.like is not None or cond.matches is not None) and base != "string":
-                self.fail(f"'{prop}' is {base}; like/matches need a string property",
-                          (*loc, "where", prop))
+                self.fail(
+                    f"'{prop}' is {base}; like/matches need a string property",
+                    (*loc, "where", prop),
+                )
         return events
 
     def _event(self, event: str, loc: Loc) -> None:
         if event not in self.tax.events and not self.tax.allow_unknown_events:
             self.fail(f"unknown event type '{event}'{did_you_mean(event, self.tax.events)}", loc)
 
-    def _property(self, prop: str, events: list[str], loc: Loc, *, numeric: bool = False) -> str | None:
+    def _property(
+        self, prop: str, events: list[str], loc: Loc, *, numeric: bool = False
+    ) -> str | None:
         if prop in CORE_READABLE and not numeric:
             return "string"
         base = self.props.get(prop)

@@ -197,8 +197,11 @@ class PandasTraits:
         labels = {}
         for pid in has:
             for seg in t.segments:
-                if (seg.r[0] <= r[pid] <= seg.r[1] and seg.f[0] <= f[pid] <= seg.f[1]
-                        and seg.m[0] <= m[pid] <= seg.m[1]):
+                if (
+                    seg.r[0] <= r[pid] <= seg.r[1]
+                    and seg.f[0] <= f[pid] <= seg.f[1]
+                    and seg.m[0] <= m[pid] <= seg.m[1]
+                ):
                     labels[pid] = seg.label
                     break
         n = t.name
@@ -221,8 +224,11 @@ class PandasTraits:
             grouped = frame.dropna(subset=["v"]).groupby(["profile_id", "v"])["w"].sum()
         else:
             grouped = frame.dropna(subset=["v"]).groupby(["profile_id", "v"]).size()
-        g = grouped.rename("w").reset_index().sort_values(["profile_id", "w", "v"],
-                                                        ascending=[True, False, True])
+        g = (
+            grouped.rename("w")
+            .reset_index()
+            .sort_values(["profile_id", "w", "v"], ascending=[True, False, True])
+        )
         best = g.drop_duplicates("profile_id").set_index("profile_id")["v"]
         return {t.name: self.full(best)}
 
@@ -230,7 +236,9 @@ class PandasTraits:
         ev = self.ev
         sub = ev[self.mask(t) & ev["event_type"].isin(list(t.weights))]
         age = (self.as_of_epoch - (sub["ts"] - pd.Timestamp(1970, 1, 1)).dt.total_seconds()) / 86400
-        contrib = sub["event_type"].map(t.weights).astype(float) * np.power(0.5, age / t.half_life_days)
+        contrib = sub["event_type"].map(t.weights).astype(float) * np.power(
+            0.5, age / t.half_life_days
+        )
         score = self.full(contrib.groupby(sub["profile_id"]).sum(), 0.0)
         lab = t.labels
         label = pd.Series(LABEL_LOW, index=score.index, dtype=object)

@@ -16,7 +16,9 @@ from microseg.api.schemas import PROBLEM_RESPONSES, ApiKeyCreate, ApiKeyCreated,
 router = APIRouter(prefix="/admin", tags=["admin"])
 
 
-@router.get("/stats", summary="Collector, serving state and store counts", responses=PROBLEM_RESPONSES)
+@router.get(
+    "/stats", summary="Collector, serving state and store counts", responses=PROBLEM_RESPONSES
+)
 def stats(_key: AdminKey, services: ServicesDep) -> Response:
     body: dict[str, Any] = {
         "collector": services.collector.stats(),
@@ -27,40 +29,63 @@ def stats(_key: AdminKey, services: ServicesDep) -> Response:
     return json_response(body)
 
 
-@router.get("/apikeys", summary="List API keys (never the secrets)",
-            response_model=list[ApiKeyPublic], responses=PROBLEM_RESPONSES)
+@router.get(
+    "/apikeys",
+    summary="List API keys (never the secrets)",
+    response_model=list[ApiKeyPublic],
+    responses=PROBLEM_RESPONSES,
+)
 def list_keys(_key: AdminKey, services: ServicesDep) -> Response:
     df = api_keys.list_keys(services.workspace.store)
-    rows = [{k: (None if v != v else v) for k, v in r.items()} for r in df.to_dict(orient="records")]
+    rows = [
+        {k: (None if v != v else v) for k, v in r.items()} for r in df.to_dict(orient="records")
+    ]
     return json_response(rows)
 
 
-@router.post("/apikeys", status_code=201, summary="Create an API key (shown once)",
-             response_model=ApiKeyCreated, responses=PROBLEM_RESPONSES)
+@router.post(
+    "/apikeys",
+    status_code=201,
+    summary="Create an API key (shown once)",
+    response_model=ApiKeyCreated,
+    responses=PROBLEM_RESPONSES,
+)
 def create_key(body: ApiKeyCreate, principal: AdminKey, services: ServicesDep) -> Response:
     ws = services.workspace
     record, key = api_keys.create_key(
-        ws.store, ws.keys, body.role, name=body.name, rate_per_second=body.rate_per_second,
+        ws.store,
+        ws.keys,
+        body.role,
+        name=body.name,
+        rate_per_second=body.rate_per_second,
         actor=f"api:{principal.key_id}",
     )
     services.auth.add(record)
-    return json_response({"key_id": record.key_id, "role": record.role, "name": record.name, "key": key}, 201)
+    return json_response(
+        {"key_id": record.key_id, "role": record.role, "name": record.name, "key": key}, 201
+    )
 
 
-@router.delete("/apikeys/{key_id}", status_code=204, summary="Revoke an API key",
-               responses=PROBLEM_RESPONSES)
+@router.delete(
+    "/apikeys/{key_id}", status_code=204, summary="Revoke an API key", responses=PROBLEM_RESPONSES
+)
 def revoke_key(key_id: str, principal: AdminKey, services: ServicesDep) -> Response:
     api_keys.revoke_key(services.workspace.store, key_id, actor=f"api:{principal.key_id}")
     services.auth.remove(key_id)
     return Response(status_code=204)
 
 
-@router.post("/serving/reload", summary="Reload the serving state from the store",
-             responses=PROBLEM_RESPONSES)
+@router.post(
+    "/serving/reload",
+    summary="Reload the serving state from the store",
+    responses=PROBLEM_RESPONSES,
+)
 async def reload(_key: AdminKey, services: ServicesDep) -> Response:
     s = services.settings
     await run_in_threadpool(
-        services.state.reload, services.workspace.store,
-        traits_table=s.traits_table, membership_table=s.membership_table,
+        services.state.reload,
+        services.workspace.store,
+        traits_table=s.traits_table,
+        membership_table=s.membership_table,
     )
     return json_response(services.state.stats())

@@ -15,8 +15,10 @@ router = APIRouter(prefix="/decide", tags=["decide"])
     "/{ref}",
     summary="Segments and traits of a profile (in memory, no store scan)",
     response_model=DecisionOut,
-    responses={**PROBLEM_RESPONSES, 404: {"description": "unknown profile",
-                                          "content": {"application/problem+json": {}}}},
+    responses={
+        **PROBLEM_RESPONSES,
+        404: {"description": "unknown profile", "content": {"application/problem+json": {}}},
+    },
 )
 async def decide(ref: str, request: Request, _key: DecisionKey) -> Response:
     """``ref``: a profile id, an id key (``user_id:42``, ``email:ann@example.com``) or a bare

@@ -76,7 +76,13 @@ async def collect(services: Services, items: list[Any], wait: bool) -> Response:
     ticket = await run_in_threadpool(collector.submit, lines, ids, indexes, wait)
     outcome: dict[str, Any] | None = None
     if ticket is None and wait:
-        outcome = {"status": "committed", "accepted": 0, "duplicates": 0, "quarantined": 0, "errors": []}
+        outcome = {
+            "status": "committed",
+            "accepted": 0,
+            "duplicates": 0,
+            "quarantined": 0,
+            "errors": [],
+        }
     elif ticket is not None and ticket.waiter is not None:
         waiting = asyncio.wrap_future(ticket.waiter.future)
         done, _ = await asyncio.wait({waiting}, timeout=services.settings.commit_wait_seconds)
@@ -84,8 +90,13 @@ async def collect(services: Services, items: list[Any], wait: bool) -> Response:
     body: dict[str, Any] = {"received": len(items), "rejected": len(rejected)}
     if outcome is not None and outcome["status"] == "committed":
         errors = sorted([*rejected, *outcome["errors"]], key=lambda e: e["index"])
-        body.update(status="committed", accepted=outcome["accepted"],
-                    duplicates=outcome["duplicates"], quarantined=outcome["quarantined"], errors=errors)
+        body.update(
+            status="committed",
+            accepted=outcome["accepted"],
+            duplicates=outcome["duplicates"],
+            quarantined=outcome["quarantined"],
+            errors=errors,
+        )
         return json_response(body, 200)
     body.update(status="spooled", accepted=None, duplicates=None, quarantined=None, errors=rejected)
     return json_response(body, 202)
@@ -103,7 +114,9 @@ async def collect_one(
 ) -> Response:
     doc = parse(await read_body(request, services.settings.max_event_bytes))
     if not isinstance(doc, dict):
-        raise ApiProblem(422, "not-an-object", f"an event must be a JSON object, got {type(doc).__name__}")
+        raise ApiProblem(
+            422, "not-an-object", f"an event must be a JSON object, got {type(doc).__name__}"
+        )
     return await collect(services, [doc], wait)
 
 
@@ -123,10 +136,11 @@ async def collect_batch(
     doc = parse(await read_body(request, settings.max_body_bytes))
     items = doc.get("events") if isinstance(doc, dict) else doc
     if not isinstance(items, list):
-        raise ApiProblem(422, "not-a-batch", "send {\"events\": [ {...}, ... ]}")
+        raise ApiProblem(422, "not-a-batch", 'send {"events": [ {...}, ... ]}')
     if len(items) > settings.max_batch_events:
         raise ApiProblem(
-            413, "batch-too-large",
+            413,
+            "batch-too-large",
             f"{len(items)} events in one batch; the limit is {settings.max_batch_events}",
         )
     return await collect(services, items, wait)

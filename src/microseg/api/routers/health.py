@@ -24,5 +24,6 @@ def _version() -> str:
 @router.get("", summary="Is the server up (no API key needed)", response_model=Health)
 async def health(services: ServicesDep) -> Response:
     ok = services.collector.alive() and not services.collector.parked_segments
-    return json_response({"status": "ok" if ok else "degraded", "version": _version()},
-                         200 if ok else 503)
+    return json_response(
+        {"status": "ok" if ok else "degraded", "version": _version()}, 200 if ok else 503
+    )

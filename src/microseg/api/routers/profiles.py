@@ -18,8 +18,10 @@ router = APIRouter(prefix="/profiles", tags=["profiles"])
 @router.get(
     "/{ref}",
     summary="Everything the engine shows about a profile",
-    responses={**PROBLEM_RESPONSES, 404: {"description": "unknown profile",
-                                          "content": {"application/problem+json": {}}}},
+    responses={
+        **PROBLEM_RESPONSES,
+        404: {"description": "unknown profile", "content": {"application/problem+json": {}}},
+    },
 )
 def profile(ref: str, _key: AnalystKey, services: ServicesDep) -> Response:
     view: dict[str, Any] = services.workspace.profile_view(ref)

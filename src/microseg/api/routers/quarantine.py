@@ -16,8 +16,12 @@ router = APIRouter(prefix="/quarantine", tags=["quarantine"])
 COLUMNS = ("q_id", "source", "row_number", "reason", "detail", "record", "quarantined_at", "status")
 
 
-@router.get("", summary="Quarantined records, oldest first", response_model=QuarantinePage,
-            responses=PROBLEM_RESPONSES)
+@router.get(
+    "",
+    summary="Quarantined records, oldest first",
+    response_model=QuarantinePage,
+    responses=PROBLEM_RESPONSES,
+)
 def quarantine(
     _key: AnalystKey,
     services: ServicesDep,
