@@ -55,8 +55,14 @@ def iso(minutes_ago: float = 5) -> str:
 def make_events(prefix: str, n: int, users: int) -> list[dict[str, Any]]:
     ts = iso()
     return [
-        {"event_id": f"{prefix}-{i}", "event_type": "page_view", "timestamp": ts,
-         "user_id": f"u{i % users}", "url": f"/p/{i % 100}", "time_spent": i % 60}
+        {
+            "event_id": f"{prefix}-{i}",
+            "event_type": "page_view",
+            "timestamp": ts,
+            "user_id": f"u{i % users}",
+            "url": f"/p/{i % 100}",
+            "time_spent": i % 60,
+        }
         for i in range(n)
     ]
 
@@ -65,24 +71,43 @@ def seed(root: Path, profiles: int) -> tuple[dict[str, str], list[str]]:
     Workspace.init(root, "bench").close()
     with Workspace.open(root) as ws:
         path = root / "seed.jsonl"
-        path.write_bytes(b"".join(orjson.dumps(e) + b"\n" for e in make_events("seed", profiles, profiles)))
+        path.write_bytes(
+            b"".join(orjson.dumps(e) + b"\n" for e in make_events("seed", profiles, profiles))
+        )
         ws.import_events(path)
         path.unlink()
-        ws.store.execute("CREATE TABLE traits AS SELECT profile_id, random() * 1000 AS ltv,"
-                         " 'tier_' || (hash(profile_id) % 4) AS tier FROM profiles")
-        ws.store.execute("CREATE TABLE IF NOT EXISTS memberships (segment VARCHAR, profile_id VARCHAR,"
-                         " entered_at TIMESTAMP)")
-        ws.store.execute("INSERT INTO memberships SELECT 'seg_' || (hash(profile_id) % 7), profile_id,"
-                         " now() FROM profiles")
-        keys = {role: create_key(ws.store, ws.keys, role, rate_per_second=1e9)[1]
-                for role in ("decision-reader", "collector", "admin")}
+        ws.store.execute(
+            "CREATE TABLE traits AS SELECT profile_id, random() * 1000 AS ltv,"
+            " 'tier_' || (hash(profile_id) % 4) AS tier FROM profiles"
+        )
+        ws.store.execute(
+            "CREATE TABLE IF NOT EXISTS memberships (segment VARCHAR, profile_id VARCHAR,"
+            " entered_at TIMESTAMP)"
+        )
+        ws.store.execute(
+            "INSERT INTO memberships SELECT 'seg_' || (hash(profile_id) % 7), profile_id,"
+            " now() FROM profiles"
+        )
+        keys = {
+            role: create_key(ws.store, ws.keys, role, rate_per_second=1e9)[1]
+            for role in ("decision-reader", "collector", "admin")
+        }
     return keys, [f"user_id:u{i}" for i in range(profiles)]
 
 
 def start(root: Path, port: int) -> subprocess.Popen[bytes]:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "microseg.api", "--project", str(root), "--port", str(port),
-         "--log-level", "warning"],
+        [
+            sys.executable,
+            "-m",
+            "microseg.api",
+            "--project",
+            str(root),
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+        ],
     )
     for _ in range(600):
         try:
@@ -111,13 +136,24 @@ end
 """
 
 
-def decide_wrk(port: int, key: str, refs: list[str], seconds: int, connections: int, tmp: Path) -> dict[str, Any]:
+def decide_wrk(
+    port: int, key: str, refs: list[str], seconds: int, connections: int, tmp: Path
+) -> dict[str, Any]:
     (tmp / "refs.txt").write_text("\n".join(refs))
     (tmp / "bench.lua").write_text(WRK_SCRIPT % (tmp / "refs.txt", key))
     out = subprocess.run(
-        ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "-s", str(tmp / "bench.lua"),
-         f"http://127.0.0.1:{port}"],
-        capture_output=True, text=True, check=True,
+        [
+            "wrk",
+            "-t1",
+            f"-c{connections}",
+            f"-d{seconds}s",
+            "-s",
+            str(tmp / "bench.lua"),
+            f"http://127.0.0.1:{port}",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     match = re.search(r"^JSON (.*)$", out, re.M)
     assert match, out
@@ -127,13 +163,17 @@ def decide_wrk(port: int, key: str, refs: list[str], seconds: int, connections: 
     return res
 
 
-async def _worker(port: int, key: str, refs: list[str], until: float, lat: list[float], bad: list[int]) -> None:
+async def _worker(
+    port: int, key: str, refs: list[str], until: float, lat: list[float], bad: list[int]
+) -> None:
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     rnd = random.Random()
     while time.perf_counter() < until:
         ref = refs[rnd.randrange(len(refs))]
         t0 = time.perf_counter()
-        writer.write(f"GET /v1/decide/{ref} HTTP/1.1\r\nHost: b\r\nX-API-Key: {key}\r\n\r\n".encode())
+        writer.write(
+            f"GET /v1/decide/{ref} HTTP/1.1\r\nHost: b\r\nX-API-Key: {key}\r\n\r\n".encode()
+        )
         head = await reader.readuntil(b"\r\n\r\n")
         length = int(re.search(rb"(?i)content-length: (\d+)", head).group(1))  # type: ignore[union-attr]
         await reader.readexactly(length)
@@ -143,22 +183,36 @@ async def _worker(port: int, key: str, refs: list[str], until: float, lat: list[
     writer.close()
 
 
-def _asyncio_load(port: int, key: str, refs: list[str], seconds: int, connections: int, q: Any) -> None:
+def _asyncio_load(
+    port: int, key: str, refs: list[str], seconds: int, connections: int, q: Any
+) -> None:
     lat: list[float] = []
     bad: list[int] = []
     until = time.perf_counter() + seconds
 
     async def main() -> None:
-        await asyncio.gather(*(_worker(port, key, refs, until, lat, bad) for _ in range(connections)))
+        await asyncio.gather(
+            *(_worker(port, key, refs, until, lat, bad) for _ in range(connections))
+        )
 
     asyncio.run(main())
     lat.sort()
-    q.put({"requests": len(lat), "seconds": seconds, "p50_ms": lat[len(lat) // 2] * 1e3,
-           "p90_ms": lat[int(len(lat) * 0.9)] * 1e3, "p99_ms": lat[int(len(lat) * 0.99)] * 1e3,
-           "non2xx": len(bad), "errors": 0})
+    q.put(
+        {
+            "requests": len(lat),
+            "seconds": seconds,
+            "p50_ms": lat[len(lat) // 2] * 1e3,
+            "p90_ms": lat[int(len(lat) * 0.9)] * 1e3,
+            "p99_ms": lat[int(len(lat) * 0.99)] * 1e3,
+            "non2xx": len(bad),
+            "errors": 0,
+        }
+    )
 
 
-def decide_asyncio(port: int, key: str, refs: list[str], seconds: int, connections: int) -> dict[str, Any]:
+def decide_asyncio(
+    port: int, key: str, refs: list[str], seconds: int, connections: int
+) -> dict[str, Any]:
     q: Any = mp.Queue()
     proc = mp.Process(target=_asyncio_load, args=(port, key, refs, seconds, connections, q))
     proc.start()
@@ -170,8 +224,13 @@ def decide_asyncio(port: int, key: str, refs: list[str], seconds: int, connectio
 
 
 # ------------------------------------------------------------------------------ collection
-async def collect(port: int, key: str, total: int, batch: int, clients: int, wait: bool, tag: str) -> dict[str, Any]:
-    bodies = [orjson.dumps({"events": make_events(f"{tag}{b}", batch, 50_000)}) for b in range(total // batch)]
+async def collect(
+    port: int, key: str, total: int, batch: int, clients: int, wait: bool, tag: str
+) -> dict[str, Any]:
+    bodies = [
+        orjson.dumps({"events": make_events(f"{tag}{b}", batch, 50_000)})
+        for b in range(total // batch)
+    ]
     queue: asyncio.Queue[bytes] = asyncio.Queue()
     for body in bodies:
         queue.put_nowait(body)
@@ -194,15 +253,24 @@ async def collect(port: int, key: str, total: int, batch: int, clients: int, wai
     t0 = time.perf_counter()
     await asyncio.gather(*(client() for _ in range(clients)))
     acked = time.perf_counter() - t0
-    res: dict[str, Any] = {"mode": "wait=true (DuckDB commit)" if wait else "wait=false (spool fsync)",
-                           "events": total, "batch": batch, "clients": clients,
-                           "ack_seconds": acked, "events_per_s_acked": total / acked,
-                           "p50_batch_ms": statistics.median(latencies) * 1e3, **counts}
+    res: dict[str, Any] = {
+        "mode": "wait=true (DuckDB commit)" if wait else "wait=false (spool fsync)",
+        "events": total,
+        "batch": batch,
+        "clients": clients,
+        "ack_seconds": acked,
+        "events_per_s_acked": total / acked,
+        "p50_batch_ms": statistics.median(latencies) * 1e3,
+        **counts,
+    }
     if not wait:
         async with httpx.AsyncClient(timeout=30) as http:
             while True:
-                stats = (await http.get(f"http://127.0.0.1:{port}/v1/admin/stats",
-                                        headers={"X-API-Key": ADMIN[0]})).json()
+                stats = (
+                    await http.get(
+                        f"http://127.0.0.1:{port}/v1/admin/stats", headers={"X-API-Key": ADMIN[0]}
+                    )
+                ).json()
                 if stats["collector"]["backlog_events"] == 0:
                     break
                 await asyncio.sleep(0.05)
@@ -234,21 +302,39 @@ def main() -> None:
     try:
         # warm up
         for ref in refs[:200]:
-            httpx.get(f"http://127.0.0.1:{port}/v1/decide/{ref}", headers={"X-API-Key": keys["decision-reader"]})
+            httpx.get(
+                f"http://127.0.0.1:{port}/v1/decide/{ref}",
+                headers={"X-API-Key": keys["decision-reader"]},
+            )
         for connections in (int(c) for c in args.connections.split(",")):
             if shutil.which("wrk") and not args.no_wrk:
-                dec = decide_wrk(port, keys["decision-reader"], refs, args.seconds, connections, tmp)
+                dec = decide_wrk(
+                    port, keys["decision-reader"], refs, args.seconds, connections, tmp
+                )
             else:
                 dec = decide_asyncio(port, keys["decision-reader"], refs, args.seconds, connections)
-            print(f"decide: {dec['rps']:,.0f} req/s  p50 {dec['p50_ms']:.2f} ms"
-                  f"  p90 {dec['p90_ms']:.2f} ms  p99 {dec['p99_ms']:.2f} ms  non-2xx {dec['non2xx']}"
-                  f"  errors {dec['errors']}  ({dec['tool']})")
+            print(
+                f"decide: {dec['rps']:,.0f} req/s  p50 {dec['p50_ms']:.2f} ms"
+                f"  p90 {dec['p90_ms']:.2f} ms  p99 {dec['p99_ms']:.2f} ms  non-2xx {dec['non2xx']}"
+                f"  errors {dec['errors']}  ({dec['tool']})"
+            )
         for wait in (False, True):
-            res = asyncio.run(collect(port, keys["collector"], args.events, args.batch, args.clients, wait,
-                                      "w" if wait else "a"))
-            line = (f"collect {res['mode']}: {res['events_per_s_acked']:,.0f} events/s acknowledged"
-                    f" ({res['events']:,} events, batch {res['batch']}, {res['clients']} clients,"
-                    f" p50 batch {res['p50_batch_ms']:.0f} ms)")
+            res = asyncio.run(
+                collect(
+                    port,
+                    keys["collector"],
+                    args.events,
+                    args.batch,
+                    args.clients,
+                    wait,
+                    "w" if wait else "a",
+                )
+            )
+            line = (
+                f"collect {res['mode']}: {res['events_per_s_acked']:,.0f} events/s acknowledged"
+                f" ({res['events']:,} events, batch {res['batch']}, {res['clients']} clients,"
+                f" p50 batch {res['p50_batch_ms']:.0f} ms)"
+            )
             if "events_per_s_committed" in res:
                 line += f"; {res['events_per_s_committed']:,.0f} events/s committed to DuckDB"
             else:

@@ -54,7 +54,9 @@ def run_one(path: Path, workdir: Path, memory_limit: str) -> dict[str, object]:
     shutil.rmtree(root, ignore_errors=True)
     proc = subprocess.run(
         [sys.executable, "-c", CHILD, str(path), str(root), memory_limit],
-        capture_output=True, text=True, check=False,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     if proc.returncode != 0:
         raise RuntimeError(proc.stderr[-2000:])
@@ -65,10 +67,18 @@ def run_one(path: Path, workdir: Path, memory_limit: str) -> dict[str, object]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--sizes", type=int, nargs="+", default=[1_000_000, 10_000_000])
-    ap.add_argument("--workdir", type=Path, default=Path(os.environ.get("TMPDIR", "/tmp")) / "microseg-bench-import")
-    ap.add_argument("--memory-limit", default="2GB", help="DuckDB memory_limit of the store ('' = default)")
+    ap.add_argument(
+        "--workdir",
+        type=Path,
+        default=Path(os.environ.get("TMPDIR", "/tmp")) / "microseg-bench-import",
+    )
+    ap.add_argument(
+        "--memory-limit", default="2GB", help="DuckDB memory_limit of the store ('' = default)"
+    )
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--json", type=Path, help="also write the results here")
     args = ap.parse_args()
@@ -78,8 +88,15 @@ def main() -> None:
         path = ensure_file(args.workdir, n, args.seed)
         r = run_one(path, args.workdir, args.memory_limit)
         wall, cpu = float(r["wall_s"]), float(r["cpu_s"])  # type: ignore[arg-type]
-        r.update({"events": n, "events_per_s": n / wall, "events_per_cpu_s": n / cpu,
-                  "load_avg_1m": os.getloadavg()[0], "memory_limit": args.memory_limit})
+        r.update(
+            {
+                "events": n,
+                "events_per_s": n / wall,
+                "events_per_cpu_s": n / cpu,
+                "load_avg_1m": os.getloadavg()[0],
+                "memory_limit": args.memory_limit,
+            }
+        )
         results.append(r)
         print(
             f"{n:>12,} events: {wall:7.1f}s wall ({n / wall:>10,.0f} ev/s), {cpu:7.1f}s CPU "

@@ -85,7 +85,9 @@ def main() -> None:
             out = render_block(block, ctxs[i % 1000], channel=channel, device=device, cache=cache)
         elapsed = time.perf_counter() - start
         assert out.ok, out.errors
-        print(f"{channel}/{device}: {args.n / elapsed:,.0f} renders/s ({elapsed / args.n * 1e6:.1f} µs each)")
+        print(
+            f"{channel}/{device}: {args.n / elapsed:,.0f} renders/s ({elapsed / args.n * 1e6:.1f} µs each)"
+        )
     print(f"compiled templates in cache: {len(cache)}")
 
 

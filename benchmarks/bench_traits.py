@@ -39,21 +39,49 @@ EVENT_TYPES = {
     "video_played": 0.03,
 }
 CATEGORIES = [
-    "running shoes", "running apparel", "phones", "phone cases", "kitchen tools",
-    "kitchen appliances", "books", "toys", "garden", "beauty", "outdoor", "laptops",
+    "running shoes",
+    "running apparel",
+    "phones",
+    "phone cases",
+    "kitchen tools",
+    "kitchen appliances",
+    "books",
+    "toys",
+    "garden",
+    "beauty",
+    "outdoor",
+    "laptops",
 ]
 DEVICES = ["mobile", "desktop", "tablet"]
 
 TAXONOMY = {
     "events": {
         "page_view": {"properties": {"url": "string", "device": "string"}},
-        "product_view": {"properties": {"product_id": "string", "category": "string",
-                                        "price": "number", "device": "string"}},
-        "add_to_cart": {"properties": {"product_id": "string", "category": "string",
-                                       "price": "number", "quantity": "number"}},
-        "purchase": {"properties": {"order_id": "string", "product_id": "string",
-                                    "category": "string", "price": "number",
-                                    "quantity": "number"}},
+        "product_view": {
+            "properties": {
+                "product_id": "string",
+                "category": "string",
+                "price": "number",
+                "device": "string",
+            }
+        },
+        "add_to_cart": {
+            "properties": {
+                "product_id": "string",
+                "category": "string",
+                "price": "number",
+                "quantity": "number",
+            }
+        },
+        "purchase": {
+            "properties": {
+                "order_id": "string",
+                "product_id": "string",
+                "category": "string",
+                "price": "number",
+                "quantity": "number",
+            }
+        },
         "email_open": {"properties": {"campaign_id": "string"}},
         "email_click": {"properties": {"campaign_id": "string"}},
         "video_played": {"properties": {"video_id": "string"}},
@@ -106,7 +134,9 @@ def cpu_seconds() -> float:
 
 
 # --------------------------------------------------------------------------- generation
-def _dict_column(indices: np.ndarray, values: list[str], valid: np.ndarray | None = None) -> pa.Array:
+def _dict_column(
+    indices: np.ndarray, values: list[str], valid: np.ndarray | None = None
+) -> pa.Array:
     idx = pa.array(indices.astype(np.int32), mask=None if valid is None else ~valid)
     return pa.DictionaryArray.from_arrays(idx, pa.array(values))
 
@@ -115,8 +145,12 @@ def generate(folder: Path, n_events: int, n_profiles: int, seed: int = 7) -> Non
     """Write events.parquet, identities.parquet and profiles.parquet (deterministic)."""
     rng = np.random.default_rng(seed)
     folder.mkdir(parents=True, exist_ok=True)
-    keys = pc.binary_join_element_wise("user_id:u", pc.cast(pa.array(np.arange(n_profiles)), pa.string()), "")
-    pids = pc.binary_join_element_wise("p", pc.cast(pa.array(np.arange(n_profiles)), pa.string()), "")
+    keys = pc.binary_join_element_wise(
+        "user_id:u", pc.cast(pa.array(np.arange(n_profiles)), pa.string()), ""
+    )
+    pids = pc.binary_join_element_wise(
+        "p", pc.cast(pa.array(np.arange(n_profiles)), pa.string()), ""
+    )
     pq.write_table(pa.table({"id_key": keys, "profile_id": pids}), folder / "identities.parquet")
     chunk = 2_000_000
     writer = None
@@ -129,23 +163,30 @@ def generate(folder: Path, n_events: int, n_profiles: int, seed: int = 7) -> Non
         et = rng.choice(len(types), size=n, p=probs)
         age_s = (rng.random(n) ** 1.5 * 365 * 86400).astype(np.int64)
         ts = np.datetime64(AS_OF, "s") - age_s.astype("timedelta64[s]") + np.timedelta64(3600, "s")
-        commerce = np.isin(et, [types.index(t) for t in ("product_view", "add_to_cart", "purchase")])
+        commerce = np.isin(
+            et, [types.index(t) for t in ("product_view", "add_to_cart", "purchase")]
+        )
         is_purchase = et == types.index("purchase")
         has_device = np.isin(et, [types.index("page_view"), types.index("product_view")])
         ids = np.arange(start, start + n)
         event_id = pc.binary_join_element_wise("e", pc.cast(pa.array(ids), pa.string()), "")
         order = pc.binary_join_element_wise("o", pc.cast(pa.array(ids // 3), pa.string()), "")
-        batch = pa.table({
-            "event_id": event_id,
-            "event_type": _dict_column(et, types),
-            "ts": pa.array(ts.astype("datetime64[us]")),
-            "id_key": pc.take(keys, pa.array(who)),
-            "order_id": pc.if_else(pa.array(is_purchase), order, pa.scalar(None, pa.string())),
-            "category": _dict_column(rng.integers(0, len(CATEGORIES), n), CATEGORIES, commerce),
-            "device": _dict_column(rng.choice(3, n, p=[0.6, 0.3, 0.1]), DEVICES, has_device),
-            "price": pa.array(np.round(rng.gamma(2.0, 20.0, n), 2), mask=~commerce),
-            "quantity": pa.array(rng.integers(1, 5, n).astype(np.float64), mask=~(commerce & (et != types.index("product_view")))),
-        })
+        batch = pa.table(
+            {
+                "event_id": event_id,
+                "event_type": _dict_column(et, types),
+                "ts": pa.array(ts.astype("datetime64[us]")),
+                "id_key": pc.take(keys, pa.array(who)),
+                "order_id": pc.if_else(pa.array(is_purchase), order, pa.scalar(None, pa.string())),
+                "category": _dict_column(rng.integers(0, len(CATEGORIES), n), CATEGORIES, commerce),
+                "device": _dict_column(rng.choice(3, n, p=[0.6, 0.3, 0.1]), DEVICES, has_device),
+                "price": pa.array(np.round(rng.gamma(2.0, 20.0, n), 2), mask=~commerce),
+                "quantity": pa.array(
+                    rng.integers(1, 5, n).astype(np.float64),
+                    mask=~(commerce & (et != types.index("product_view"))),
+                ),
+            }
+        )
         if writer is None:
             writer = pq.ParquetWriter(folder / "events.parquet", batch.schema)
         writer.write_table(batch)
@@ -206,9 +247,15 @@ def run_sql(db: Path, threads: int, memory_limit: str) -> dict[str, object]:
         " count(*) FILTER (WHERE rfm = 'Champions'), sum(len(interests)) FROM traits"
     )[0]
     store.close()
-    return {"seconds": result.seconds, "rows": result.rows, "columns": len(result.columns),
-            "timings": result.timings, "peak_rss_mb": peak_rss_mb(), "cpu": cpu,
-            "checksum": list(checksum)}
+    return {
+        "seconds": result.seconds,
+        "rows": result.rows,
+        "columns": len(result.columns),
+        "timings": result.timings,
+        "peak_rss_mb": peak_rss_mb(),
+        "cpu": cpu,
+        "checksum": list(checksum),
+    }
 
 
 def run_pandas(folder: Path) -> dict[str, object]:
@@ -218,24 +265,40 @@ def run_pandas(folder: Path) -> dict[str, object]:
 
     _, traitset = _traitset()
     table = pq.read_table(folder / "events.parquet")
-    table = table.cast(pa.schema([
-        pa.field(f.name, pa.string()) if pa.types.is_dictionary(f.type) else f for f in table.schema
-    ]))
+    table = table.cast(
+        pa.schema(
+            [
+                pa.field(f.name, pa.string()) if pa.types.is_dictionary(f.type) else f
+                for f in table.schema
+            ]
+        )
+    )
     events = table.to_pandas()
     idents = pq.read_table(folder / "identities.parquet").to_pandas()
     started, cpu0 = time.perf_counter(), cpu_seconds()
     out = pandas_traits(traitset, AS_OF, events, idents, idents["profile_id"])
     seconds, cpu = time.perf_counter() - started, cpu_seconds() - cpu0
-    checksum = [int(out["views_7d"].sum()), int(out["rfm_frequency"].sum()),
-                round(float(out["spend_90d"].sum()), 2), int((out["rfm"] == "Champions").sum()),
-                int(out["interests"].map(len).sum())]
+    checksum = [
+        int(out["views_7d"].sum()),
+        int(out["rfm_frequency"].sum()),
+        round(float(out["spend_90d"].sum()), 2),
+        int((out["rfm"] == "Champions").sum()),
+        int(out["interests"].map(len).sum()),
+    ]
     del pd
-    return {"seconds": seconds, "rows": len(out), "peak_rss_mb": peak_rss_mb(), "cpu": cpu,
-            "checksum": checksum}
+    return {
+        "seconds": seconds,
+        "rows": len(out),
+        "peak_rss_mb": peak_rss_mb(),
+        "cpu": cpu,
+        "checksum": checksum,
+    }
 
 
 def _child(args: list[str]) -> dict[str, object]:
-    proc = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True, check=False)
+    proc = subprocess.run(
+        [sys.executable, __file__, *args], capture_output=True, text=True, check=False
+    )
     if proc.returncode != 0:
         raise SystemExit(f"child {args} failed:\n{proc.stderr}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -264,21 +327,36 @@ def main() -> None:
     t1 = time.perf_counter()
     load_store(work, work / "bench.duckdb")
     t2 = time.perf_counter()
-    print(f"events {args.events:,} · profiles {args.profiles:,} · generate {t1 - t0:.1f}s · load {t2 - t1:.1f}s")
-    common = ["--workdir", str(work), "--threads", str(args.threads), "--memory-limit", args.memory_limit]
+    print(
+        f"events {args.events:,} · profiles {args.profiles:,} · generate {t1 - t0:.1f}s · load {t2 - t1:.1f}s"
+    )
+    common = [
+        "--workdir",
+        str(work),
+        "--threads",
+        str(args.threads),
+        "--memory-limit",
+        args.memory_limit,
+    ]
     sql = _child(["--child", "sql", *common])
     print(f"load average : {os.getloadavg()[0]:.1f} (other work on the machine slows wall time)")
-    print(f"microseg SQL : {sql['seconds']:.2f}s wall, {sql['cpu']:.1f}s CPU  peak RSS {sql['peak_rss_mb']:.0f} MB  "
-          f"({sql['rows']:,} profiles x {sql['columns']} columns; {sql['timings']})")
+    print(
+        f"microseg SQL : {sql['seconds']:.2f}s wall, {sql['cpu']:.1f}s CPU  peak RSS {sql['peak_rss_mb']:.0f} MB  "
+        f"({sql['rows']:,} profiles x {sql['columns']} columns; {sql['timings']})"
+    )
     if args.skip_pandas:
         return
     pdr = _child(["--child", "pandas", *common])
-    print(f"pandas       : {pdr['seconds']:.2f}s wall, {pdr['cpu']:.1f}s CPU  peak RSS {pdr['peak_rss_mb']:.0f} MB")
+    print(
+        f"pandas       : {pdr['seconds']:.2f}s wall, {pdr['cpu']:.1f}s CPU  peak RSS {pdr['peak_rss_mb']:.0f} MB"
+    )
     wall = pdr["seconds"] / sql["seconds"]  # type: ignore[operator]
     cpu = pdr["cpu"] / sql["cpu"]  # type: ignore[operator]
     print(f"ratio        : {wall:.1f}x faster (wall), {cpu:.1f}x less CPU")
     same = sql["checksum"] == pdr["checksum"]
-    print(f"checksums    : sql {sql['checksum']} pandas {pdr['checksum']} -> {'MATCH' if same else 'DIFFER'}")
+    print(
+        f"checksums    : sql {sql['checksum']} pandas {pdr['checksum']} -> {'MATCH' if same else 'DIFFER'}"
+    )
 
 
 if __name__ == "__main__":
