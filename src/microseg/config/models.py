@@ -43,6 +43,16 @@ def check_name(value: str, what: str) -> str:
     return value
 
 
+def check_regex(value: str | None) -> str | None:
+    """Refuse a pattern Python's `re` cannot compile (definition files share this check)."""
+    if value is not None:
+        try:
+            re.compile(value)
+        except re.error as exc:
+            raise ValueError(f"invalid regular expression: {exc}") from None
+    return value
+
+
 class Constraints(Strict):
     """Value constraints shared by custom types and properties."""
 
@@ -57,12 +67,7 @@ class Constraints(Strict):
     @field_validator("pattern")
     @classmethod
     def _valid_regex(cls, value: str | None) -> str | None:
-        if value is not None:
-            try:
-                re.compile(value)
-            except re.error as exc:
-                raise ValueError(f"invalid regular expression: {exc}") from None
-        return value
+        return check_regex(value)
 
 
 class CustomType(Constraints):

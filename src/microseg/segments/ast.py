@@ -36,7 +36,7 @@ from pydantic import (
     model_validator,
 )
 
-from microseg.config.models import check_name
+from microseg.config.models import check_name, check_regex
 
 Scalar = Union[bool, int, float, str]  # noqa: UP007 - pydantic smart-mode union order
 DURATION_RE = re.compile(r"^(\d+)(s|m|h|d|w)$")
@@ -133,11 +133,7 @@ class Ops(Node):
             raise ValueError(
                 f"give exactly one comparison of {', '.join(VALUE_OPS)} (got {set_ops or 'none'})"
             )
-        if self.regex is not None:
-            try:
-                re.compile(self.regex)
-            except re.error as exc:
-                raise ValueError(f"invalid regular expression: {exc}") from None
+        check_regex(self.regex)
         return self
 
     def op_value(self, op: str) -> Any:

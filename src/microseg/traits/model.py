@@ -19,7 +19,7 @@ from pydantic import Field, field_validator, model_validator
 from sqlglot import exp
 from sqlglot.errors import ParseError
 
-from microseg.config.models import Strict, Taxonomy, check_name
+from microseg.config.models import Strict, Taxonomy, check_name, check_regex
 from microseg.config.yamlio import Document, Loc, validate_model
 from microseg.errors import DefinitionError, Problem, did_you_mean
 
@@ -90,12 +90,7 @@ class Condition(Strict):
     @field_validator("matches")
     @classmethod
     def _regex(cls, value: str | None) -> str | None:
-        if value is not None:
-            try:
-                re.compile(value)
-            except re.error as exc:
-                raise ValueError(f"invalid regular expression: {exc}") from None
-        return value
+        return check_regex(value)
 
     @model_validator(mode="after")
     def _some(self) -> Condition:
