@@ -111,6 +111,12 @@ def dependencies(seg: Segment, segments: Mapping[str, Segment]) -> Dependencies:
     return deps
 
 
+def with_references(seg: Segment, segments: Mapping[str, Segment]) -> dict[str, Segment]:
+    """``seg`` plus every segment it reads, directly or through other references."""
+    names = dependencies(seg, segments).segments
+    return {seg.name: seg, **{n: segments[n] for n in sorted(names) if n in segments}}
+
+
 def _collect(
     seg: Segment, segments: Mapping[str, Segment], deps: Dependencies, seen: set[str]
 ) -> None:

@@ -9,7 +9,13 @@ from typing import Any
 
 from microseg.config.models import ProjectSettings
 from microseg.segments.ast import Segment
-from microseg.segments.catalog import Catalog, check_all, dependencies, realtime_report
+from microseg.segments.catalog import (
+    Catalog,
+    check_all,
+    dependencies,
+    realtime_report,
+    with_references,
+)
 from microseg.segments.compiler import compile_segment
 from microseg.segments.evaluate import EvalContext, Result, evaluate
 from microseg.segments.snapshot import load_profile, population_snapshot
@@ -66,8 +72,9 @@ def explain(
 ) -> Explanation:
     """Evaluate ``segment`` for one profile with the actual value of every condition."""
     as_of = as_of or utcnow()
-    segs = {**(segments or {}), segment.name: segment}
+    segs = with_references(segment, {**(segments or {}), segment.name: segment})
     catalog = Catalog.from_store(store, settings)
+    check_all(segs, catalog)
     deps = dependencies(segment, segs)
     data = load_profile(store, profile_id, deps.event_types, as_of)
     snap = population_snapshot(store, [segment, *segs.values()], as_of, catalog)
@@ -114,7 +121,9 @@ def preview(
 ) -> Preview:
     """Validate against the store and count the members at ``as_of`` without saving anything."""
     as_of = as_of or utcnow()
-    segs = {**(segments or {}), segment.name: segment}
+    # Only this segment and the ones it references are checked: a broken, unrelated segment
+    # file must not block previewing another one.
+    segs = with_references(segment, {**(segments or {}), segment.name: segment})
     catalog = Catalog.from_store(store, settings)
     check_all(segs, catalog)
     query = compile_segment(segment, as_of, catalog=catalog, segments=segs)
