@@ -75,3 +75,13 @@ def test_settings_refuse_bad_taxonomies(text: str, fragment: str) -> None:
         validate_model(ProjectSettings, parse_text(text, "microseg.yaml"))
     assert fragment in str(info.value)
     assert all(p.line is not None for p in info.value.problems)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("1e-05", 1e-05), ("-2E3", -2000.0), ("1.5e-3", 0.0015), ("12", 12), ("'1e5'", "1e5")],
+)
+def test_exponent_floats_load_as_numbers(text: str, expected: object) -> None:
+    # PyYAML alone (YAML 1.1) reads 1e-05 as a string; JSON and YAML 1.2 read a number.
+    value = parse_text(f"x: {text}\n").data["x"]
+    assert value == expected and type(value) is type(expected)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -67,16 +68,27 @@ def _construct(node: yaml.Node, loc: Loc, positions: dict[Loc, tuple[int, int]],
     return _scalar(node)
 
 
+class _Loader(yaml.SafeLoader):
+    """Safe loading, plus YAML 1.2 / JSON floats: PyYAML (YAML 1.1) reads `1e-05` as a string."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?[0-9][0-9_]*[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
 def _scalar(node: yaml.Node) -> Any:
     """Resolve one scalar node with the safe loader's rules (ints, floats, bools, dates)."""
-    loader = yaml.SafeLoader("")
+    loader = _Loader("")
     return loader.construct_object(node, deep=True)
 
 
 def parse_text(text: str, file: str = "<string>") -> Document:
     """Parse YAML (or JSON) text into a Document; syntax errors carry line and column."""
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        node = yaml.compose(text, Loader=_Loader)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark
         line = mark.line + 1 if mark else None
