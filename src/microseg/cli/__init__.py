@@ -11,6 +11,7 @@ from typing import Any
 import click
 import typer
 from rich.console import Console
+from rich.table import Table
 
 from microseg.errors import DefinitionError, MicrosegError
 
@@ -33,6 +34,29 @@ def _root(
 ) -> None:
     STATE["project"] = project
     STATE["debug"] = debug or bool(os.environ.get("MICROSEG_DEBUG"))
+
+
+def _cell(value: Any) -> str:
+    """Missing values (None, NaN, NaT, NA) print as empty cells."""
+    import pandas as pd
+
+    return "" if value is None or (pd.api.types.is_scalar(value) and pd.isna(value)) else str(value)
+
+
+def frame_table(
+    df: Any,
+    title: str | None = None,
+    limit: int | None = 50,
+    cell: Callable[[Any], str] = _cell,
+) -> Table:
+    """A DataFrame as a Rich table (first ``limit`` rows; None shows all)."""
+    t = Table(title=title)
+    for c in df.columns:
+        t.add_column(str(c), overflow="fold")
+    rows = df if limit is None else df.head(limit)
+    for row in rows.itertuples(index=False):
+        t.add_row(*(cell(v) for v in row))
+    return t
 
 
 def workspace(**kwargs: Any) -> Any:

@@ -3,21 +3,15 @@
 from __future__ import annotations
 
 import json
+from functools import partial
 from typing import Any
 
 import typer
-from rich.table import Table
 
-from microseg.cli import STATE, console, workspace
+from microseg.cli import STATE, console, frame_table, workspace
 
-
-def _table(df: Any, title: str | None = None) -> Table:
-    t = Table(title=title)
-    for c in df.columns:
-        t.add_column(str(c), overflow="fold")
-    for row in df.itertuples(index=False):
-        t.add_row(*("" if v is None else str(v) for v in row))
-    return t
+# every row: these tables are short summaries
+_table = partial(frame_table, limit=None)
 
 
 def _parse_sets(items: list[str]) -> dict[str, Any]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from microseg.cli import frame_table
 from microseg.errors import DefinitionError, MicrosegError, NotFoundError
 
 console = Console()
@@ -50,13 +52,8 @@ def _fmt(v: Any) -> str:
     return "" if v is None else str(v)
 
 
-def _table(df: Any, title: str | None = None) -> Table:
-    t = Table(title=title)
-    for c in df.columns:
-        t.add_column(str(c), overflow="fold")
-    for row in df.itertuples(index=False):
-        t.add_row(*(_fmt(v) for v in row))
-    return t
+# every row: these tables are short summaries
+_table = partial(frame_table, limit=None, cell=_fmt)
 
 
 def register(app: typer.Typer) -> None:

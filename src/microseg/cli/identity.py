@@ -3,21 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import typer
-from rich.table import Table
 
-from microseg.cli import console, workspace
-
-
-def _table(df: Any, title: str | None = None, limit: int = 50) -> Table:
-    t = Table(title=title, show_lines=False)
-    for c in df.columns:
-        t.add_column(str(c), overflow="fold")
-    for row in df.head(limit).itertuples(index=False):
-        t.add_row(*("" if v is None or v != v else str(v) for v in row))
-    return t
+from microseg.cli import console, frame_table, workspace
 
 
 def _mapping(items: list[str]) -> dict[str, str | None]:
@@ -83,7 +72,7 @@ def register(app: typer.Typer) -> None:
             "merged_at",
             "reverted_at",
         ]
-        console.print(_table(df[cols], f"{len(df):,} merges", limit))
+        console.print(frame_table(df[cols], f"{len(df):,} merges", limit))
 
     @identity_app.command("refusals")
     def refusals_cmd(
@@ -96,7 +85,7 @@ def register(app: typer.Typer) -> None:
         with workspace() as ws:
             df = list_refusals(ws.store, reason=reason)
         console.print(
-            _table(
+            frame_table(
                 df[["subject_a", "subject_b", "rule", "reason", "last_refused_at"]],
                 f"{len(df):,} refused links",
                 limit,

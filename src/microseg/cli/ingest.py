@@ -4,21 +4,10 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 import typer
-from rich.table import Table
 
-from microseg.cli import STATE, console, workspace
-
-
-def _table(df: Any, title: str | None = None, limit: int = 50) -> Table:
-    t = Table(title=title, show_lines=False)
-    for c in df.columns:
-        t.add_column(str(c), overflow="fold")
-    for row in df.head(limit).itertuples(index=False):
-        t.add_row(*("" if v is None else str(v) for v in row))
-    return t
+from microseg.cli import STATE, console, frame_table, workspace
 
 
 def register(app: typer.Typer) -> None:
@@ -99,7 +88,7 @@ def register(app: typer.Typer) -> None:
         with workspace() as ws:
             df = ws.quarantine(None if status == "all" else status, reason)
             console.print(
-                _table(
+                frame_table(
                     df[["q_id", "source", "row_number", "reason", "detail", "status"]],
                     f"{len(df):,} quarantined",
                     limit,
@@ -133,5 +122,5 @@ def register(app: typer.Typer) -> None:
             console.print(f"[bold]{view['profile_id']}[/bold]")
             for key, value in view.get("traits", {}).items():
                 console.print(f"  {key}: {value}")
-            console.print(_table(ws.identities(ref), "identities"))
-            console.print(_table(ws.events(ref, limit=10), "latest events", 10))
+            console.print(frame_table(ws.identities(ref), "identities"))
+            console.print(frame_table(ws.events(ref, limit=10), "latest events", 10))

@@ -8,18 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import typer
-from rich.table import Table
 
-from microseg.cli import console, workspace
-
-
-def _table(df: Any, title: str | None = None, limit: int = 50) -> Table:
-    t = Table(title=title)
-    for c in df.columns:
-        t.add_column(str(c), overflow="fold")
-    for row in df.head(limit).itertuples(index=False):
-        t.add_row(*("" if v is None else str(v) for v in row))
-    return t
+from microseg.cli import console, frame_table, workspace
 
 
 def _as_of(value: str | None) -> datetime | None:
@@ -136,7 +126,7 @@ def register(app: typer.Typer) -> None:
         if not df.empty:
             df["seconds"] = df["seconds"].round(3)
             console.print(
-                _table(df.drop(columns=["warning"]), f"as of {report.as_of:%Y-%m-%d %H:%M:%S}")
+                frame_table(df.drop(columns=["warning"]), f"as of {report.as_of:%Y-%m-%d %H:%M:%S}")
             )
         for w in report.warnings:
             console.print(f"[yellow]warning:[/yellow] {w}")
@@ -171,7 +161,7 @@ def register(app: typer.Typer) -> None:
 
         with workspace() as ws:
             df = history(ws, segment, profile, limit)
-        console.print(_table(df, f"{segment}: {len(df):,} changes", limit))
+        console.print(frame_table(df, f"{segment}: {len(df):,} changes", limit))
 
     @seg_app.command("list")
     def list_cmd() -> None:
@@ -179,7 +169,7 @@ def register(app: typer.Typer) -> None:
         from microseg.segments import sizes
 
         with workspace() as ws:
-            console.print(_table(sizes(ws), "segments"))
+            console.print(frame_table(sizes(ws), "segments"))
 
     @seg_app.command("overlap")
     def overlap_cmd(
@@ -192,4 +182,4 @@ def register(app: typer.Typer) -> None:
             df = overlap(ws, names or None)
         if not df.empty:
             df["jaccard"] = df["jaccard"].round(4)
-        console.print(_table(df, "overlap"))
+        console.print(frame_table(df, "overlap"))

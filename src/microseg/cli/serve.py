@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from microseg.cli import STATE, console, workspace
+from microseg.cli import STATE, console, frame_table, workspace
 
 
 def register(app: typer.Typer) -> None:
@@ -56,12 +56,11 @@ def register(app: typer.Typer) -> None:
     def list_() -> None:
         """API keys (ids, roles, status; never the secrets)."""
         from microseg.api.keys import list_keys
-        from microseg.cli.ingest import _table
 
         with workspace() as ws:
             df = list_keys(ws.store)
             console.print(
-                _table(df[["key_id", "role", "name", "created_at", "revoked_at"]], "API keys")
+                frame_table(df[["key_id", "role", "name", "created_at", "revoked_at"]], "API keys")
             )
 
     @apikey_app.command("revoke")

@@ -37,7 +37,7 @@ from typing import Any, Literal
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from microseg.config.models import check_name
+from microseg.config.models import CORE_EVENT_COLUMNS, check_name
 from microseg.config.yamlio import Document, parse_text, validate_model
 from microseg.errors import DefinitionError, NotFoundError, Problem, did_you_mean, display_path
 from microseg.personalize.templates import (
@@ -617,19 +617,8 @@ def read_pii_many(
 
 PURCHASE_EVENTS = ("purchase", "checkout_completed", "order_completed")
 CART_EVENTS = ("add_to_cart",)
-_INTERNAL_EVENT_COLUMNS = frozenset(
-    {
-        "event_id",
-        "received_at",
-        "user_id",
-        "anonymous_id",
-        "device_id",
-        "email_token",
-        "id_key",
-        "session_id",
-        "source",
-    }
-)
+# Bookkeeping columns never shown in templates; event_type and ts stay (templates use them).
+_INTERNAL_EVENT_COLUMNS = frozenset(CORE_EVENT_COLUMNS) - {"event_type", "ts"}
 
 
 def _event_record(row: Mapping[str, Any]) -> dict[str, Any]:

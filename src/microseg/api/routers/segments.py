@@ -22,6 +22,7 @@ from microseg.api.routers._json import json_response
 from microseg.api.schemas import PROBLEM_RESPONSES
 from microseg.config.models import NAME_RE
 from microseg.errors import NotFoundError
+from microseg.segments.ast import Segment
 from microseg.segments.parse import dump_segment, parse_segment, project_segment_files
 from microseg.workspace import Workspace
 
@@ -47,6 +48,14 @@ def _checked_name(name: str) -> str:
 
 def _segment_file(ws: Workspace, name: str) -> Path:
     return ws.project.root / "segments" / f"{_checked_name(name)}.yaml"
+
+
+def _saved(ws: Workspace, name: str) -> tuple[Path, Segment]:
+    """The segment file of ``name`` and its parsed definition (404 when there is none)."""
+    path = _segment_file(ws, name)
+    if not path.exists():
+        raise NotFoundError(f"no segment file segments/{name}.yaml")
+    return path, parse_segment(path.read_text(), file=f"segments/{name}.yaml")
 
 
 def _with_name(name: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -82,10 +91,7 @@ def list_segments(_key: AnalystKey, services: ServicesDep) -> Response:
 
 @router.get("/{name}", summary="One segment's definition", responses=PROBLEM_RESPONSES)
 def get_segment(name: str, _key: AnalystKey, services: ServicesDep) -> Response:
-    path = _segment_file(services.workspace, name)
-    if not path.exists():
-        raise NotFoundError(f"no segment file segments/{name}.yaml")
-    seg = parse_segment(path.read_text(), file=f"segments/{name}.yaml")
+    _, seg = _saved(services.workspace, name)
     return json_response({"name": name, "definition": seg_api.to_dict(seg)})
 
 
@@ -127,9 +133,7 @@ def put_segment(
 @router.delete("/{name}", summary="Delete a segment file", responses=PROBLEM_RESPONSES)
 def delete_segment(name: str, key: AnalystKey, services: ServicesDep) -> Response:
     ws = services.workspace
-    path = _segment_file(ws, name)
-    if not path.exists():
-        raise NotFoundError(f"no segment file segments/{name}.yaml")
+    path, _ = _saved(ws, name)
     path.unlink()
     ws.store.audit(key.key_id, "segment.delete", name)
     return Response(status_code=204)
@@ -144,10 +148,7 @@ def compute_segment(
     name: str, key: AnalystKey, services: ServicesDep, as_of: AsOf = None
 ) -> Response:
     ws = services.workspace
-    path = _segment_file(ws, name)
-    if not path.exists():
-        raise NotFoundError(f"no segment file segments/{name}.yaml")
-    seg = parse_segment(path.read_text(), file=f"segments/{name}.yaml")
+    _, seg = _saved(ws, name)
     report = ws.compute_segments(as_of=as_of, segments=[seg])
     ws.store.audit(key.key_id, "segment.compute", name)
     return json_response({"as_of": report.as_of, "runs": [r.__dict__ for r in report.runs]})
