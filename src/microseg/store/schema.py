@@ -364,6 +364,31 @@ MIGRATIONS: tuple[Migration, ...] = (
             )""",
         ),
     ),
+    Migration(
+        11,
+        "campaign status (guard rules pause / throttle campaigns) and guard action log",
+        (
+            """CREATE TABLE IF NOT EXISTS campaigns (
+                campaign VARCHAR PRIMARY KEY,
+                status VARCHAR NOT NULL DEFAULT 'active',
+                share DOUBLE NOT NULL DEFAULT 1.0,
+                reason VARCHAR,
+                changed_at TIMESTAMP NOT NULL,
+                changed_by VARCHAR
+            )""",
+            """CREATE TABLE IF NOT EXISTS campaign_actions (
+                campaign VARCHAR NOT NULL,
+                rule VARCHAR NOT NULL,
+                period TIMESTAMP NOT NULL,
+                action VARCHAR NOT NULL,
+                result VARCHAR NOT NULL,
+                details JSON,
+                applied_at TIMESTAMP NOT NULL,
+                applied_by VARCHAR,
+                PRIMARY KEY (campaign, rule, period)
+            )""",
+        ),
+    ),
 )
 
 
