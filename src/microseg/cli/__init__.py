@@ -84,6 +84,7 @@ SUBCOMMANDS: tuple[str, ...] = (
     "experiments",
     "serve",
     "demo",
+    "bench",
 )
 
 
