@@ -105,7 +105,12 @@ def test_hand_checked_small_case() -> None:
     assert day["revenue"] == 50.0 and day["revenue_per_user"] == 25.0  # price x quantity
     assert math.isnan(day["content_ctr"]) and math.isnan(day["email_open_rate"])
     assert sorted(df["period"].unique())[0] == pd.Timestamp("2024-03-05")
-    assert len(df["period"].unique()) == 6  # 5th .. 10th, as_of exclusive
+    assert len(df["period"].unique()) == 1  # not padded with empty days up to as_of
+    padded = segment_kpis(
+        ws.store, as_of=datetime(2024, 3, 12), end=datetime(2024, 3, 11), freq="D"
+    )
+    assert len(padded["period"].unique()) == 6  # an explicit end is kept: 5th .. 10th
+
     notes = " ".join(df.attrs["notes"])
     assert "content_view" in notes and "email_open" in notes and "purchase" not in notes
 

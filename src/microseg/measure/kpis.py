@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, fields, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import numpy as np
@@ -248,8 +248,8 @@ def segment_kpis(
 
     ``segments``: names to report (``"(all)"`` may be listed); default every known segment
     plus ``"(all)"``. ``start``/``end`` bound event time (end exclusive; default: the first
-    event and ``as_of``); ``as_of`` (default now) hides events and membership changes
-    recorded later. ``freq`` is ``D``, ``W`` (ISO weeks), ``M`` or ``Q``; ``period`` is the
+    event and just after the last event or send before ``as_of``); ``as_of`` (default now)
+    hides events, sends and membership changes recorded later. ``freq`` is ``D``, ``W`` (ISO weeks), ``M`` or ``Q``; ``period`` is the
     period's first instant. Every (segment, period, metric) in range is present: counts
     without activity are 0, rates without a denominator NaN. Notes about metrics that could
     not be computed are in ``frame.attrs["notes"]``.
@@ -265,7 +265,7 @@ def segment_kpis(
         if start is None:
             first = store.scalar("SELECT min(ts) FROM events WHERE ts < ?", [as_of])
             start = first if first is not None else as_of
-        stop = min(end, as_of) if end is not None else as_of
+        stop = min(end, as_of) if end is not None else _last_activity(store, as_of)
         periods = _periods(start, stop, pfreq)
         notes: list[str] = []
         missing = _missing_roles(store, cfg, taxonomy, notes)
@@ -347,6 +347,19 @@ def _segment_names(store: Store, wanted: Sequence[str] | None) -> tuple[list[str
             raise NotFoundError(f"no segment {name!r}{did_you_mean(name, [*known, ALL])}")
         names.append(name)
     return names, ALL in wanted
+
+
+def _last_activity(store: Store, as_of: datetime) -> datetime:
+    """Just after the last event or send before ``as_of`` (so old data is not padded with
+    empty periods up to today); ``as_of`` when there is nothing."""
+    last = store.scalar(
+        "SELECT greatest((SELECT max(ts) FROM events WHERE ts < $as_of),"
+        " (SELECT max(sent_at) FROM sends WHERE sent_at < $as_of))",
+        {"as_of": as_of},
+    )
+    if last is None:
+        return as_of
+    return min(as_of, pd.Timestamp(last).to_pydatetime() + timedelta(microseconds=1))
 
 
 def _periods(start: datetime, stop: datetime, pfreq: str) -> pd.DatetimeIndex:
