@@ -23,6 +23,7 @@ from microseg.api.routers import admin, decide, events, health, profiles, quaran
 from microseg.api.schema import ensure_schema
 from microseg.api.serving import ServingState
 from microseg.api.settings import ApiSettings
+from microseg.personalize.decisions import load_engine
 from microseg.workspace import Workspace
 
 API_PREFIX = "/v1"
@@ -65,6 +66,7 @@ def create_app(
             membership_table=settings.membership_table,
         )
         collector.state = state
+        decisions, decisions_error = await run_in_threadpool(load_engine, workspace, state)
         if freeze_gc:  # the loaded state is long-lived: keep it out of GC scans (p99 latency)
             gc.collect()
             gc.freeze()
@@ -73,6 +75,8 @@ def create_app(
             state.subscribe(realtime)
             sweeper = asyncio.create_task(_sweep_forever(realtime, state, settings.sweep_seconds))
         collector.start()
+        if decisions is not None:
+            decisions.start()
         app.state.services = Services(
             workspace,
             settings,
@@ -80,6 +84,8 @@ def create_app(
             RateLimiter(settings.rate_limit_per_second, settings.rate_limit_burst),
             state,
             collector,
+            decisions=decisions,
+            decisions_error=decisions_error,
         )
         try:
             yield
@@ -87,6 +93,8 @@ def create_app(
             if sweeper is not None:
                 sweeper.cancel()
             await run_in_threadpool(collector.stop)
+            if decisions is not None:
+                await run_in_threadpool(decisions.stop)
             if freeze_gc:
                 gc.unfreeze()
             if close_workspace:

@@ -14,6 +14,7 @@ from microseg.api.collector import Collector
 from microseg.api.problems import ApiProblem
 from microseg.api.serving import ServingState
 from microseg.api.settings import ApiSettings
+from microseg.personalize.decisions import DecisionEngine
 from microseg.store import utcnow
 from microseg.workspace import Workspace
 
@@ -29,6 +30,8 @@ class Services:
     state: ServingState
     collector: Collector
     started_at: datetime = field(default_factory=utcnow)
+    decisions: DecisionEngine | None = None  # None: no decisions/*.yaml (or they failed)
+    decisions_error: str | None = None  # why the decision rules did not load
 
 
 async def get_services(request: Request) -> Services:

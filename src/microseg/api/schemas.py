@@ -58,6 +58,42 @@ class DecisionOut(BaseModel):
     updated_at: datetime | None
 
 
+class DecisionCondition(BaseModel):
+    condition: str = Field(description="e.g. 'in segment vip', 'did add_to_cart within 24h'")
+    value: Any = Field(description="what the profile has (membership, trait value, event time)")
+    passed: bool
+
+
+class DecisionWhy(BaseModel):
+    """Why this block was served (G5): rule conditions, data used, consent, cap, control."""
+
+    segments: list[str] = Field(description="segments the chosen rule required")
+    conditions: list[DecisionCondition]
+    data: dict[str, Any] = Field(description="traits, matched events, profile fields used")
+    consent: dict[str, Any] | None = Field(description="{purpose, granted} when the rule needs one")
+    cap: dict[str, Any] | None = Field(description="{max, per, scope, used} when capped")
+    control: dict[str, Any] | None = Field(description="{percent, bucket, held_out}")
+    skipped: list[dict[str, Any]] = Field(description="higher-priority rules passed over, why")
+    fallback: bool = False
+
+
+class PlacementDecision(BaseModel):
+    placement: str
+    rule: str | None = Field(description="the rule that applied; null = fallback")
+    block: str
+    version: int | None
+    variant: str | None
+    control: bool = Field(description="held out: served the placement's fallback")
+    rendered: dict[str, str] | None = Field(description="part -> text (subject/title/text/html)")
+    why: DecisionWhy
+
+
+class DecisionContentOut(DecisionOut):
+    """With ``?placement=``: the profile plus one decision per placement."""
+
+    decisions: list[PlacementDecision] | None = None
+
+
 class QuarantineItem(BaseModel):
     q_id: int
     source: str | None

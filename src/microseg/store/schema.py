@@ -389,6 +389,19 @@ MIGRATIONS: tuple[Migration, ...] = (
             )""",
         ),
     ),
+    Migration(
+        13,
+        "decision impressions (frequency caps of decision rules survive restarts)",
+        (
+            """CREATE TABLE IF NOT EXISTS decision_impressions (
+                profile_id VARCHAR NOT NULL,
+                cap_key VARCHAR NOT NULL,
+                served_at TIMESTAMP NOT NULL
+            )""",
+            "CREATE INDEX IF NOT EXISTS decision_impressions_at_idx"
+            " ON decision_impressions (served_at)",
+        ),
+    ),
 )
 
 

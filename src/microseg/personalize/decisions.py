@@ -1,0 +1,620 @@
+"""The decision engine: evaluate a placement's rules for a profile from in-memory state only.
+
+For each requested placement the rules are tried by descending priority. A rule applies when
+all its ``when`` conditions hold (segment membership and traits from the
+:class:`~microseg.api.serving.ServingState`, "did / did not within T" from the
+:class:`~microseg.personalize.recent_events.RecentEvents` rings), its consent purpose is
+granted (:class:`~microseg.personalize.decision_state.ConsentCache`) and its frequency cap
+is not reached (:class:`~microseg.personalize.decision_state.ImpressionCounter`). A profile
+in the rule's sticky control group (hash of profile, placement and rule) gets the placement's
+fallback block, flagged ``control``. Without an applicable rule the fallback is served.
+
+The chosen block is rendered with precompiled templates; its context is the profile's cached
+fields (:class:`~microseg.personalize.decision_state.ContextCache`), current traits,
+segments, and ``trigger`` (the event that satisfied the rule's first ``did``). Every decision
+says why: conditions with the values seen, consent, cap, control bucket and skipped rules.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from jinja2 import meta, nodes
+from sqlglot import exp
+
+from microseg.errors import DefinitionError, NotFoundError, Problem, did_you_mean
+from microseg.personalize.content import (
+    CHANNELS,
+    DEVICES,
+    HTML_PARTS,
+    ContentBlock,
+    ContentRepo,
+    check_block_templates,
+    load_project_content,
+    render_block,
+    select_variant,
+)
+from microseg.personalize.decision_rules import (
+    Known,
+    Placement,
+    Rule,
+    Serve,
+    TraitCondition,
+    load_decisions,
+    project_decision_files,
+    project_known,
+)
+from microseg.personalize.decision_state import ConsentCache, ContextCache, ImpressionCounter
+from microseg.personalize.recent_events import RecentEvents
+from microseg.personalize.templates import TemplateCache, default_cache
+from microseg.store import Store, utcnow
+from microseg.store.sql import col
+from microseg.store.sql import table as sql_table
+
+log = logging.getLogger("microseg.personalize.decisions")
+MAX_PLACEMENTS = 20
+"""Most placements one request may ask for."""
+
+
+def control_bucket(profile_id: str, placement: str, rule: str) -> float:
+    """A sticky number in [0, 100) for a profile, placement and rule (uniform by hash)."""
+    digest = hashlib.blake2b(f"{profile_id}|{placement}|{rule}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2**64 * 100
+
+
+def trait_passes(cond: TraitCondition, value: Any) -> bool:
+    """Compare a trait value; a missing value or incomparable types never pass (except
+    ``missing`` / ``!=`` / ``not_in``)."""
+    op = cond.op
+    if op == "exists":
+        return value is not None
+    if op == "missing":
+        return value is None
+    if value is None:
+        return op in {"!=", "not_in"}
+    wanted = cond.value
+    if op == "in":
+        return isinstance(wanted, list) and value in wanted
+    if op == "not_in":
+        return isinstance(wanted, list) and value not in wanted
+    if op == "==":
+        return bool(value == wanted)
+    if op == "!=":
+        return bool(value != wanted)
+    try:
+        if op == ">":
+            return bool(value > wanted)
+        if op == ">=":
+            return bool(value >= wanted)
+        if op == "<":
+            return bool(value < wanted)
+        return bool(value <= wanted)
+    except TypeError:
+        return False
+
+
+def cap_key(placement: str, rule: Rule) -> str:
+    assert rule.cap is not None
+    return (
+        f"block:{rule.serve.block}"
+        if rule.cap.scope == "block"
+        else f"rule:{placement}/{rule.name}"
+    )
+
+
+@dataclass
+class DecisionRequest:
+    """What a caller asks: placements, channel and device."""
+
+    placements: Sequence[str]
+    channel: str = "web"
+    device: str = "any"
+
+
+@dataclass
+class _Compiled:
+    """A placement with its rules in order and its blocks resolved."""
+
+    name: str
+    spec: Placement
+    rules: list[Rule]
+    windows: dict[str, timedelta] = field(default_factory=dict)  # rule -> cap window
+
+
+class DecisionEngine:
+    """Evaluates placements for profiles; reads only memory on the request path."""
+
+    def __init__(
+        self,
+        placements: Mapping[str, Placement],
+        blocks: Mapping[str, ContentBlock],
+        state: Any,
+        *,
+        store: Store | None = None,
+        keys: Any = None,
+        cache: TemplateCache | None = None,
+        per_type: int = 32,
+    ) -> None:
+        self.placements = {n: _Compiled(n, p, p.ordered()) for n, p in placements.items()}
+        self.blocks = dict(blocks)
+        self.state = state
+        self.store = store
+        self.cache = cache if cache is not None else default_cache()
+        self._pinned: dict[tuple[str, str], ContentBlock] = {}
+        self._check_blocks()
+        watch: dict[str, set[str]] = {}
+        lookback = timedelta(0)
+        purposes: set[str] = set()
+        limits: dict[str, tuple[int, timedelta]] = {}
+        for placement in placements.values():
+            for rule in placement.rules:
+                for ev in (*rule.when.did, *rule.when.did_not):
+                    watch.setdefault(ev.event, set()).update(ev.where)
+                    lookback = max(lookback, ev.window)
+                if rule.consent:
+                    purposes.add(rule.consent)
+                if rule.cap is not None:
+                    key = cap_key(self._name_of(placement), rule)
+                    old = limits.get(key, (0, timedelta(0)))
+                    limits[key] = (max(old[0], rule.cap.max), max(old[1], rule.cap.window))
+        trigger_fields = self._trigger_fields()
+        for props in watch.values():
+            props.update(trigger_fields)
+        self.recent = RecentEvents(watch, lookback, per_type=per_type)
+        self.consents = ConsentCache(purposes)
+        self.impressions = ImpressionCounter(limits)
+        self.contexts = ContextCache(store, keys, self._template_fields()) if store else None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._unsubscribe: Any = None
+        self.decisions_served = 0
+
+    def _name_of(self, placement: Placement) -> str:
+        return next(n for n, c in self.placements.items() if c.spec is placement)
+
+    def _check_blocks(self) -> None:
+        problems: list[Problem] = []
+        for compiled in self.placements.values():
+            serves = [compiled.spec.fallback, *(r.serve for r in compiled.rules)]
+            for serve in serves:
+                block = self.blocks.get(serve.block)
+                if block is None:
+                    msg = f"placement '{compiled.name}' serves unknown block '{serve.block}'"
+                    problems.append(Problem(msg + did_you_mean(serve.block, self.blocks)))
+                    continue
+                if serve.variant is not None:
+                    found = [v for v in block.spec.variants if v.id == serve.variant]
+                    if not found:
+                        msg = f"block '{serve.block}' has no variant '{serve.variant}'"
+                        problems.append(Problem(msg))
+                        continue
+                    spec = block.spec.model_copy(update={"variants": found})
+                    self._pinned[(serve.block, serve.variant)] = ContentBlock(
+                        block.name, spec, block.version, block.source_file, block.created_at
+                    )
+        for name, block in self.blocks.items():
+            problems.extend(check_block_templates(name, block.spec, cache=self.cache))
+        if problems:
+            raise DefinitionError(problems)
+
+    def _template_fields(self) -> set[str]:
+        """Every variable name the served blocks' templates mention (what the context needs)."""
+        names: set[str] = set()
+        for block in self.blocks.values():
+            for variant in block.spec.variants:
+                for part, source in variant.parts().items():
+                    env = self.cache.env(part in HTML_PARTS)
+                    names |= meta.find_undeclared_variables(env.parse(source))
+        return names
+
+    def _trigger_fields(self) -> set[str]:
+        """Properties templates read from ``trigger`` (``trigger.x`` / ``trigger['x']``):
+        the recent-event rings keep these besides the ``where`` filters."""
+        out: set[str] = set()
+        for block in self.blocks.values():
+            for variant in block.spec.variants:
+                for part, source in variant.parts().items():
+                    tree = self.cache.env(part in HTML_PARTS).parse(source)
+                    for node in tree.find_all((nodes.Getattr, nodes.Getitem)):
+                        target = node.node
+                        if not (isinstance(target, nodes.Name) and target.name == "trigger"):
+                            continue
+                        if isinstance(node, nodes.Getattr):
+                            out.add(node.attr)
+                        elif isinstance(node.arg, nodes.Const) and isinstance(node.arg.value, str):
+                            out.add(node.arg.value)
+        return out
+
+    # -- construction ------------------------------------------------------------------------
+    @classmethod
+    def from_project(
+        cls,
+        root: str | Path,
+        state: Any,
+        *,
+        store: Store | None = None,
+        keys: Any = None,
+        settings: Any = None,
+        cache: TemplateCache | None = None,
+    ) -> DecisionEngine | None:
+        """An engine over ``<root>/decisions/*.yaml``, or None when there are none.
+
+        Blocks come from the content store (latest version) when stored there, else from the
+        project's ``content/*.yaml`` (version 0). Raises DefinitionError on bad files."""
+        files = project_decision_files(root)
+        if not files:
+            return None
+        blocks: dict[str, ContentBlock] = {}
+        if store is not None and store.table_exists("content_versions"):
+            repo = ContentRepo(store, cache=cache)
+            blocks.update(repo.latest())
+        for block in load_project_content(root):
+            blocks.setdefault(block.name, block)
+        project = _ProjectView(Path(root), settings)
+        known = project_known(project, blocks={n: _variants(b) for n, b in blocks.items()})
+        segments = known.segments
+        if segments is not None:
+            segments = segments | _stored_segments(store)
+        known = Known(segments, known.blocks, known.events, _trait_names(store))
+        placements = load_decisions(files, known)
+        used = {s.block for p in placements.values() for s in _serves(p)}
+        return cls(
+            placements,
+            {n: b for n, b in blocks.items() if n in used},
+            state,
+            store=store,
+            keys=keys,
+            cache=cache,
+        )
+
+    def load(self, now: datetime | None = None) -> dict[str, int]:
+        """Fill the in-memory state from the store (startup); returns what was loaded."""
+        now = now or utcnow()
+        out = {"recent_events": 0, "consents": 0, "impressions": 0, "contexts": 0}
+        if self.store is not None:
+            out["recent_events"] = self.recent.load(self.store, now)
+            out["consents"] = self.consents.load(self.store)
+            out["impressions"] = self.impressions.load(self.store, now)
+            if self.contexts is not None:
+                out["contexts"] = self.contexts.refresh()
+        return out
+
+    def attach(self) -> None:
+        """Subscribe the recent-event rings to the serving state's committed batches."""
+        if self._unsubscribe is None and hasattr(self.state, "subscribe"):
+            self._unsubscribe = self.state.subscribe(self.recent)
+
+    # -- background upkeep -------------------------------------------------------------------
+    def upkeep(self, now: datetime | None = None, *, contexts: bool = False) -> None:
+        """Flush impressions, refresh consents, prune old events (and refresh contexts)."""
+        if self.store is None:
+            return
+        self.impressions.flush(self.store, now)
+        self.consents.refresh(self.store)
+        self.recent.prune(now)
+        if contexts and self.contexts is not None:
+            self.contexts.refresh()
+
+    def start(self, every: float = 2.0, context_every: float = 300.0) -> None:
+        """Run :meth:`upkeep` every ``every`` seconds in a daemon thread."""
+        if self._thread is not None:
+            return
+        self._stop.clear()
+
+        def loop() -> None:
+            last_ctx = utcnow()
+            while not self._stop.wait(every):
+                now = utcnow()
+                refresh = (now - last_ctx).total_seconds() >= context_every
+                try:
+                    self.upkeep(now, contexts=refresh)
+                except Exception:
+                    log.exception("decision upkeep failed; retrying in %.0fs", every)
+                if refresh:
+                    last_ctx = now
+
+        self._thread = threading.Thread(target=loop, name="microseg-decisions", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop the upkeep thread, unsubscribe and flush pending impressions."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+            self._thread = None
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+            self._unsubscribe = None
+        if self.store is not None:
+            self.impressions.flush(self.store)
+
+    # -- deciding ----------------------------------------------------------------------------
+    def check_request(self, request: DecisionRequest) -> None:
+        """Raise NotFoundError / ValueError for unknown placements or bad channel/device."""
+        if request.channel not in CHANNELS:
+            raise ValueError(f"channel must be one of {', '.join(CHANNELS)}")
+        if request.device not in DEVICES:
+            raise ValueError(f"device must be one of {', '.join(DEVICES)}")
+        if not request.placements or len(request.placements) > MAX_PLACEMENTS:
+            raise ValueError(f"ask for 1 to {MAX_PLACEMENTS} placements")
+        for name in request.placements:
+            if name not in self.placements:
+                raise NotFoundError(f"no placement '{name}'{did_you_mean(name, self.placements)}")
+
+    def needs_context(self, profile_id: str) -> bool:
+        """True when the profile's template fields are not cached (call ``load_context``)."""
+        return self.contexts is not None and self.contexts.get(profile_id) is None
+
+    def load_context(self, profile_id: str) -> None:
+        if self.contexts is not None:
+            self.contexts.load_one(profile_id)
+
+    def decide(
+        self, profile: Any, request: DecisionRequest, now: datetime | None = None
+    ) -> list[dict[str, Any]]:
+        """Decisions for a ``ProfileState``-like object (profile_id, segments, traits)."""
+        self.check_request(request)
+        now = now or utcnow()
+        fields = self.contexts.get(profile.profile_id) if self.contexts is not None else None
+        out = [
+            self._decide_one(profile, self.placements[n], request, now, fields or {})
+            for n in request.placements
+        ]
+        self.decisions_served += len(out)
+        return out
+
+    def _decide_one(
+        self,
+        profile: Any,
+        placement: _Compiled,
+        request: DecisionRequest,
+        now: datetime,
+        fields: Mapping[str, Any],
+    ) -> dict[str, Any]:
+        pid = profile.profile_id
+        skipped: list[dict[str, Any]] = []
+        for rule in placement.rules:
+            conditions, events, traits = self._conditions(profile, rule, now)
+            failed = [c["condition"] for c in conditions if not c["passed"]]
+            if failed:
+                skipped.append({"rule": rule.name, "reason": "conditions", "detail": failed})
+                continue
+            consent = None
+            if rule.consent:
+                granted = self.consents.granted(pid, rule.consent, now)
+                consent = {"purpose": rule.consent, "granted": granted}
+                if not granted:
+                    skipped.append({"rule": rule.name, "reason": "consent", "detail": rule.consent})
+                    continue
+            cap: dict[str, Any] | None = None
+            if rule.cap is not None:
+                key = cap_key(placement.name, rule)
+                used = self.impressions.count(pid, key, now - rule.cap.window)
+                cap = {
+                    "max": rule.cap.max,
+                    "per": rule.cap.per,
+                    "scope": rule.cap.scope,
+                    "used": used,
+                }
+                if used >= rule.cap.max:
+                    skipped.append({"rule": rule.name, "reason": "cap", "detail": cap})
+                    continue
+            bucket = control_bucket(pid, placement.name, rule.name) if rule.control else None
+            control = bucket is not None and bucket < rule.control
+            serve = placement.spec.fallback if control else rule.serve
+            rendered = self._render(serve, profile, request, fields, events)
+            if rendered is None:
+                skipped.append(
+                    {"rule": rule.name, "reason": "no_variant", "detail": request.channel}
+                )
+                continue
+            if cap is not None and not control:
+                self.impressions.record(pid, cap_key(placement.name, rule), now)
+                cap["used"] += 1
+            why = {
+                "segments": sorted(rule.when.in_),
+                "conditions": conditions,
+                "data": {
+                    "traits": traits,
+                    "events": [e.as_dict() for e in events],
+                    "profile_fields": sorted(k for k in fields if fields[k] is not None),
+                },
+                "consent": consent,
+                "cap": cap,
+                "control": None
+                if bucket is None
+                else {"percent": rule.control, "bucket": round(bucket, 4), "held_out": control},
+                "skipped": skipped,
+            }
+            return {
+                "placement": placement.name,
+                "rule": rule.name,
+                "control": control,
+                **rendered,
+                "why": why,
+            }
+        rendered = self._render(placement.spec.fallback, profile, request, fields, [])
+        why = {
+            "segments": [],
+            "conditions": [],
+            "data": {"traits": {}, "events": [], "profile_fields": []},
+            "consent": None,
+            "cap": None,
+            "control": None,
+            "skipped": skipped,
+            "fallback": True,
+        }
+        if rendered is None:
+            why["error"] = f"fallback block has no variant for channel '{request.channel}'"
+            rendered = {
+                "block": placement.spec.fallback.block,
+                "version": None,
+                "variant": None,
+                "rendered": None,
+            }
+        return {"placement": placement.name, "rule": None, "control": False, **rendered, "why": why}
+
+    def _conditions(
+        self, profile: Any, rule: Rule, now: datetime
+    ) -> tuple[list[dict[str, Any]], list[Any], dict[str, Any]]:
+        when = rule.when
+        segments = profile.segments
+        out: list[dict[str, Any]] = []
+        for seg in when.in_:
+            member = seg in segments
+            out.append({"condition": f"in segment {seg}", "value": member, "passed": member})
+        for seg in when.not_in:
+            member = seg in segments
+            out.append(
+                {"condition": f"not in segment {seg}", "value": member, "passed": not member}
+            )
+        traits: dict[str, Any] = {}
+        for cond in when.traits:
+            value = profile.traits.get(cond.trait)
+            traits[cond.trait] = value
+            out.append(
+                {"condition": cond.describe(), "value": value, "passed": trait_passes(cond, value)}
+            )
+        events = []
+        for ev in when.did:
+            found = self.recent.latest(profile.profile_id, ev.event, ev.where, now - ev.window)
+            if found is not None:
+                events.append(found)
+            out.append(
+                {
+                    "condition": ev.describe(False),
+                    "value": found.ts.isoformat() if found else None,
+                    "passed": found is not None,
+                }
+            )
+        for ev in when.did_not:
+            found = self.recent.latest(profile.profile_id, ev.event, ev.where, now - ev.window)
+            out.append(
+                {
+                    "condition": ev.describe(True),
+                    "value": found.ts.isoformat() if found else None,
+                    "passed": found is None,
+                }
+            )
+        return out, events, traits
+
+    def _render(
+        self,
+        serve: Serve,
+        profile: Any,
+        request: DecisionRequest,
+        fields: Mapping[str, Any],
+        events: Sequence[Any],
+    ) -> dict[str, Any] | None:
+        block = self.blocks[serve.block]
+        if serve.variant is not None:
+            pinned = self._pinned[(serve.block, serve.variant)]
+            if pinned.spec.variants[0].channel == request.channel:
+                block = pinned
+        try:
+            select_variant(block.spec, request.channel, request.device)
+        except NotFoundError:
+            return None
+        context = {
+            **profile.traits,
+            **fields,
+            "profile_id": profile.profile_id,
+            "segments": sorted(profile.segments),
+            "trigger": dict(events[0].props) if events else {},
+        }
+        result = render_block(
+            block, context, channel=request.channel, device=request.device, cache=self.cache
+        )
+        return {
+            "block": block.name,
+            "version": block.version,
+            "variant": result.variant,
+            "rendered": result.parts,
+        }
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "placements": len(self.placements),
+            "blocks": len(self.blocks),
+            "profiles_with_recent_events": len(self.recent),
+            "consents": len(self.consents),
+            "impressions_pending": self.impressions.pending,
+            "impressions_flushed": self.impressions.flushed,
+            "contexts": len(self.contexts) if self.contexts is not None else 0,
+            "context_misses": self.contexts.misses if self.contexts is not None else 0,
+            "decisions_served": self.decisions_served,
+        }
+
+
+@dataclass
+class _ProjectView:
+    root: Path
+    settings: Any
+
+
+def _variants(block: ContentBlock) -> frozenset[str]:
+    return frozenset(v.id for v in block.spec.variants)
+
+
+def _serves(placement: Placement) -> Iterable[Serve]:
+    yield placement.fallback
+    for rule in placement.rules:
+        yield rule.serve
+
+
+def _trait_names(store: Store | None) -> frozenset[str] | None:
+    """Trait columns of the store (None when no traits are computed yet: not checked)."""
+    if store is None or not store.table_exists("traits"):
+        return None
+    names = set(store.columns("traits")) - {"profile_id"}
+    if store.table_exists("trait_catalog"):
+        names |= {str(r[0]) for r in store.rows("SELECT name FROM trait_catalog")}
+    return frozenset(names)
+
+
+def _stored_segments(store: Store | None) -> frozenset[str]:
+    """Segment names the store knows (definitions and memberships), e.g. computed elsewhere."""
+    names: set[str] = set()
+    if store is None:
+        return frozenset()
+    for table, column in (("segments", "name"), ("memberships", "segment")):
+        if store.table_exists(table) and column in store.columns(table):
+            query = exp.select(exp.Distinct(expressions=[col(column)])).from_(sql_table(table))
+            names |= {str(r[0]) for r in store.rows(query) if r[0] is not None}
+    return frozenset(names)
+
+
+def engine_for_workspace(workspace: Any, state: Any) -> DecisionEngine | None:
+    """The engine for a workspace's project, loaded and attached to ``state`` (None without
+    decision files). Raises DefinitionError when the files do not check."""
+    engine = DecisionEngine.from_project(
+        workspace.project.root,
+        state,
+        store=workspace.store,
+        keys=workspace.keys,
+        settings=workspace.settings,
+    )
+    if engine is None:
+        return None
+    counts = engine.load()
+    engine.attach()
+    log.info("decision engine: %d placements; loaded %s", len(engine.placements), counts)
+    return engine
+
+
+def load_engine(workspace: Any, state: Any) -> tuple[DecisionEngine | None, str | None]:
+    """:func:`engine_for_workspace` for a server: bad files do not stop it; they are logged
+    and returned as the reason placement requests are refused."""
+    try:
+        return engine_for_workspace(workspace, state), None
+    except DefinitionError as exc:
+        reason = "; ".join(str(p) for p in exc.problems[:5])
+        log.warning("decision rules disabled (%d problems): %s", len(exc.problems), reason)
+        return None, reason
