@@ -14,6 +14,7 @@ from microseg.errors import ConfigError, ImportFileError
 from microseg.ingest.identity import resolve
 from microseg.ingest.matching import pii_context
 from microseg.ingest.profiles import import_profiles
+from microseg.privacy.keys import decrypt_with, load_subject_keys
 from microseg.store import Store
 from microseg.workspace import Workspace
 
@@ -185,7 +186,10 @@ def test_pii_is_tokenised_and_encrypted_never_clear(tmp_path: Path) -> None:
     blob, token = s.rows(
         "SELECT ciphertext, token FROM pii_vault WHERE profile_id = ? AND field = 'email'", [pid]
     )[0]
-    assert ws.keys.decrypt(bytes(blob), pii_context(pid, "email")) == "Ana.Lopez@Example.com"
+    # (under the profile's own data key: crypto-shredding, see microseg.privacy.keys)
+    dek = load_subject_keys(s, ws.keys, [pid])[pid]
+    clear = decrypt_with(ws.keys, dek, bytes(blob), pii_context(pid, "email"))
+    assert clear == "Ana.Lopez@Example.com"
     assert token == ws.keys.token("ana.lopez@example.com")
     assert s.scalar("SELECT profile_id FROM identities WHERE id_key = ?", ["email:" + token]) == pid
     fields = dict(s.rows("SELECT field, count(*) FROM pii_vault GROUP BY 1"))

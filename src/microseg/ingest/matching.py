@@ -32,7 +32,9 @@ import pandas as pd
 from rapidfuzz.distance import JaroWinkler
 
 from microseg.config.models import ProjectSettings
+from microseg.privacy.audit import audit_pii_read
 from microseg.privacy.crypto import KeyRing, normalise_email
+from microseg.privacy.keys import decrypt_with, load_subject_keys
 from microseg.store import Store
 
 NAME_LIKE_FIELDS: frozenset[str] = frozenset(
@@ -194,10 +196,13 @@ def _clear_values(
             " WHERE list_contains(?, v.field) AND list_contains(?, r.root)",
             [pii, wanted],
         )
+        deks = load_subject_keys(store, keys, {str(r[1]) for r in rows})
         for root, pid, fname, blob in rows:
-            norm = normalise(fname, keys.decrypt(bytes(blob), pii_context(pid, fname)))
+            clear = decrypt_with(keys, deks.get(pid), bytes(blob), pii_context(pid, fname))
+            norm = normalise(fname, clear)
             if norm:
                 out[(root, fname)].add(norm)
+        audit_pii_read(store, "identity", [str(r[1]) for r in rows], pii, purpose="matching")
     if plain:
         rows = store.rows(
             "SELECT r.root, a.name, a.value FROM profile_attributes a"

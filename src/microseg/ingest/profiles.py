@@ -43,6 +43,7 @@ from microseg.ingest.matching import (
     phonetic_token,
 )
 from microseg.privacy.crypto import KeyRing
+from microseg.privacy.keys import DekCache
 from microseg.store import Store, utcnow
 from microseg.store import sql as q
 
@@ -92,7 +93,10 @@ def _reader(path: Path, fmt: str) -> str:
     return "read_csv(?, all_varchar = TRUE, header = TRUE)"
 
 
-def _register_udfs(con: duckdb.DuckDBPyConnection, keys: KeyRing) -> None:
+def _register_udfs(con: duckdb.DuckDBPyConnection, keys: KeyRing) -> DekCache:
+    """Token / phonetic / encrypt UDFs; PII is encrypted under each profile's own key."""
+    deks = DekCache(keys)
+
     def token(fields: pa.Array, values: pa.Array) -> pa.Array:
         return pa.array(
             [
@@ -113,11 +117,7 @@ def _register_udfs(con: duckdb.DuckDBPyConnection, keys: KeyRing) -> None:
 
     def encrypt(values: pa.Array, contexts: pa.Array) -> pa.Array:
         return pa.array(
-            [
-                None if v is None else keys.encrypt(v, c)
-                for v, c in zip(values.to_pylist(), contexts.to_pylist(), strict=True)
-            ],
-            type=pa.binary(),
+            deks.encrypt_many(values.to_pylist(), contexts.to_pylist()), type=pa.binary()
         )
 
     for name, fn, rtype in (
@@ -129,6 +129,7 @@ def _register_udfs(con: duckdb.DuckDBPyConnection, keys: KeyRing) -> None:
             con.remove_function(name)
         args = ["VARCHAR", "VARCHAR"]
         con.create_function(name, fn, args, rtype, type="arrow", null_handling="special")  # type: ignore[call-overload]
+    return deks
 
 
 def _plan_columns(
@@ -234,7 +235,7 @@ def import_profiles(
     progress.start(f"import profiles {path.name}", total=4)
     try:
         with store.lock:
-            _register_udfs(store.con, keys)
+            deks = _register_udfs(store.con, keys)
             _stage(store, settings, reader, path, shown, id_column, id_type, planned)
             progress.update(note="store")
             result = _commit(
@@ -248,6 +249,7 @@ def import_profiles(
                 create_missing,
                 now,
                 {"id_column": id_column, "id_type": id_type, "mapping": mapping or {}},
+                deks,
             )
     finally:
         progress.stop()
@@ -344,6 +346,7 @@ def _commit(
     create_missing: bool,
     now: datetime,
     mapping: dict[str, Any],
+    deks: DekCache,
 ) -> ProfileImportResult:
     with store.transaction():
         # Latest row per id key wins; profile = the key's current profile (or a new one).
@@ -365,7 +368,7 @@ def _commit(
                 " (SELECT _row FROM _ms_crm_valid WHERE _existing IS NULL)"
             )
             store.execute("DELETE FROM _ms_crm_valid WHERE _existing IS NULL")
-        _derive(store, settings, planned)
+        _derive(store, settings, planned, deks)
         imported = int(store.scalar("SELECT count(*) FROM _ms_crm_valid"))
         reasons = {
             str(k): int(n)
@@ -436,7 +439,9 @@ def _commit(
     )
 
 
-def _derive(store: Store, settings: ProjectSettings, planned: list[_Column]) -> None:
+def _derive(
+    store: Store, settings: ProjectSettings, planned: list[_Column], deks: DekCache
+) -> None:
     """Tokens (_t), phonetic tokens (_p) and ciphertexts (_x) of each value, computed once."""
     pii = set(settings.privacy.pii_attributes)
     fields = settings.identity.probabilistic.fields
@@ -457,6 +462,7 @@ def _derive(store: Store, settings: ProjectSettings, planned: list[_Column]) -> 
             extra.append(exp.alias_(phonetic, c.alias + "_p", quoted=True))
     if not extra:
         return
+    deks.preload(store, [str(r[0]) for r in store.rows("SELECT DISTINCT profile_id FROM " + VALID)])
     select = exp.select(exp.Star(), *extra).from_(q.table(VALID))
     store.execute(
         exp.Create(
@@ -467,6 +473,7 @@ def _derive(store: Store, settings: ProjectSettings, planned: list[_Column]) -> 
             replace=True,
         )
     )
+    deks.persist(store)  # new per-profile keys, in the import's transaction
 
 
 def _quarantine(

@@ -48,7 +48,9 @@ from microseg.personalize.templates import (
     plain_context,
     render_template,
 )
+from microseg.privacy.audit import audit_pii_read
 from microseg.privacy.crypto import KeyRing
+from microseg.privacy.keys import decrypt_with, load_subject_keys
 from microseg.store import Store
 from microseg.store.duckdb_store import utcnow
 
@@ -593,26 +595,56 @@ def pii_context(profile_id: str, field: str) -> str:
     return f"{profile_id}|{field}"
 
 
-def read_pii(store: Store, keys: KeyRing, profile_id: str, fields: Sequence[str]) -> dict[str, str]:
-    """Decrypt the requested PII fields of one profile (missing fields are left out)."""
+def read_pii(
+    store: Store,
+    keys: KeyRing,
+    profile_id: str,
+    fields: Sequence[str],
+    *,
+    actor: str = "library",
+) -> dict[str, str]:
+    """Decrypt the requested PII fields of one profile (missing fields are left out).
+
+    Each call is audited (``pii.decrypt``); ciphertexts are under the profile's own key."""
     if not fields:
         return {}
     rows = store.rows(
         "SELECT field, ciphertext FROM pii_vault WHERE profile_id = ? AND list_contains(?, field)",
         [profile_id, list(fields)],
     )
-    return {str(f): keys.decrypt(bytes(blob), pii_context(profile_id, str(f))) for f, blob in rows}
+    if not rows:
+        return {}
+    dek = load_subject_keys(store, keys, [profile_id]).get(profile_id)
+    out = {
+        str(f): decrypt_with(keys, dek, bytes(blob), pii_context(profile_id, str(f)))
+        for f, blob in rows
+    }
+    audit_pii_read(store, actor, [profile_id], sorted(out))
+    return out
 
 
 def read_pii_many(
-    store: Store, keys: KeyRing, profile_ids: Sequence[str], field: str
+    store: Store,
+    keys: KeyRing,
+    profile_ids: Sequence[str],
+    field: str,
+    *,
+    actor: str = "library",
 ) -> dict[str, str]:
-    """Decrypt one PII field for many profiles: profile id -> value."""
+    """Decrypt one PII field for many profiles: profile id -> value (one audit row)."""
     rows = store.rows(
         "SELECT profile_id, ciphertext FROM pii_vault WHERE field = ? AND list_contains(?, profile_id)",
         [field, list(profile_ids)],
     )
-    return {str(p): keys.decrypt(bytes(blob), pii_context(str(p), field)) for p, blob in rows}
+    if not rows:
+        return {}
+    deks = load_subject_keys(store, keys, [str(p) for p, _ in rows])
+    out = {
+        str(p): decrypt_with(keys, deks.get(str(p)), bytes(blob), pii_context(str(p), field))
+        for p, blob in rows
+    }
+    audit_pii_read(store, actor, sorted(out), [field])
+    return out
 
 
 PURCHASE_EVENTS = ("purchase", "checkout_completed", "order_completed")

@@ -365,6 +365,40 @@ MIGRATIONS: tuple[Migration, ...] = (
         ),
     ),
     Migration(
+        12,
+        "privacy: per-profile data keys, erasure markers, current consent view",
+        (
+            """CREATE TABLE IF NOT EXISTS subject_keys (
+                profile_id VARCHAR PRIMARY KEY,
+                wrapped_key BLOB NOT NULL,
+                master_key_id VARCHAR NOT NULL,
+                created_at TIMESTAMP NOT NULL
+            )""",
+            """CREATE TABLE IF NOT EXISTS erasure_markers (
+                marker VARCHAR PRIMARY KEY,
+                erasure_id VARCHAR NOT NULL,
+                erased_at TIMESTAMP NOT NULL
+            )""",
+            """CREATE OR REPLACE VIEW consent_current AS
+            SELECT profile_id, purpose, granted, source, recorded_at, expires_at FROM consents
+            QUALIFY row_number() OVER (
+                PARTITION BY profile_id, purpose ORDER BY recorded_at DESC, granted ASC) = 1""",
+        ),
+    ),
+    Migration(
+        13,
+        "decision impressions (frequency caps of decision rules survive restarts)",
+        (
+            """CREATE TABLE IF NOT EXISTS decision_impressions (
+                profile_id VARCHAR NOT NULL,
+                cap_key VARCHAR NOT NULL,
+                served_at TIMESTAMP NOT NULL
+            )""",
+            "CREATE INDEX IF NOT EXISTS decision_impressions_at_idx"
+            " ON decision_impressions (served_at)",
+        ),
+    ),
+    Migration(
         11,
         "campaign status (guard rules pause / throttle campaigns) and guard action log",
         (
@@ -387,19 +421,6 @@ MIGRATIONS: tuple[Migration, ...] = (
                 applied_by VARCHAR,
                 PRIMARY KEY (campaign, rule, period)
             )""",
-        ),
-    ),
-    Migration(
-        13,
-        "decision impressions (frequency caps of decision rules survive restarts)",
-        (
-            """CREATE TABLE IF NOT EXISTS decision_impressions (
-                profile_id VARCHAR NOT NULL,
-                cap_key VARCHAR NOT NULL,
-                served_at TIMESTAMP NOT NULL
-            )""",
-            "CREATE INDEX IF NOT EXISTS decision_impressions_at_idx"
-            " ON decision_impressions (served_at)",
         ),
     ),
 )
