@@ -1,0 +1,3 @@
+"""The web dashboard's reads (:mod:`.data`, :mod:`.analytics`), sessions, pages and assets.
+
+The HTTP routes live in :mod:`microseg.api.routers.dashboard`."""
