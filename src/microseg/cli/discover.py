@@ -44,7 +44,7 @@ def register(app: typer.Typer) -> None:
         plot: Path | None = typer.Option(None, help="write <plot>.png and <plot>.html projections"),
         projection: str = typer.Option("pca", help="pca, tsne or umap"),
         save_run: str | None = typer.Option(
-            None, help="store memberships as cluster run NAME (usable as segments)"
+            None, help="store memberships as cluster run NAME (trait cluster.NAME in segments)"
         ),
         seed: int = typer.Option(0, help="random_state"),
     ) -> None:
@@ -130,4 +130,8 @@ def register(app: typer.Typer) -> None:
                 n = store_cluster_membership(
                     ws.store, save_run, labels, {p.cluster: p.name for p in personas}
                 )
-                console.print(f"saved {n:,} memberships as cluster run {save_run!r}")
+                console.print(
+                    f"saved {n:,} memberships as cluster run {save_run!r}; make a segment with"
+                    f" `microseg segments from-cluster {save_run} <cluster> --name <name>`"
+                    f" or use trait `cluster.{save_run}` in a rule"
+                )

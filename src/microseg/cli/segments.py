@@ -163,6 +163,30 @@ def register(app: typer.Typer) -> None:
             df = history(ws, segment, profile, limit)
         console.print(frame_table(df, f"{segment}: {len(df):,} changes", limit))
 
+    @seg_app.command("from-cluster")
+    def from_cluster_cmd(
+        run: str = typer.Argument(..., help="a saved discovery run (`discover --save-run`)"),
+        clusters: str = typer.Argument(..., help="cluster number(s), comma-separated"),
+        name: str = typer.Option(..., "--name", help="the new segment's name"),
+        force: bool = typer.Option(False, "--force", help="replace an existing file"),
+    ) -> None:
+        """Save discovered cluster(s) as a segment file (segments/<name>.yaml), then preview it."""
+        from microseg.config.yamlio import load_document
+        from microseg.discover.segments import cluster_segment, write_segment
+        from microseg.segments import load_segment, preview
+        from microseg.segments.parse import validate_segment_file
+
+        try:
+            numbers = [int(c) for c in clusters.split(",") if c.strip()]
+        except ValueError:
+            raise typer.BadParameter(f"clusters must be numbers, got {clusters!r}") from None
+        with workspace() as ws:
+            definition = cluster_segment(ws.store, run, numbers, name)
+            path = write_segment(definition, ws.project.root / "segments", force=force)
+            validate_segment_file(load_document(path), ws.project)
+            p = preview(ws, load_segment(path))
+        console.print(f"wrote {path}: {p.size:,} of {p.population:,} profiles")
+
     @seg_app.command("list")
     def list_cmd() -> None:
         """Saved segments and their sizes."""

@@ -37,6 +37,7 @@ from microseg.segments.ast import (
 from microseg.store import Store
 
 SCORE_PREFIX = "score."
+CLUSTER_PREFIX = "cluster."  # cluster.<run>: the cluster a discovery run assigned
 READABLE_EVENT_COLUMNS = ("session_id", "source", "device_id", "event_type")
 
 
@@ -72,6 +73,9 @@ class Catalog:
         if store.table_exists("scores"):
             for (model,) in store.rows("SELECT DISTINCT model FROM scores"):
                 traits[f"{SCORE_PREFIX}{model}"] = "DOUBLE"
+        if store.table_exists("cluster_membership"):
+            for (run,) in store.rows("SELECT DISTINCT run FROM cluster_membership"):
+                traits[f"{CLUSTER_PREFIX}{run}"] = "INTEGER"
         cat.traits = traits
         if not cat.check_events and store.table_exists("events"):
             cat.events = {
@@ -89,6 +93,8 @@ class Catalog:
     def trait_type(self, name: str) -> str:
         if name.startswith(SCORE_PREFIX):
             return "DOUBLE"
+        if name.startswith(CLUSTER_PREFIX):
+            return "INTEGER"
         return (self.traits or {}).get(name, "VARCHAR")
 
 

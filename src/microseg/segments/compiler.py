@@ -35,7 +35,7 @@ from microseg.segments.ast import (
     SequenceCond,
     TraitCond,
 )
-from microseg.segments.catalog import SCORE_PREFIX, Catalog
+from microseg.segments.catalog import CLUSTER_PREFIX, SCORE_PREFIX, Catalog
 from microseg.store import sql
 
 PID = "profile_id"
@@ -47,6 +47,10 @@ _HAVERSINE = sql.parse_static(
 _LATEST_SCORE = sql.parse_static(
     "SELECT profile_id, score FROM scores WHERE model = :model AND scored_at <= :as_of"
     " QUALIFY ROW_NUMBER() OVER (PARTITION BY profile_id ORDER BY scored_at DESC, version DESC) = 1"
+)
+_CLUSTER = sql.parse_static(
+    "SELECT profile_id, cluster AS score FROM cluster_membership"
+    " WHERE run = :run AND assigned_at <= :as_of"
 )
 _LATEST_CONSENT = sql.parse_static(
     "SELECT profile_id FROM (SELECT profile_id, granted, expires_at, ROW_NUMBER() OVER"
@@ -141,9 +145,14 @@ def value_test(
 
 # --------------------------------------------------------------------------- trait family
 def trait_source(name: str, ctx: CompileContext) -> tuple[exp.Expr, exp.Expr]:
-    """(FROM item, value column) of a trait: a traits column or the latest model score."""
-    if name.startswith(SCORE_PREFIX):
-        scores = fill(_LATEST_SCORE, model=sql.lit(name[len(SCORE_PREFIX) :]), as_of=ts(ctx.as_of))
+    """(FROM item, value column) of a trait: a traits column, the latest model score or the
+    cluster a saved discovery run assigned."""
+    if name.startswith((SCORE_PREFIX, CLUSTER_PREFIX)):
+        scores = (
+            fill(_LATEST_SCORE, model=sql.lit(name[len(SCORE_PREFIX) :]), as_of=ts(ctx.as_of))
+            if name.startswith(SCORE_PREFIX)
+            else fill(_CLUSTER, run=sql.lit(name[len(CLUSTER_PREFIX) :]), as_of=ts(ctx.as_of))
+        )
         return exp.Subquery(this=scores, alias=exp.TableAlias(this=sql.ident("t"))), sql.col(
             "score", "t"
         )

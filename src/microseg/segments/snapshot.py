@@ -9,7 +9,7 @@ from typing import Any
 from sqlglot import exp
 
 from microseg.segments.ast import Quantile, Segment, TraitCond, walk
-from microseg.segments.catalog import SCORE_PREFIX, Catalog
+from microseg.segments.catalog import CLUSTER_PREFIX, SCORE_PREFIX, Catalog
 from microseg.segments.compiler import CompileContext, quantile_threshold
 from microseg.segments.evaluate import ConsentRow, Ev, ProfileData, Snapshot
 from microseg.store import Store
@@ -79,6 +79,14 @@ def trait_rows(store: Store, profile_id: str | None, as_of: datetime) -> dict[st
         )
         for pid, model, score in rows:
             out.setdefault(str(pid), {})[f"{SCORE_PREFIX}{model}"] = score
+    if store.table_exists("cluster_membership"):
+        rows = store.rows(
+            "SELECT profile_id, run, cluster FROM cluster_membership WHERE assigned_at <= ?"
+            + (" AND profile_id = ?" if profile_id else ""),
+            [as_of, *([profile_id] if profile_id else [])],
+        )
+        for pid, run, cluster in rows:
+            out.setdefault(str(pid), {})[f"{CLUSTER_PREFIX}{run}"] = cluster
     return out
 
 
