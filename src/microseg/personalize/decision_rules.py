@@ -341,6 +341,34 @@ def _located(doc: Document) -> list[Problem]:
     return problems
 
 
+def _validate_file(doc: Document) -> DecisionsFile:
+    """Schema validation placement by placement, so unknown fields get "did you mean"."""
+    data = doc.data
+    if not isinstance(data, dict) or not isinstance(data.get("placements"), dict):
+        return validate_model(DecisionsFile, doc)  # reports the shape problem
+    problems: list[Problem] = []
+    for key in data:
+        if key != "placements":
+            problems.append(
+                doc.problem(
+                    f"unknown field '{key}'{did_you_mean(str(key), ['placements'])}", (key,)
+                )
+            )
+    placements: dict[str, Placement] = {}
+    for name in data["placements"]:
+        loc = ("placements", name)
+        try:
+            check_name(str(name), "placement name")
+            placements[str(name)] = validate_model(Placement, doc, loc)
+        except ValueError as exc:
+            problems.append(doc.problem(str(exc), loc))
+        except DefinitionError as exc:
+            problems.extend(exc.problems)
+    if problems:
+        raise DefinitionError(problems)
+    return DecisionsFile(placements=placements)
+
+
 def parse_decisions_document(doc: Document, known: Known | None = None) -> DecisionsFile:
     """Validate one parsed decisions file against the schema and (optionally) known names."""
     if doc.data is None:
@@ -350,7 +378,7 @@ def parse_decisions_document(doc: Document, known: Known | None = None) -> Decis
     located = _located(doc)
     if located:
         raise DefinitionError(located)
-    parsed = validate_model(DecisionsFile, doc)
+    parsed = _validate_file(doc)
     problems = _check_refs(doc, parsed, known or Known())
     if problems:
         raise DefinitionError(problems)
