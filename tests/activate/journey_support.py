@@ -19,18 +19,19 @@ from pathlib import Path
 from typing import Any
 
 from aiosmtpd.controller import Controller
+from sqlglot import exp
 
-from microseg.activate.channels import Channel, EmailChannel
+from microseg.activate.channels import Channel, EmailChannel, Message
 from microseg.activate.journey_model import Journey
 from microseg.activate.journey_validate import journey_from_document
 from microseg.activate.journeys import JourneyEngine
-from microseg.activate.ledger import SendLedger
+from microseg.activate.ledger import SendLedger, SendResult
 from microseg.config.models import ProjectSettings
 from microseg.config.yamlio import load_document, parse_text
 from microseg.ingest.profiles import import_profiles
 from microseg.personalize.content import ContentRepo, parse_content
 from microseg.privacy.crypto import KeyRing
-from microseg.store import Store
+from microseg.store import Store, sql
 
 TEMPLATES = resources.files("microseg.config") / "templates"
 EVENT_PROPS = {"product_id": "string", "category": "string", "price": "number", "quantity": "number"}
@@ -140,9 +141,10 @@ class World:
             self.pids[str(cid)] = str(pid)
 
     def consent(self, cid: str, purpose: str = "email_marketing", granted: bool = True) -> None:
+        """Grant (recorded long ago) or withdraw (recorded at the clock's now) a consent."""
         self.store.execute(
             "INSERT INTO consents VALUES (?, ?, ?, 'test', ?, NULL)",
-            [self.pids[cid], purpose, granted, datetime(2020, 1, 1)],
+            [self.pids[cid], purpose, granted, datetime(2020, 1, 1) if granted else self.clock.now],
         )
 
     def event(self, cid: str, event_type: str, ts: datetime, **props: Any) -> None:
@@ -170,7 +172,14 @@ class World:
             pid = self.pids[cid]
             self.store.execute("INSERT INTO traits (profile_id) VALUES (?) ON CONFLICT DO NOTHING", [pid])
             for name, value in row.items():
-                self.store.execute(f'UPDATE traits SET "{name}" = ? WHERE profile_id = ?', [value, pid])
+                update = exp.Update(
+                    this=sql.table("traits"),
+                    expressions=[exp.EQ(this=sql.col(name), expression=exp.Placeholder())],
+                    where=exp.Where(
+                        this=exp.EQ(this=sql.col("profile_id"), expression=exp.Placeholder())
+                    ),
+                )
+                self.store.execute(update, [value, pid])
 
     def engine(
         self,
@@ -198,3 +207,26 @@ def new_world(start: datetime, store: Store | None = None) -> World:
     world = World(s, KeyRing.generate(), Clock(start))
     load_template_blocks(s)
     return world
+
+
+class Recorder:
+    """An in-memory channel: records messages; ``fail`` transient failures; ``crash`` raises."""
+
+    def __init__(self, name: str = "email") -> None:
+        self.name = name
+        self.sent: list[Message] = []
+        self.fail = 0
+        self.crash: BaseException | None = None
+
+    def send(self, message: Message) -> SendResult:
+        if self.crash is not None:
+            exc, self.crash = self.crash, None
+            raise exc
+        if self.fail > 0:
+            self.fail -= 1
+            return SendResult("retry", None, "451 try later")
+        self.sent.append(message)
+        return SendResult("sent", f"rec-{len(self.sent)}")
+
+    def keys(self) -> list[str]:
+        return [m.key for m in self.sent]

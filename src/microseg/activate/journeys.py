@@ -273,7 +273,9 @@ class JourneyEngine:
                     )
                 else:
                     assert not isinstance(trig, (ConditionTrigger, TraitTrigger))
-                    self._temp(_CAND, candidates_query(trig, since, now))
+                    self._temp(
+                        _CAND, candidates_query(trig, since, now, self.store.columns("events"))
+                    )
                 with store.transaction():
                     enrolled = self._enrol(journey, now)
                     if edge:
@@ -362,7 +364,7 @@ class JourneyEngine:
         query = fill(_STATE_EVENTS, journey=sql.lit(journey), types=exp.Array(
             expressions=[sql.lit(t) for t in types]), now=ts(now))  # fmt: skip
         assert isinstance(query, exp.Select)
-        tests = [*extra, *property_filters(where)]
+        tests = [*extra, *property_filters(where, self.store.columns("events"))]
         return query.where(exp.and_(*tests), copy=False) if tests else query
 
     def apply_goals(self, now: datetime | None = None) -> int:
@@ -375,7 +377,7 @@ class JourneyEngine:
             status = sql.col("status", "s")
             active = exp.In(this=status, expressions=[sql.lit(s) for s in ACTIVE])
             done_date = exp.and_(
-                exp.EQ(this=status, expression=sql.lit("completed")),
+                exp.In(this=status.copy(), expressions=[sql.lit("completed"), sql.lit("exited")]),
                 exp.Not(this=exp.Is(this=sql.col("occurrence", "s"), expression=exp.Null())),
             )
             after = exp.GT(this=sql.col("ts", "e"), expression=sql.col("entered_at", "s"))
@@ -674,7 +676,7 @@ class JourneyEngine:
     def log(self, journey: str, profile_id: str | None = None) -> pd.DataFrame:
         return self.store.df(
             "SELECT * FROM journey_log WHERE journey = ? AND (CAST(? AS VARCHAR) IS NULL OR"
-            " profile_id = ?) ORDER BY at, enrolment",
+            " profile_id = ?) ORDER BY logged_at, enrolment",
             [journey, profile_id, profile_id],
         )
 

@@ -17,7 +17,7 @@ latest matching event, the membership change, the date offset), the base of late
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from datetime import datetime
 
 from sqlglot import exp
@@ -77,12 +77,16 @@ def _list(values: list[str] | list[int]) -> exp.Expr:
 
 
 def property_filters(
-    where: Mapping[str, PropertyFilter], alias: str = "e", catalog: Catalog | None = None
+    where: Mapping[str, PropertyFilter], columns: Collection[str], alias: str = "e"
 ) -> list[exp.Expr]:
-    """One SQL test per ``where`` entry on the events alias (segment-language filters)."""
+    """One SQL test per ``where`` entry on the events alias (segment-language filters).
+
+    A property no event has carried yet has no column: it is NULL for every event.
+    """
     tests: list[exp.Expr] = []
     for name, flt in where.items():
-        tests.append(value_test(sql.col(name, alias), flt))
+        column: exp.Expr = sql.col(name, alias) if name in columns else exp.Null()
+        tests.append(value_test(column, flt))
     return tests
 
 
@@ -93,11 +97,15 @@ def _with_filters(query: exp.Expr, tests: list[exp.Expr]) -> exp.Expr:
 
 
 def events_query(
-    types: list[str], where: Mapping[str, PropertyFilter], since: datetime, now: datetime
+    types: list[str],
+    where: Mapping[str, PropertyFilter],
+    since: datetime,
+    now: datetime,
+    columns: Collection[str],
 ) -> exp.Expr:
-    """Profiles with a matching event in ``(since, now]``."""
+    """Profiles with a matching event in ``(since, now]`` (``columns``: of the events table)."""
     query = fill(_EVENTS, types=_list(types), since=ts(since), now=ts(now))
-    return _with_filters(query, property_filters(where))
+    return _with_filters(query, property_filters(where, columns))
 
 
 def date_query(trigger: DateTrigger, since: datetime, now: datetime) -> exp.Expr:
@@ -152,10 +160,11 @@ def candidates_query(
     trigger: EventTrigger | SegmentEntryTrigger | SegmentExitTrigger | DateTrigger,
     since: datetime,
     now: datetime,
+    columns: Collection[str] = (),
 ) -> exp.Expr:
     """``(profile_id, occurrence, detail, at)`` newly eligible in ``(since, now]``."""
     if isinstance(trigger, EventTrigger):
-        return events_query(trigger.types, trigger.where, since, now)
+        return events_query(trigger.types, trigger.where, since, now, columns)
     if isinstance(trigger, SegmentEntryTrigger):
         return fill(
             _ENTRY,
