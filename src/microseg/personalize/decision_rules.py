@@ -29,6 +29,7 @@ checked against the project (with "did you mean"), and every problem carries fil
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
@@ -36,11 +37,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from sqlglot import exp
 
 from microseg.config.models import CORE_EVENT_COLUMNS, check_name
 from microseg.config.yamlio import Document, load_document, validate_model
 from microseg.errors import DefinitionError, Problem, did_you_mean
 from microseg.segments.ast import parse_duration
+from microseg.store import Store
+from microseg.store.sql import col
+from microseg.store.sql import table as sql_table
 
 DECISIONS_GLOB = "decisions/*.yaml"
 Op = Literal["==", "!=", ">", ">=", "<", "<=", "in", "not_in", "exists", "missing"]
@@ -458,3 +463,63 @@ def load_decisions(paths: Iterable[str | Path], known: Known | None = None) -> d
     if problems:
         raise DefinitionError(problems)
     return placements
+
+
+# -- evaluation semantics and store names ----------------------------------------------------
+def control_bucket(profile_id: str, placement: str, rule: str) -> float:
+    """A sticky number in [0, 100) for a profile, placement and rule (uniform by hash)."""
+    digest = hashlib.blake2b(f"{profile_id}|{placement}|{rule}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2**64 * 100
+
+
+def trait_passes(cond: TraitCondition, value: Any) -> bool:
+    """Compare a trait value; a missing value or incomparable types never pass (except
+    ``missing`` / ``!=`` / ``not_in``)."""
+    op = cond.op
+    if op == "exists":
+        return value is not None
+    if op == "missing":
+        return value is None
+    if value is None:
+        return op in {"!=", "not_in"}
+    wanted = cond.value
+    if op == "in":
+        return isinstance(wanted, list) and value in wanted
+    if op == "not_in":
+        return isinstance(wanted, list) and value not in wanted
+    if op == "==":
+        return bool(value == wanted)
+    if op == "!=":
+        return bool(value != wanted)
+    try:
+        if op == ">":
+            return bool(value > wanted)
+        if op == ">=":
+            return bool(value >= wanted)
+        if op == "<":
+            return bool(value < wanted)
+        return bool(value <= wanted)
+    except TypeError:
+        return False
+
+
+def stored_traits(store: Store | None) -> frozenset[str] | None:
+    """Trait columns of the store (None when no traits are computed yet: not checked)."""
+    if store is None or not store.table_exists("traits"):
+        return None
+    names = set(store.columns("traits")) - {"profile_id"}
+    if store.table_exists("trait_catalog"):
+        names |= {str(r[0]) for r in store.rows("SELECT name FROM trait_catalog")}
+    return frozenset(names)
+
+
+def stored_segments(store: Store | None) -> frozenset[str]:
+    """Segment names the store knows (definitions and memberships), e.g. computed elsewhere."""
+    names: set[str] = set()
+    if store is None:
+        return frozenset()
+    for table, column in (("segments", "name"), ("memberships", "segment")):
+        if store.table_exists(table) and column in store.columns(table):
+            query = exp.select(exp.Distinct(expressions=[col(column)])).from_(sql_table(table))
+            names |= {str(r[0]) for r in store.rows(query) if r[0] is not None}
+    return frozenset(names)

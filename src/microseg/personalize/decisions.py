@@ -17,7 +17,6 @@ says why: conditions with the values seen, consent, cap, control bucket and skip
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import threading
 from collections.abc import Iterable, Mapping, Sequence
@@ -27,7 +26,6 @@ from pathlib import Path
 from typing import Any
 
 from jinja2 import meta, nodes
-from sqlglot import exp
 
 from microseg.errors import DefinitionError, NotFoundError, Problem, did_you_mean
 from microseg.personalize.content import (
@@ -46,58 +44,22 @@ from microseg.personalize.decision_rules import (
     Placement,
     Rule,
     Serve,
-    TraitCondition,
+    control_bucket,
     load_decisions,
     project_decision_files,
     project_known,
+    stored_segments,
+    stored_traits,
+    trait_passes,
 )
 from microseg.personalize.decision_state import ConsentCache, ContextCache, ImpressionCounter
 from microseg.personalize.recent_events import RecentEvents
 from microseg.personalize.templates import TemplateCache, default_cache
 from microseg.store import Store, utcnow
-from microseg.store.sql import col
-from microseg.store.sql import table as sql_table
 
 log = logging.getLogger("microseg.personalize.decisions")
 MAX_PLACEMENTS = 20
 """Most placements one request may ask for."""
-
-
-def control_bucket(profile_id: str, placement: str, rule: str) -> float:
-    """A sticky number in [0, 100) for a profile, placement and rule (uniform by hash)."""
-    digest = hashlib.blake2b(f"{profile_id}|{placement}|{rule}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big") / 2**64 * 100
-
-
-def trait_passes(cond: TraitCondition, value: Any) -> bool:
-    """Compare a trait value; a missing value or incomparable types never pass (except
-    ``missing`` / ``!=`` / ``not_in``)."""
-    op = cond.op
-    if op == "exists":
-        return value is not None
-    if op == "missing":
-        return value is None
-    if value is None:
-        return op in {"!=", "not_in"}
-    wanted = cond.value
-    if op == "in":
-        return isinstance(wanted, list) and value in wanted
-    if op == "not_in":
-        return isinstance(wanted, list) and value not in wanted
-    if op == "==":
-        return bool(value == wanted)
-    if op == "!=":
-        return bool(value != wanted)
-    try:
-        if op == ">":
-            return bool(value > wanted)
-        if op == ">=":
-            return bool(value >= wanted)
-        if op == "<":
-            return bool(value < wanted)
-        return bool(value <= wanted)
-    except TypeError:
-        return False
 
 
 def cap_key(placement: str, rule: Rule) -> str:
@@ -223,13 +185,7 @@ class DecisionEngine:
                 for part, source in variant.parts().items():
                     tree = self.cache.env(part in HTML_PARTS).parse(source)
                     for node in tree.find_all((nodes.Getattr, nodes.Getitem)):
-                        target = node.node
-                        if not (isinstance(target, nodes.Name) and target.name == "trigger"):
-                            continue
-                        if isinstance(node, nodes.Getattr):
-                            out.add(node.attr)
-                        elif isinstance(node.arg, nodes.Const) and isinstance(node.arg.value, str):
-                            out.add(node.arg.value)
+                        out |= _trigger_attr(node)
         return out
 
     # -- construction ------------------------------------------------------------------------
@@ -261,8 +217,8 @@ class DecisionEngine:
         known = project_known(project, blocks={n: _variants(b) for n, b in blocks.items()})
         segments = known.segments
         if segments is not None:
-            segments = segments | _stored_segments(store)
-        known = Known(segments, known.blocks, known.events, _trait_names(store))
+            segments = segments | stored_segments(store)
+        known = Known(segments, known.blocks, known.events, stored_traits(store))
         placements = load_decisions(files, known)
         used = {s.block for p in placements.values() for s in _serves(p)}
         return cls(
@@ -553,6 +509,19 @@ class DecisionEngine:
         }
 
 
+def _trigger_attr(node: nodes.Node) -> set[str]:
+    """``{"x"}`` for a ``trigger.x`` / ``trigger['x']`` node, else empty."""
+    target = getattr(node, "node", None)
+    if not (isinstance(target, nodes.Name) and target.name == "trigger"):
+        return set()
+    if isinstance(node, nodes.Getattr):
+        return {node.attr}
+    arg = getattr(node, "arg", None)
+    if isinstance(arg, nodes.Const) and isinstance(arg.value, str):
+        return {arg.value}
+    return set()
+
+
 @dataclass
 class _ProjectView:
     root: Path
@@ -567,28 +536,6 @@ def _serves(placement: Placement) -> Iterable[Serve]:
     yield placement.fallback
     for rule in placement.rules:
         yield rule.serve
-
-
-def _trait_names(store: Store | None) -> frozenset[str] | None:
-    """Trait columns of the store (None when no traits are computed yet: not checked)."""
-    if store is None or not store.table_exists("traits"):
-        return None
-    names = set(store.columns("traits")) - {"profile_id"}
-    if store.table_exists("trait_catalog"):
-        names |= {str(r[0]) for r in store.rows("SELECT name FROM trait_catalog")}
-    return frozenset(names)
-
-
-def _stored_segments(store: Store | None) -> frozenset[str]:
-    """Segment names the store knows (definitions and memberships), e.g. computed elsewhere."""
-    names: set[str] = set()
-    if store is None:
-        return frozenset()
-    for table, column in (("segments", "name"), ("memberships", "segment")):
-        if store.table_exists(table) and column in store.columns(table):
-            query = exp.select(exp.Distinct(expressions=[col(column)])).from_(sql_table(table))
-            names |= {str(r[0]) for r in store.rows(query) if r[0] is not None}
-    return frozenset(names)
 
 
 def engine_for_workspace(workspace: Any, state: Any) -> DecisionEngine | None:
