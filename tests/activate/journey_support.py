@@ -202,9 +202,10 @@ def email_channel(port: int) -> EmailChannel:
     return EmailChannel("127.0.0.1", port, sender="shop@example.test", timeout=5)
 
 
-def new_world(start: datetime, store: Store | None = None) -> World:
+def new_world(start: datetime, store: Store | None = None, keys: KeyRing | None = None) -> World:
+    """A store (in memory unless given) with the template content blocks saved."""
     s = store or Store(None)
-    world = World(s, KeyRing.generate(), Clock(start))
+    world = World(s, keys or KeyRing.generate(), Clock(start))
     load_template_blocks(s)
     return world
 
