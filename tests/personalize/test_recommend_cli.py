@@ -98,6 +98,7 @@ def test_evaluate_prints_tables_and_writes_the_chart(app: typer.Typer, tmp_path:
         (["evaluate", "--cutoff", "2020-01-01"], ConfigError, "no purchases before the cutoff"),
         (["evaluate", "--cutoff", "2024-04-15", "--mode", "old"], ConfigError, "unknown --mode"),
         (["evaluate", "--cutoff", "2024-04-15", "-k", "0"], ConfigError, "at least 1"),
+        (["evaluate", "--cutoff", "2024-04-15", "--warm", "hot"], ConfigError, "unknown --warm"),
     ],
 )
 def test_user_mistakes_are_one_line_errors(

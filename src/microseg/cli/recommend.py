@@ -133,6 +133,9 @@ def register(app: typer.Typer) -> None:
         ),
         horizon_days: float | None = typer.Option(None, "--horizon-days", help="test window"),
         mode: list[str] = typer.Option(["new", "all"], "--mode", help="new and/or all items"),
+        warm: str = typer.Option(
+            "purchase", "--warm", help="test profiles: bought before (purchase) or any event"
+        ),
         reps: int = typer.Option(1000, "--reps", help="bootstrap resamples"),
         plot: Path | None = typer.Option(None, "--plot", help="write a recall@k bar chart PNG"),
         preset: str = mo["preset"],
@@ -155,6 +158,8 @@ def register(app: typer.Typer) -> None:
         for m in mode:
             if m not in MODES:
                 raise ConfigError(f"unknown --mode '{m}' (new or all)")
+        if warm not in ("purchase", "any"):
+            raise ConfigError(f"unknown --warm '{warm}' (purchase or any)")
         names = _check_strategies(strategy or strategy_names())
         mapping = _mapping(
             {
@@ -171,7 +176,15 @@ def register(app: typer.Typer) -> None:
         horizon = timedelta(days=horizon_days) if horizon_days else None
         with workspace() as ws:
             report = evaluate(
-                ws.store, when, names, ks=k, mapping=mapping, horizon=horizon, modes=mode, reps=reps
+                ws.store,
+                when,
+                names,
+                ks=k,
+                mapping=mapping,
+                horizon=horizon,
+                modes=mode,
+                reps=reps,
+                warm="any" if warm == "any" else "purchase",
             )
         for m in mode:
             table = report.table(m).drop(columns="mode")

@@ -3,7 +3,8 @@
 Train on events strictly before ``cutoff``; the truth of a profile is the set of items it bought
 in ``[cutoff, cutoff + horizon)``. Two modes: ``new`` (items the profile had not bought before the
 cutoff; recommenders exclude already-bought items) and ``all`` (repeats count; nothing
-excluded). Only profiles with at least one purchase before the cutoff are scored (warm start).
+excluded). Only profiles with at least one purchase (or, optionally, any interaction) before
+the cutoff are scored (warm start).
 Metrics per k: hit rate, recall, precision, MAP and NDCG (binary relevance), with a bootstrap
 confidence interval (profiles resampled) for recall@k and its paired difference to popularity.
 """
@@ -16,6 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import partial
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -53,16 +55,21 @@ def temporal_split(
     mapping: EventMapping | None = None,
     *,
     horizon: timedelta | None = None,
+    warm: Literal["purchase", "any"] = "purchase",
 ) -> Split:
-    """Split the store's events at ``cutoff`` (the train side never sees ``ts >= cutoff``)."""
+    """Split the store's events at ``cutoff`` (the train side never sees ``ts >= cutoff``).
+
+    Test profiles are those with a purchase before the cutoff (``warm="purchase"``) or any
+    interaction before it (``"any"``: clickstreams, where views and carts carry the signal).
+    """
     mapping = mapping or EventMapping()
     train = load_interactions(store, cutoff, mapping)
     end = cutoff + horizon if horizon is not None else None
     later = load_interactions(store, end or datetime.max, mapping, since=cutoff)
     bought = later.events[later.events["is_purchase"]][["profile_id", "item"]].drop_duplicates()
     before = train.events[train.events["is_purchase"]][["profile_id", "item"]].drop_duplicates()
-    warm = set(before["profile_id"])
-    bought = bought[bought["profile_id"].isin(warm)]
+    warm_ids = set(before["profile_id"] if warm == "purchase" else train.events["profile_id"])
+    bought = bought[bought["profile_id"].isin(warm_ids)]
     repeat = bought.merge(before.assign(repeat=True), on=["profile_id", "item"], how="left")
     repeat["repeat"] = repeat["repeat"].astype("boolean").fillna(False).astype(bool)
     return Split(train, repeat.reset_index(drop=True), cutoff, end)
@@ -166,6 +173,7 @@ def evaluate(
     reps: int = 1000,
     seed: int = 0,
     split: Split | None = None,
+    warm: Literal["purchase", "any"] = "purchase",
 ) -> EvalReport:
     """Fit every strategy on the train side, recommend max(ks) items, score both modes."""
     ks = sorted({int(k) for k in ks})
@@ -173,7 +181,7 @@ def evaluate(
         raise ConfigError("k values must be positive integers")
     if main_k not in ks:
         main_k = ks[len(ks) // 2]
-    split = split or temporal_split(store, cutoff, mapping, horizon=horizon)
+    split = split or temporal_split(store, cutoff, mapping, horizon=horizon, warm=warm)
     builders: dict[str, Builder] = (
         dict(strategies)
         if isinstance(strategies, dict)
