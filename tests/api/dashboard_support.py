@@ -37,6 +37,7 @@ SEGMENTS = {
     "buyers": {"event": "purchase", "last": "30d", "gte": 1},
     "engaged": {"event": "page_view", "last": "30d", "gte": 4},
     "recent_viewers": {"event": "product_view", "last": "7d", "gte": 1},
+    "repeat_buyers": {"trait": "orders_30d", "gte": 2},
 }
 EXPERIMENT = "hero_banner"
 N_USERS = 80
@@ -122,6 +123,7 @@ def build_project(root: Path) -> Project:
     ws = Workspace.open(root, actor="test")
     result = ws.import_events(path)
     assert result.inserted == len(events) and result.quarantined == 0, result.reasons
+    ws.compute_traits()
     now = utcnow()
     for weeks_ago in (3, 2, 1, 0):
         ws.compute_segments(as_of=now - timedelta(weeks=weeks_ago, minutes=1))

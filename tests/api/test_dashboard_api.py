@@ -172,7 +172,7 @@ def test_overview_and_segments_match_the_library(
 ) -> None:
     ws, h = dash_project.workspace, bearer(dash_project, "analyst")
     ov = dash_client.get("/v1/dashboard/overview", headers=h).json()
-    assert ov["counts"] == {**ws.counts(), "segments": 3, "experiments": 1}
+    assert ov["counts"] == {**ws.counts(), "segments": len(SEGMENTS), "experiments": 1}
     assert ov["counts"]["events"] == len(dash_project.events)
     sizes = seg_api.sizes(ws)
     assert {s["segment"]: s["size"] for s in ov["segments"]} == dict(
@@ -236,6 +236,8 @@ def test_profile_search_view_and_why(dash_client: TestClient, dash_project: Proj
         planted = dash_project.events[dash_project.events["user_id"] == user]
         assert len(view["events"]) == min(20, len(planted))
         assert view["identities"][0]["id_key"] == f"user_id:{user}"
+        buys = planted[planted["event_type"] == "purchase"]
+        assert view["traits"]["orders_30d"] == len(buys)  # every planted event is < 28 days old
         for name in SEGMENTS:
             why = dash_client.get(f"/v1/dashboard/profiles/{pid}/explain/{name}", headers=h)
             assert why.status_code == 200, why.text

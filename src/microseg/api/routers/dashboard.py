@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from typing import Annotated
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, urlsplit
 
 from fastapi import APIRouter, Query, Request
 from starlette.responses import RedirectResponse, Response
@@ -148,7 +148,7 @@ def login_form(request: Request, next: str | None = None, error: str | None = No
 @pages.post("/login")
 async def login(request: Request, services: ServicesDep) -> Response:
     origin = request.headers.get("origin")
-    if origin and origin != f"{request.url.scheme}://{request.url.netloc}":
+    if origin and urlsplit(origin).netloc != request.headers.get("host"):
         raise ApiProblem(403, "cross-origin", "log in from the dashboard's own login form")
     form = parse_qs((await request.body()).decode("utf-8", "replace"), max_num_fields=10)
     key = (form.get("key") or [""])[0].strip()

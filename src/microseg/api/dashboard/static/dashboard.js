@@ -133,7 +133,8 @@
       if (o.segments.length < 2) return emptyChart("chart-overlap", "overlap needs two non-empty segments");
       return plot("chart-overlap", [{
         type: "heatmap", x: o.segments, y: o.segments, z: o.jaccard, zmin: 0, zmax: 1,
-        customdata: o.both, colorscale: "Blues",
+        customdata: o.both, colorscale: "Blues", reversescale: true,
+        texttemplate: "%{z:.2f}", textfont: { size: 12 },
         hovertemplate: "%{y} ∩ %{x}<br>Jaccard %{z:.3f}<br>%{customdata} profiles in both<extra></extra>",
       }], { margin: { t: 20, r: 20, b: 140, l: 160 }, xaxis: { tickangle: -40 } });
     };
