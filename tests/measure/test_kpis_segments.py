@@ -66,7 +66,7 @@ def test_frame_shape_grid_and_users(planted: tuple[Workspace, ks.Planted, pd.Dat
 def test_membership_follows_history(planted: tuple[Workspace, ks.Planted, pd.DataFrame]) -> None:
     ws, _, _ = planted
     # before the late entries, only the 60 batch members (minus exits) can be active vips
-    df = segment_kpis(ws.store, segments=["vip"], as_of=ks.VIP_LATE_ENTRY_AT)
+    df = segment_kpis(ws.store, segments=["vip"], as_of=ks.VIP_LATE_ENTRY_AT - timedelta(minutes=1))
     active = df[df["metric"] == "active_users"].set_index("period")["value"]
     assert active.max() <= 60
     week4 = pd.Timestamp(ks.VIP_LATE_ENTRY_AT).to_period("W-SUN").start_time

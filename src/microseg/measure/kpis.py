@@ -129,7 +129,7 @@ WITH h AS (
            lead(changed_at) OVER w AS next_at,
            min(changed_at) FILTER (WHERE source = 'batch') OVER (PARTITION BY segment) AS first_batch
     FROM membership_history
-    WHERE list_contains($segments, segment) AND changed_at < $as_of
+    WHERE list_contains($segments, segment) AND changed_at <= $as_of
     WINDOW w AS (PARTITION BY segment, profile_id ORDER BY changed_at, recorded_at)
 )
 SELECT segment, profile_id,
@@ -144,7 +144,7 @@ UNION ALL
 SELECT m.segment, m.profile_id, $forever_from, $forever_to
 FROM memberships m
 WHERE list_contains($segments, m.segment)
-  AND m.segment NOT IN (SELECT DISTINCT segment FROM membership_history WHERE changed_at < $as_of)
+  AND m.segment NOT IN (SELECT DISTINCT segment FROM membership_history WHERE changed_at <= $as_of)
 """
 
 # __revenue__ is replaced by a sqlglot expression over the configured columns.
