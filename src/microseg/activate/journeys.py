@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+import duckdb
 import pandas as pd
 from sqlglot import exp
 
@@ -157,6 +158,7 @@ class JourneyEngine:
             require_consent=require_consent,
         )
         self._catalog: Catalog | None = None
+        self.sweep_errors: list[str] = []
 
     # -- setup ---------------------------------------------------------------------------
     def now(self) -> datetime:
@@ -214,12 +216,18 @@ class JourneyEngine:
         """Enrol newly eligible profiles into every enabled journey; name -> enrolled."""
         now = now or self.now()
         self._catalog = None
+        self.sweep_errors = []
         out: dict[str, int] = {}
         journeys = self._enabled()
         self.progress.start("sweeping journey triggers", len(journeys))
         try:
             for journey in journeys:
-                out[journey.name] = self.sweep_journey(journey, now)
+                try:
+                    out[journey.name] = self.sweep_journey(journey, now)
+                except duckdb.Error as exc:  # e.g. a trait trigger before traits are computed
+                    out[journey.name] = 0
+                    first = str(exc).splitlines()[0]
+                    self.sweep_errors.append(f"{journey.name}: trigger not evaluated: {first}")
                 self.progress.update(1, note=f"{journey.name}: {out[journey.name]}")
         finally:
             self.progress.stop()
@@ -512,6 +520,7 @@ class JourneyEngine:
         try:
             report = RunReport(now)
             report.enrolled = self.sweep(now)
+            report.errors.extend(self.sweep_errors)
             report.goals = self.apply_goals(now)
             report.waits_resolved = self.resolve_waits(now)
             self.run_due(now, report)
@@ -567,5 +576,16 @@ def status_frame(store: Store, journey: str | None = None) -> pd.DataFrame:
         "SELECT journey, status, step, count(*) AS profiles, max(updated_at) AS last_change"
         " FROM journey_state WHERE CAST(? AS VARCHAR) IS NULL OR journey = ?"
         " GROUP BY 1, 2, 3 ORDER BY 1, 2, 3",
+        [journey, journey],
+    )
+
+
+def sends_frame(store: Store, journey: str | None = None) -> pd.DataFrame:
+    """Ledger outcomes of journey sends (send keys start with ``<journey>:``)."""
+    return store.df(
+        "SELECT split_part(send_key, ':', 1) AS journey, status, count(*) AS sends,"
+        " max(coalesce(sent_at, updated_at)) AS last FROM sends WHERE (CAST(? AS VARCHAR) IS NULL"
+        " AND split_part(send_key, ':', 1) IN (SELECT DISTINCT journey FROM journey_state))"
+        " OR split_part(send_key, ':', 1) = ? GROUP BY 1, 2 ORDER BY 1, 2",
         [journey, journey],
     )
