@@ -256,6 +256,20 @@ class IdentitySettings(Strict):
         return value
 
 
+# Tables the retention job may prune, with the timestamp column that ages their rows.
+RETENTION_TABLES: dict[str, str] = {
+    "events": "ts",
+    "quarantine": "quarantined_at",
+    "sends": "created_at",
+    "membership_history": "changed_at",
+    "experiment_exposures": "exposed_at",
+    "scores": "scored_at",
+    "audit_log": "logged_at",
+    "import_batches": "finished_at",
+    "consents": "recorded_at",
+}
+
+
 class PrivacySettings(Strict):
     key_file: str = Field(
         default=".microseg/keys.json",
@@ -264,8 +278,43 @@ class PrivacySettings(Strict):
     pii_attributes: list[str] = Field(
         default_factory=lambda: ["email", "phone", "first_name", "last_name", "address"]
     )
-    retention_days: dict[str, int] = Field(default_factory=dict)
+    retention_days: dict[str, int] = Field(
+        default_factory=dict,
+        description="days to keep: 'events' (every type), 'events.<event_type>' (one type,"
+        " overrides 'events') or a table of RETENTION_TABLES",
+    )
     require_consent_for: list[str] = Field(default_factory=list)
+    purposes: list[str] = Field(
+        default_factory=list,
+        description="declared consent purposes; empty allows any lower_snake_case purpose",
+    )
+
+    @field_validator("purposes")
+    @classmethod
+    def _purposes(cls, value: list[str]) -> list[str]:
+        for purpose in value:
+            check_name(purpose, "purpose")
+        return value
+
+    @field_validator("retention_days")
+    @classmethod
+    def _retention(cls, value: dict[str, int]) -> dict[str, int]:
+        for key, days in value.items():
+            if days < 1:
+                raise ValueError(f"retention_days.{key}: {days} must be at least 1 day")
+            table, _, event_type = key.partition(".")
+            if event_type:
+                if table != "events":
+                    raise ValueError(
+                        f"retention_days.{key}: only 'events.<event_type>' takes a sub-key"
+                    )
+                check_name(event_type, "event type")
+            elif table not in RETENTION_TABLES:
+                raise ValueError(
+                    f"retention_days: unknown table '{key}'{did_you_mean(key, list(RETENTION_TABLES))}"
+                    f" (use one of: {', '.join(RETENTION_TABLES)})"
+                )
+        return value
 
 
 class ProjectSettings(Strict):

@@ -25,6 +25,7 @@ from microseg.console import Progress, SilentProgress
 from microseg.errors import ImportFileError, display_path
 from microseg.ingest import identity_keys, sessions
 from microseg.privacy.crypto import KeyRing, normalise_email
+from microseg.privacy.markers import quarantine_erased, register_marker_udf
 from microseg.store import Store, utcnow
 from microseg.store import sql as q
 
@@ -605,6 +606,7 @@ def import_events(
         progress.update(note=f"read + validate {path.name}")
         with store.lock:
             _register_token_udf(store.con, keys)
+            register_marker_udf(store.con, keys)  # erased subjects' events -> quarantine
             try:
                 store.execute(
                     exp.Create(
@@ -665,6 +667,7 @@ def _commit(
         store.execute("ALTER TABLE _ms_stage DROP COLUMN _email")
         store.execute("ALTER TABLE _ms_stage ADD COLUMN id_key VARCHAR")
         store.execute(q.render(identity_keys.update_stage_keys(STAGE)))
+        quarantine_erased(store, STAGE)
         counts = dict(
             store.rows("SELECT coalesce(_reason, ''), count(*) FROM _ms_stage GROUP BY 1")
         )
