@@ -287,9 +287,10 @@ def test_experiment_numbers_equal_the_analysis_and_planted_truth(
     assert badcol.status_code == 400 and "revenue" in badcol.json()["detail"]
 
 
-def planted_touch_credit(events: pd.DataFrame, which: str) -> dict[str, float]:
-    """First/last-touch conversions from the planted events (independent of the SQL)."""
-    credit: dict[str, float] = {}
+def planted_touch_credit(events: pd.DataFrame, which: str) -> dict[str, tuple[float, float]]:
+    """First/last-touch (conversions, value) from the planted events, independent of the SQL:
+    a journey ends at the user's first purchase and is worth that purchase's revenue."""
+    credit: dict[str, tuple[float, float]] = {}
     for _, g in events.sort_values(["timestamp", "event_type"]).groupby("user_id"):
         buys = g[g["event_type"] == "purchase"]
         if buys.empty:
@@ -297,7 +298,8 @@ def planted_touch_credit(events: pd.DataFrame, which: str) -> dict[str, float]:
         first_buy = buys["timestamp"].iloc[0]
         touches = g[(g["event_type"] == "page_view") & (g["timestamp"] <= first_buy)]
         channel = touches["channel"].iloc[0 if which == "first" else -1]
-        credit[channel] = credit.get(channel, 0.0) + 1.0
+        n, value = credit.get(channel, (0.0, 0.0))
+        credit[channel] = (n + 1.0, value + float(buys["revenue"].iloc[0]))
     return credit
 
 
@@ -312,9 +314,12 @@ def test_attribution_equals_the_models_and_planted_touches(
     assert d["converted_journeys"] == ev.loc[ev["event_type"] == "purchase", "user_id"].nunique()
     credit = pd.DataFrame(d["credit"])
     for which in ("first", "last"):
-        got = credit[credit["model"] == which].set_index("channel")["conversions"].to_dict()
+        rows = credit[(credit["model"] == which) & (credit["conversions"] > 0)]
+        got = {r.channel: (r.conversions, r.value) for r in rows.itertuples()}
         want = planted_touch_credit(ev, which)
-        assert {k: v for k, v in got.items() if v} == want, which
+        assert got.keys() == want.keys(), which
+        for channel, pair in want.items():
+            assert got[channel] == pytest.approx(pair), (which, channel)
     from microseg.api.dashboard.analytics import touchpoints
 
     tp = touchpoints(ws)

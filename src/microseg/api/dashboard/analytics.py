@@ -7,14 +7,16 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from sqlglot import exp
 
+from microseg.api.dashboard.credit import credit_by_model
 from microseg.api.dashboard.data import jsonable, records
 from microseg.errors import MicrosegError, did_you_mean
 from microseg.experiments.analysis import ArmStats, analyze_experiment
 from microseg.experiments.store import arm_stats_from_events, load_saved
-from microseg.measure.attribution import MODELS, attribute
+from microseg.measure.attribution import MODELS
 from microseg.store import sql as q
 from microseg.store.duckdb_store import utcnow
 from microseg.workspace import Workspace
@@ -39,7 +41,8 @@ WITH x AS (
   FROM x
 )
 SELECT journey_id, ts, CAST(channel AS VARCHAR) AS channel,
-       coalesce(next_conv, FALSE) AS converted, coalesce(next_value, 0) AS value
+       coalesce(next_conv, FALSE) AS converted,
+       CASE WHEN next_conv THEN coalesce(next_value, 0) ELSE 0 END AS value
 FROM y WHERE NOT is_conv ORDER BY journey_id, ts LIMIT ?
 """
 
@@ -208,13 +211,15 @@ def attribution(
     journeys = int(tp["journey_id"].nunique()) if len(tp) else 0
     converted = int(tp.groupby("journey_id")["converted"].any().sum()) if len(tp) else 0
     if converted:
-        for model in models:
+        rules = [m for m in models if m != "markov"]
+        groups = ([rules] if rules else []) + ([["markov"]] if "markov" in models else [])
+        for group in groups:
             try:
-                credit = attribute(tp, model, value_col="value")
-            except (MicrosegError, ValueError, ZeroDivisionError) as exc:
-                errors[model] = str(exc)
-                continue
-            rows += [{"model": model, **r} for r in records(credit)]
+                rows += records(credit_by_model(tp, group))
+            except (MicrosegError, ValueError, np.linalg.LinAlgError) as exc:
+                errors.update({m: str(exc) for m in group})
+        order = {m: i for i, m in enumerate(models)}
+        rows.sort(key=lambda r: order[r["model"]])
     return {
         "conversion_event": event,
         "channel_column": channel_column(ws, channel),
