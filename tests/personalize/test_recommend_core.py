@@ -296,6 +296,23 @@ def test_recently_viewed_orders_by_recency() -> None:
     assert rec.recommend(["a"], 5, exclude_seen=False)["item"].tolist() == ["G1_1", "G1_2", "G1_0"]
 
 
+def test_buy_again_ranks_by_recent_frequency() -> None:
+    ev = pd.DataFrame(
+        [
+            _row("a", datetime(2024, 1, 5), "G1_0", order="o1"),
+            _row("a", datetime(2024, 2, 5), "G1_0", order="o2"),
+            _row("a", datetime(2024, 6, 25), "G1_1", order="o3"),
+            _row("a", datetime(2023, 6, 25), "G1_2", order="o0"),
+        ]
+    )
+    rec = make_recommender("buy_again").fit(frame_interactions(ev, AS_OF))
+    # 60-day half-life: one purchase 6 days ago beats two 5-6 months ago; a year ago is last
+    out = rec.recommend(["a"], 5, exclude_seen=False)
+    assert out["item"].tolist() == ["G1_1", "G1_0", "G1_2"]
+    assert set(out["reason"]) == {"bought before"}
+    assert rec.recommend(["a"], 5).empty  # everything is already bought
+
+
 def test_recommendations_for_gives_template_dicts_and_refits_on_new_data(
     tmp_path: Path,
 ) -> None:

@@ -7,7 +7,8 @@
 Strategies: ``popularity``, ``recently_viewed``, ``abandoned_cart``, ``category_affinity``,
 ``cooccurrence`` (item-item cosine over what profiles bought), ``basket_cooccurrence``
 (item-item over orders / sessions), ``segment_popularity`` (reads ``memberships``) and
-``blend`` (all of them, weighted; cart and views first, popularity as the fallback).
+``buy_again`` (items bought before; only with ``exclude_seen=False``) and ``blend`` (all but
+buy_again, weighted; cart and views first, popularity as the fallback).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from microseg.personalize.recommend_similar import (
 )
 from microseg.personalize.recommenders import (
     AbandonedCartRecommender,
+    BuyAgainRecommender,
     PopularityRecommender,
     RecentlyViewedRecommender,
     Recommender,
@@ -64,6 +66,7 @@ STRATEGIES: dict[str, Factory] = {
     "cooccurrence": lambda _s: ItemCooccurrenceRecommender(unit="profile"),
     "basket_cooccurrence": lambda _s: ItemCooccurrenceRecommender(unit="basket"),
     "segment_popularity": _segment,
+    "buy_again": lambda _s: BuyAgainRecommender(),
 }
 
 

@@ -180,6 +180,27 @@ class PopularityRecommender(Recommender):
         return np.broadcast_to(self.popularity, (len(rows), len(self.popularity))), None
 
 
+class BuyAgainRecommender(Recommender):
+    """Items the profile bought before, by recency-weighted frequency ("buy it again").
+
+    Only useful with ``exclude_seen=False`` (every candidate is an item already bought).
+    """
+
+    name = "buy_again"
+    reason = "bought before"
+
+    def __init__(self, half_life_days: float = 60.0) -> None:
+        super().__init__()
+        self.half_life_days = half_life_days
+        self.bought = sparse.csr_matrix((0, 0))
+
+    def _fit(self, data: Interactions) -> None:
+        self.bought = data.matrix("is_purchase", half_life_days=self.half_life_days)
+
+    def _scores(self, rows: np.ndarray) -> tuple[np.ndarray, Any]:
+        return _take_rows(self.bought, rows).toarray(), None
+
+
 class RecentlyViewedRecommender(Recommender):
     """Items the profile viewed recently (more recent and more often = higher)."""
 
