@@ -284,6 +284,11 @@ class PrivacySettings(Strict):
         " overrides 'events') or a table of RETENTION_TABLES",
     )
     require_consent_for: list[str] = Field(default_factory=list)
+    profile_attributes: list[str] | None = Field(
+        default=None,
+        description="minimisation: the only plain profile attributes imports store (PII"
+        " attributes and identifiers are declared separately); unset stores every column",
+    )
     purposes: list[str] = Field(
         default_factory=list,
         description="declared consent purposes; empty allows any lower_snake_case purpose",

@@ -147,6 +147,8 @@ def _plan_columns(
                 f"{did_you_mean(col, columns)}"
             )
     pii = set(settings.privacy.pii_attributes)
+    declared = settings.privacy.profile_attributes
+    allowed = None if declared is None else set(declared)
     planned: list[_Column] = []
     seen: dict[str, str] = {}
     for i, col in enumerate(columns):
@@ -161,6 +163,8 @@ def _plan_columns(
             kind, name = "pii", target
         else:
             kind, name = "plain", prefix + target
+            if allowed is not None and name not in allowed:
+                continue  # minimisation: undeclared profile columns are not stored
         if not NAME_RE.match(name):
             raise ImportFileError(
                 f"column '{col}' gives attribute name '{name}', which is not lower_snake_case;"

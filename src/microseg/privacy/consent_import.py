@@ -53,8 +53,13 @@ def _resolve(workspace: Any, kind: str, values: list[str]) -> dict[str, str]:
         keys = {v: "email:" + workspace.keys.token(normalise_email(v)) for v in values}
     elif kind == "user_id":
         keys = {v: "user_id:" + v for v in values}
-    else:
-        keys = {v: v for v in values}
+    else:  # profile ids, id keys; a clear email in a ref is tokenised like event import does
+        keys = {
+            v: "email:" + workspace.keys.token(normalise_email(v[6:]))
+            if v.startswith("email:") and "@" in v
+            else v
+            for v in values
+        }
     found: dict[str, str] = {}
     if kind in {"profile_id", "ref"}:
         for pid, live in store.rows(
