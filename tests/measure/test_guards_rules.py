@@ -15,6 +15,7 @@ from microseg.config.yamlio import parse_text
 from microseg.errors import DefinitionError, MicrosegError, NotFoundError
 from microseg.measure.guards import (
     apply_guards,
+    campaign_allows,
     campaign_share,
     campaign_status,
     check_campaigns,
@@ -182,3 +183,17 @@ def test_notify_and_check_campaigns_from_project(tmp_path: Path) -> None:
     require_campaign(ws.store, tmp_path, "watch")
     with pytest.raises(NotFoundError, match="did you mean 'watch'"):
         require_campaign(ws.store, tmp_path, "wach")
+
+
+def test_activation_check_honours_pause_and_share() -> None:
+    ws = Workspace.ephemeral()
+    people = [f"p{i}" for i in range(4000)]
+    assert all(campaign_allows(ws.store, "c", p) == (True, "active") for p in people[:10])
+    set_campaign_status(ws.store, "c", "active", reason="throttle", actor="t", share=0.25)
+    allowed = [p for p in people if campaign_allows(ws.store, "c", p)[0]]
+    assert 0.22 < len(allowed) / len(people) < 0.28
+    assert allowed == [p for p in people if campaign_allows(ws.store, "c", p)[0]]  # stable
+    assert campaign_allows(ws.store, "c", "p1")[1] in {"active", "campaign_throttled"}
+    set_campaign_status(ws.store, "c", "paused", reason="stop", actor="t")
+    assert campaign_allows(ws.store, "c", allowed[0]) == (False, "campaign_paused")
+    assert campaign_share(ws.store, "c") == 0.25  # pausing keeps the share

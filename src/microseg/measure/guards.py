@@ -33,6 +33,7 @@ automated action is written to the audit log.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
@@ -222,6 +223,28 @@ def campaign_share(store: Store, name: str) -> float:
     """The traffic share the activation path should give the campaign (1.0 when unset)."""
     share = store.scalar("SELECT share FROM campaigns WHERE campaign = ?", [name])
     return 1.0 if share is None else float(share)
+
+
+def campaign_allows(store: Store, name: str, profile_id: str) -> tuple[bool, str]:
+    """The activation path's check for one recipient: ``(allowed, reason)``.
+
+    Refused when the campaign is paused, or when the recipient falls outside the campaign's
+    traffic share (a stable hash bucket of campaign and profile, so a throttled campaign
+    keeps reaching the same people rather than a random subset each run)."""
+    row = store.rows("SELECT status, share FROM campaigns WHERE campaign = ?", [name])
+    if not row:
+        return True, "active"
+    status, share = row[0][0], float(row[0][1])
+    if status == "paused":
+        return False, "campaign_paused"
+    if share < 1.0 and _bucket(name, profile_id) >= share:
+        return False, "campaign_throttled"
+    return True, "active"
+
+
+def _bucket(name: str, profile_id: str) -> float:
+    digest = hashlib.sha256(f"{name}\x1f{profile_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
 
 
 def set_campaign_status(

@@ -18,8 +18,9 @@ from microseg.store import sql as q
 from microseg.store.duckdb_store import Store
 
 CHANNEL_COLUMNS = ("channel", "utm_source", "utm_medium")
-ATTRIBUTION_MODELS = ("first", "last", "linear", "position", "markov")
+ATTRIBUTION_MODELS = ("first", "last", "linear", "markov")
 MAX_TOUCHPOINTS = 200_000
+MAX_JOURNEYS = 10_000  # attribution builds journeys in Python; a fixed hash sample beyond this
 
 _TREND_SQL = """
 WITH c AS (
@@ -129,10 +130,25 @@ def touchpoints(store: Store, event: str, as_of: datetime) -> tuple[pd.DataFrame
     return df, used
 
 
+def sample_journeys(tp: pd.DataFrame, limit: int = MAX_JOURNEYS) -> pd.DataFrame:
+    """At most ``limit`` whole journeys, chosen by a fixed hash of the journey id."""
+    ids = pd.Series(tp["journey_id"].unique())
+    if len(ids) <= limit:
+        return tp
+    keyed = pd.util.hash_pandas_object(ids, index=False)
+    keep = set(ids[keyed.sort_values(kind="stable").index[:limit]])
+    return tp[tp["journey_id"].isin(keep)]
+
+
 def attribution_table(tp: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
-    """Channel credit of each model; models that fail are reported, not raised."""
+    """Channel credit of each model (on a journey sample when there are many); models that
+    fail are reported, not raised."""
     frames = []
     notes = []
+    total = tp["journey_id"].nunique()
+    tp = sample_journeys(tp)
+    if tp["journey_id"].nunique() < total:
+        notes.append(f"Models fitted on a fixed sample of {MAX_JOURNEYS:,} of {total:,} journeys.")
     for model in ATTRIBUTION_MODELS:
         try:
             frames.append(compare_models(tp, [model]))
