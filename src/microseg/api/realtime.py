@@ -72,7 +72,7 @@ class RealtimeBridge:
             return None
         segments, _ = load_segments(files)
         evaluator = RealtimeEvaluator.from_store(
-            workspace.store, workspace.settings, segments, start=now or utcnow()
+            workspace.store, workspace.settings, segments, start=now or utcnow(), history=True
         )
         return cls(evaluator, workspace.store)
 

@@ -51,9 +51,13 @@ def frame_table(
 ) -> Table:
     """A DataFrame as a Rich table (first ``limit`` rows; None shows all)."""
     t = Table(title=title)
-    for c in df.columns:
-        t.add_column(str(c), overflow="fold")
     rows = df if limit is None else df.head(limit)
+    for i, c in enumerate(df.columns):
+        if i == 0:  # the row key (a name or id): keep it whole so it can be copied
+            width = max([len(str(c)), *(len(cell(v)) for v in rows[c])], default=0)
+            t.add_column(str(c), no_wrap=True, min_width=min(width, 40))
+        else:
+            t.add_column(str(c), overflow="fold")
     for row in rows.itertuples(index=False):
         t.add_row(*(cell(v) for v in row))
     return t

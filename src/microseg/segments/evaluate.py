@@ -382,48 +382,67 @@ def _sequence(cond: SequenceCond, data: ProfileData, as_of: datetime) -> tuple[b
 
 # --------------------------------------------------------------------------- time boundaries
 def next_change(cond: Any, data: ProfileData, ctx: EvalContext, after: datetime) -> datetime | None:
-    """The earliest time > ``after`` when this condition's value can change without an event."""
-    times = [t for t in _boundaries(cond, data, ctx) if t > after]
-    return min(times) if times else None
+    """The earliest time > ``after`` when this condition's value can change without an event.
 
-
-def _boundaries(cond: Any, data: ProfileData, ctx: EvalContext) -> Iterable[datetime]:
+    Event lists are sorted by time, so each family's first boundary after ``after`` is found by
+    bisection instead of listing every boundary."""
     if isinstance(cond, (All, Any_)):
-        for c in cond.all if isinstance(cond, All) else cond.any:
-            yield from _boundaries(c, data, ctx)
-    elif isinstance(cond, Not):
-        yield from _boundaries(cond.not_, data, ctx)
-    elif isinstance(cond, SegmentRef):
-        yield from _boundaries(ctx.segments[cond.segment].rule, data, ctx)
-    elif isinstance(cond, EventCond):
-        yield from _window_times(cond, data.of_types(event_list(cond.event)))
-    elif isinstance(cond, SequenceCond):
-        within = cond.within_delta
+        children = cond.all if isinstance(cond, All) else cond.any
+        return _earliest(next_change(c, data, ctx, after) for c in children)
+    if isinstance(cond, Not):
+        return next_change(cond.not_, data, ctx, after)
+    if isinstance(cond, SegmentRef):
+        return next_change(ctx.segments[cond.segment].rule, data, ctx, after)
+    if isinstance(cond, EventCond):
+        return _window_next(cond, data.of_types(event_list(cond.event)), after)
+    if isinstance(cond, SequenceCond):
         firsts = data.of_types(event_list(cond.first))
-        yield from _window_times(cond, firsts)
-        yield from (a.ts + within for a in firsts)
-        yield from (b.ts for b in data.of_types(cond.second))
-    elif isinstance(cond, RecencyCond):
-        for e in data.of_types(event_list(cond.recency)):
-            yield e.ts
-            yield e.ts + cond.duration
-    elif isinstance(cond, TraitCond) and cond.trait.startswith(SCORE_PREFIX):
-        for scored in data.scores.get(cond.trait[len(SCORE_PREFIX) :], []):
-            yield scored[0]
-    elif isinstance(cond, ConsentCond):
-        for row in data.consents.get(cond.consent, []):
-            yield row.recorded_at
-            if row.expires_at is not None:
-                yield row.expires_at
+        return _earliest(
+            (
+                _window_next(cond, firsts, after),
+                _first_after(firsts, after, cond.within_delta),
+                _first_after(data.of_types(cond.second), after),
+            )
+        )
+    if isinstance(cond, RecencyCond):
+        evs = data.of_types(event_list(cond.recency))
+        return _earliest((_first_after(evs, after), _first_after(evs, after, cond.duration)))
+    if isinstance(cond, TraitCond) and cond.trait.startswith(SCORE_PREFIX):
+        scores = data.scores.get(cond.trait[len(SCORE_PREFIX) :], [])
+        return _earliest(s[0] for s in scores if s[0] > after)
+    if isinstance(cond, ConsentCond):
+        rows = data.consents.get(cond.consent, [])
+        return _earliest(
+            t
+            for row in rows
+            for t in (row.recorded_at, row.expires_at)
+            if t is not None and t > after
+        )
+    return None
 
 
-def _window_times(window: Windowed, evs: list[Ev]) -> Iterable[datetime]:
-    span: timedelta | None = window.rolling
-    for e in evs:
-        yield e.ts  # a not-yet-visible (future) event enters at its time
-        if span is not None:
-            yield e.ts + span
-    if window.until is not None:
-        yield window.until
-    if window.since is not None:
-        yield window.since
+def _earliest(times: Iterable[datetime | None]) -> datetime | None:
+    found = [t for t in times if t is not None]
+    return min(found) if found else None
+
+
+def _first_after(
+    evs: list[Ev], after: datetime, shift: timedelta = timedelta(0)
+) -> datetime | None:
+    """The smallest ``e.ts + shift`` later than ``after`` (``evs`` sorted by time)."""
+    i = bisect.bisect_right(evs, after - shift, key=lambda e: e.ts)
+    return evs[i].ts + shift if i < len(evs) else None
+
+
+def _window_next(window: Windowed, evs: list[Ev], after: datetime) -> datetime | None:
+    """First boundary of a windowed condition after ``after``: an event becoming visible, an
+    event leaving the rolling window, or an absolute window opening or closing."""
+    span = window.rolling
+    return _earliest(
+        (
+            _first_after(evs, after),
+            _first_after(evs, after, span) if span is not None else None,
+            window.until if window.until is not None and window.until > after else None,
+            window.since if window.since is not None and window.since > after else None,
+        )
+    )

@@ -106,11 +106,17 @@ class RealtimeEvaluator:
         segments: Mapping[str, Segment] | Iterable[Segment],
         *,
         start: datetime,
+        history: bool = False,
     ) -> RealtimeEvaluator:
         """Bootstrap from the store's trait snapshot, scores, consents and profiles at ``start``.
 
-        Events are not loaded: feed them with ``on_event`` (or replay history).
+        With ``history`` (what a server wants) memberships at ``start`` come from the batch SQL
+        and each profile's still-relevant events are loaded, so events collected after
+        ``start`` continue the story. Without it no event is loaded and every profile is
+        evaluated as having none: feed history yourself with ``on_event`` (replays, tests).
         """
+        from microseg.segments.bootstrap import batch_members, history_events
+
         segs = segments_by_name(segments)
         catalog = Catalog.from_store(store, settings)
         check_all(segs, catalog)
@@ -123,12 +129,26 @@ class RealtimeEvaluator:
         traits = trait_rows(store, None, start)
         consents = consent_rows(store, None)
         scores = score_rows(store, None)
+        events = history_events(store, segs, rt.horizon, start) if history else {}
         for pid in all_profiles(store):
             rt.profiles[pid] = ProfileData(
-                pid, {}, traits.get(pid, {}), consents.get(pid, {}), scores.get(pid, {})
+                pid,
+                events.get(pid, {}),
+                traits.get(pid, {}),
+                consents.get(pid, {}),
+                scores.get(pid, {}),
             )
-            rt._evaluate(pid, list(rt.segments), start)
-            rt._schedule(pid, start, rt.timed)
+        if history:
+            members = batch_members(store, catalog, segs, start)
+            rt.members = {name: members.get(name, set()) for name in rt.segments}
+            # only profiles with events, consents or scores can have a time boundary ahead
+            for pid in {*events, *consents, *scores}:
+                if pid in rt.profiles:
+                    rt._schedule(pid, start, rt.timed)
+        else:
+            for pid in rt.profiles:
+                rt._evaluate(pid, list(rt.segments), start)
+                rt._schedule(pid, start, rt.timed)
         rt.clock = start
         return rt
 
