@@ -34,7 +34,12 @@ from microseg.privacy.crypto import KeyRing
 from microseg.store import Store, sql
 
 TEMPLATES = resources.files("microseg.config") / "templates"
-EVENT_PROPS = {"product_id": "string", "category": "string", "price": "number", "quantity": "number"}
+EVENT_PROPS = {
+    "product_id": "string",
+    "category": "string",
+    "price": "number",
+    "quantity": "number",
+}
 
 
 class Clock:
@@ -133,7 +138,12 @@ class World:
             writer.writeheader()
             writer.writerows(rows)
         import_profiles(
-            self.store, ProjectSettings(), self.keys, path, id_column="customer_id", now=self.clock.now
+            self.store,
+            ProjectSettings(),
+            self.keys,
+            path,
+            id_column="customer_id",
+            now=self.clock.now,
         )
         for cid, pid in self.store.rows(
             "SELECT id_value, profile_id FROM identities WHERE id_type = 'user_id'"
@@ -170,7 +180,9 @@ class World:
         )  # fmt: skip
         for cid, row in values.items():
             pid = self.pids[cid]
-            self.store.execute("INSERT INTO traits (profile_id) VALUES (?) ON CONFLICT DO NOTHING", [pid])
+            self.store.execute(
+                "INSERT INTO traits (profile_id) VALUES (?) ON CONFLICT DO NOTHING", [pid]
+            )
             for name, value in row.items():
                 update = exp.Update(
                     this=sql.table("traits"),

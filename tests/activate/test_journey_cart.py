@@ -45,9 +45,9 @@ def test_cart_abandonment_email_lists_items_with_code_and_checkout_cancels(tmp_p
         engine = world.engine([journey], {"email": email_channel(port)})
         report = engine.run(world.clock.advance(minutes=5))
         assert report.enrolled == {"cart_abandonment": 2}
-        assert {engine.state("cart_abandonment", world.pids[c])["status"] for c in ("ann", "bob")} == {
-            "waiting"
-        }
+        assert {
+            engine.state("cart_abandonment", world.pids[c])["status"] for c in ("ann", "bob")
+        } == {"waiting"}
         # Bob checks out during the wait -> his enrolment ends, nothing is sent to him
         world.event("bob", "purchase", world.clock.advance(hours=3), product_id="SKU-HAT")
         engine.run(world.clock.now)
@@ -82,7 +82,9 @@ def test_discount_codes_are_deterministic_unique_and_keyed() -> None:
     assert len(codes) == 20_000  # 40 bits per code: no collision among 20k profiles
     assert discount_code(keys, "j", "p1", spec) == discount_code(keys, "j", "p1", spec)
     assert discount_code(keys, "j", "p1", spec) != discount_code(keys, "other", "p1", spec)
-    assert discount_code(KeyRing.generate(), "j", "p1", spec) != discount_code(keys, "j", "p1", spec)
+    assert discount_code(KeyRing.generate(), "j", "p1", spec) != discount_code(
+        keys, "j", "p1", spec
+    )
     assert not set("ILOU01") & set("".join(c[5:] for c in list(codes)[:500]))
 
 

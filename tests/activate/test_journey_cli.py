@@ -68,7 +68,9 @@ def test_validate_run_status_timers(project: Path) -> None:
     # no traits computed yet: that trigger is reported, the other journeys still run
     assert "re_engagement: trigger not evaluated" in " ".join(first.output.split())
     timers = runner.invoke(_app(), ["journeys", "timers"])
-    assert timers.exit_code == 0 and "timeout" in timers.output and "cart_abandonment" in timers.output
+    assert (
+        timers.exit_code == 0 and "timeout" in timers.output and "cart_abandonment" in timers.output
+    )
 
     sim = runner.invoke(
         _app(),

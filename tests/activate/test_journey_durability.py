@@ -175,7 +175,9 @@ def test_failed_smtp_send_is_retried_later_and_delivered_exactly_once(tmp_path) 
     world = _world(tmp_path)
     with smtp_server() as (inbox, port):
         inbox.fail_next = 2  # 451 twice: transient
-        engine = world.engine([template_journey("cart_abandonment")], {"email": email_channel(port)})
+        engine = world.engine(
+            [template_journey("cart_abandonment")], {"email": email_channel(port)}
+        )
         engine.run(T0 + timedelta(minutes=5))
         report = engine.run(T0 + timedelta(hours=24, minutes=1))
         assert report.sends == {"retry": 1} and inbox.messages == []

@@ -34,7 +34,10 @@ def _cart_journey(extra: str = "", steps: str | None = None) -> str:
     return (
         "name: j\ntrigger: {event: add_to_cart}\n"
         + extra
-        + (steps or "steps:\n  - id: mail\n    send: {block: we_miss_you_final, purpose: email_marketing}\n")
+        + (
+            steps
+            or "steps:\n  - id: mail\n    send: {block: we_miss_you_final, purpose: email_marketing}\n"
+        )
     )
 
 
@@ -169,9 +172,7 @@ def test_branches_on_traits_segments_and_wait_for_event_or_timeout(tmp_path) -> 
 
 def test_segment_entry_exit_and_behavioural_condition_triggers(tmp_path) -> None:
     world = _world(tmp_path)
-    shoppers = parse_segment(
-        {"name": "shoppers", "rule": {"event": "add_to_cart", "last": "30d"}}
-    )
+    shoppers = parse_segment({"name": "shoppers", "rule": {"event": "add_to_cart", "last": "30d"}})
     abandoners = parse_segment(
         {"name": "abandoners", "rule": {"first": "add_to_cart", "not_then": "purchase",
                                         "within": "24h", "last": "7d"}}

@@ -48,9 +48,7 @@ def test_renewal_reminders_at_7_3_1_days_by_tier_and_renewal_stops_the_rest(tmp_
     dates = {c: [m["Date"] for m in inbox.to(f"{c}@gym.test")] for c in ("hi", "mid", "low")}
     assert {c: len(v) for c, v in dates.items()} == {"hi": 3, "mid": 3, "low": 3}
     subjects = [m["Subject"] for m in inbox.to("hi@gym.test")]
-    assert subjects == [
-        f"Hana, you have been crushing it - renew in {d} day(s)" for d in (7, 3, 1)
-    ]
+    assert subjects == [f"Hana, you have been crushing it - renew in {d} day(s)" for d in (7, 3, 1)]
     assert [m["Subject"] for m in inbox.to("mid@gym.test")][1] == (
         "Milo, your membership renews in 3 day(s)"
     )

@@ -41,7 +41,12 @@ def _problems(project: Project, text: str) -> list[str]:
 
 def test_template_journeys_validate_against_the_template_project(project: Project) -> None:
     journeys = load_project_journeys(project)
-    assert sorted(journeys) == ["cart_abandonment", "gym_renewal", "re_engagement", "vip_cart_rescue"]
+    assert sorted(journeys) == [
+        "cart_abandonment",
+        "gym_renewal",
+        "re_engagement",
+        "vip_cart_rescue",
+    ]
     gym = journeys["gym_renewal"]
     assert isinstance(gym.trigger, DateTrigger) and gym.trigger.offsets == [-7, -3, -1]
     assert gym.reentry == Reentry(policy="always")
@@ -106,7 +111,9 @@ def test_shape_mistakes_have_line_and_cause(project: Project) -> None:
         "steps:\n  - {id: a, exit: done}\n",
     )
     assert tz == ["3: unknown time zone 'Mars/Olympus'"]
-    trig = _problems(project, "name: x\ntrigger: {trait: engagement}\nsteps:\n  - {id: a, exit: done}\n")
+    trig = _problems(
+        project, "name: x\ntrigger: {trait: engagement}\nsteps:\n  - {id: a, exit: done}\n"
+    )
     assert trig == ["2: a trait trigger needs exactly one of 'drops_below' or 'rises_above'"]
 
 
