@@ -217,7 +217,9 @@ def step_realtime(args: dict[str, Any]) -> dict[str, Any]:
     try:
         segments = [parse_segment(d) for d in definitions()]
         rt, boot, _ = _timed(
-            lambda: RealtimeEvaluator.from_store(ws.store, ws.settings, segments, start=as_of)
+            lambda: RealtimeEvaluator.from_store(
+                ws.store, ws.settings, segments, start=as_of, history=True
+            )
         )
         pids = [r[0] for r in ws.store.rows("SELECT profile_id FROM profiles USING SAMPLE 2000")]
     finally:
