@@ -40,10 +40,12 @@ from microseg.personalize.content import (
     select_variant,
 )
 from microseg.personalize.decision_rules import (
+    EventCondition,
     Known,
     Placement,
     Rule,
     Serve,
+    TraitCondition,
     control_bucket,
     load_decisions,
     project_decision_files,
@@ -80,6 +82,38 @@ class DecisionRequest:
     device: str = "any"
 
 
+@dataclass(frozen=True)
+class _Plan:
+    """A rule with everything the request path needs precomputed (windows, texts, keys)."""
+
+    rule: Rule
+    name: str
+    segments: list[str]
+    in_: tuple[tuple[str, str], ...]  # (segment, description)
+    not_in: tuple[tuple[str, str], ...]
+    traits: tuple[tuple[TraitCondition, str], ...]
+    did: tuple[tuple[EventCondition, str, timedelta], ...]
+    did_not: tuple[tuple[EventCondition, str, timedelta], ...]
+    cap_key: str | None
+    cap_window: timedelta | None
+
+    @classmethod
+    def of(cls, placement: str, rule: Rule) -> _Plan:
+        when = rule.when
+        return cls(
+            rule,
+            rule.name,
+            sorted(when.in_),
+            tuple((s, f"in segment {s}") for s in when.in_),
+            tuple((s, f"not in segment {s}") for s in when.not_in),
+            tuple((c, c.describe()) for c in when.traits),
+            tuple((e, e.describe(False), e.window) for e in when.did),
+            tuple((e, e.describe(True), e.window) for e in when.did_not),
+            cap_key(placement, rule) if rule.cap is not None else None,
+            rule.cap.window if rule.cap is not None else None,
+        )
+
+
 @dataclass
 class _Compiled:
     """A placement with its rules in order and its blocks resolved."""
@@ -87,7 +121,10 @@ class _Compiled:
     name: str
     spec: Placement
     rules: list[Rule]
-    windows: dict[str, timedelta] = field(default_factory=dict)  # rule -> cap window
+    plans: list[_Plan] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.plans = [_Plan.of(self.name, r) for r in self.rules]
 
 
 class DecisionEngine:
@@ -110,6 +147,11 @@ class DecisionEngine:
         self.store = store
         self.cache = cache if cache is not None else default_cache()
         self._pinned: dict[tuple[str, str], ContentBlock] = {}
+        # (block, pinned variant, channel, device) -> the block reduced to the variant to
+        # render and the names its templates read (None: no variant for the channel)
+        self._chosen: dict[
+            tuple[str, str | None, str, str], tuple[ContentBlock, frozenset[str]] | None
+        ] = {}
         self._check_blocks()
         watch: dict[str, set[str]] = {}
         lookback = timedelta(0)
@@ -336,23 +378,23 @@ class DecisionEngine:
     ) -> dict[str, Any]:
         pid = profile.profile_id
         skipped: list[dict[str, Any]] = []
-        for rule in placement.rules:
-            conditions, events, traits = self._conditions(profile, rule, now)
+        for plan in placement.plans:
+            rule = plan.rule
+            conditions, events, traits = self._conditions(profile, plan, now)
             failed = [c["condition"] for c in conditions if not c["passed"]]
             if failed:
-                skipped.append({"rule": rule.name, "reason": "conditions", "detail": failed})
+                skipped.append({"rule": plan.name, "reason": "conditions", "detail": failed})
                 continue
             consent = None
             if rule.consent:
                 granted = self.consents.granted(pid, rule.consent, now)
                 consent = {"purpose": rule.consent, "granted": granted}
                 if not granted:
-                    skipped.append({"rule": rule.name, "reason": "consent", "detail": rule.consent})
+                    skipped.append({"rule": plan.name, "reason": "consent", "detail": rule.consent})
                     continue
             cap: dict[str, Any] | None = None
-            if rule.cap is not None:
-                key = cap_key(placement.name, rule)
-                used = self.impressions.count(pid, key, now - rule.cap.window)
+            if rule.cap is not None and plan.cap_key is not None and plan.cap_window is not None:
+                used = self.impressions.count(pid, plan.cap_key, now - plan.cap_window)
                 cap = {
                     "max": rule.cap.max,
                     "per": rule.cap.per,
@@ -360,7 +402,7 @@ class DecisionEngine:
                     "used": used,
                 }
                 if used >= rule.cap.max:
-                    skipped.append({"rule": rule.name, "reason": "cap", "detail": cap})
+                    skipped.append({"rule": plan.name, "reason": "cap", "detail": cap})
                     continue
             bucket = control_bucket(pid, placement.name, rule.name) if rule.control else None
             control = bucket is not None and bucket < rule.control
@@ -371,11 +413,11 @@ class DecisionEngine:
                     {"rule": rule.name, "reason": "no_variant", "detail": request.channel}
                 )
                 continue
-            if cap is not None and not control:
-                self.impressions.record(pid, cap_key(placement.name, rule), now)
+            if cap is not None and plan.cap_key is not None and not control:
+                self.impressions.record(pid, plan.cap_key, now)
                 cap["used"] += 1
             why = {
-                "segments": sorted(rule.when.in_),
+                "segments": plan.segments,
                 "conditions": conditions,
                 "data": {
                     "traits": traits,
@@ -418,47 +460,33 @@ class DecisionEngine:
         return {"placement": placement.name, "rule": None, "control": False, **rendered, "why": why}
 
     def _conditions(
-        self, profile: Any, rule: Rule, now: datetime
+        self, profile: Any, plan: _Plan, now: datetime
     ) -> tuple[list[dict[str, Any]], list[Any], dict[str, Any]]:
-        when = rule.when
         segments = profile.segments
         out: list[dict[str, Any]] = []
-        for seg in when.in_:
+        for seg, text in plan.in_:
             member = seg in segments
-            out.append({"condition": f"in segment {seg}", "value": member, "passed": member})
-        for seg in when.not_in:
+            out.append({"condition": text, "value": member, "passed": member})
+        for seg, text in plan.not_in:
             member = seg in segments
-            out.append(
-                {"condition": f"not in segment {seg}", "value": member, "passed": not member}
-            )
+            out.append({"condition": text, "value": member, "passed": not member})
         traits: dict[str, Any] = {}
-        for cond in when.traits:
+        for cond, text in plan.traits:
             value = profile.traits.get(cond.trait)
             traits[cond.trait] = value
-            out.append(
-                {"condition": cond.describe(), "value": value, "passed": trait_passes(cond, value)}
-            )
+            out.append({"condition": text, "value": value, "passed": trait_passes(cond, value)})
         events = []
-        for ev in when.did:
-            found = self.recent.latest(profile.profile_id, ev.event, ev.where, now - ev.window)
+        pid = profile.profile_id
+        for ev, text, window in plan.did:
+            found = self.recent.latest(pid, ev.event, ev.where, now - window)
             if found is not None:
                 events.append(found)
-            out.append(
-                {
-                    "condition": ev.describe(False),
-                    "value": found.ts.isoformat() if found else None,
-                    "passed": found is not None,
-                }
-            )
-        for ev in when.did_not:
-            found = self.recent.latest(profile.profile_id, ev.event, ev.where, now - ev.window)
-            out.append(
-                {
-                    "condition": ev.describe(True),
-                    "value": found.ts.isoformat() if found else None,
-                    "passed": found is None,
-                }
-            )
+            seen = found.ts.isoformat() if found else None
+            out.append({"condition": text, "value": seen, "passed": found is not None})
+        for ev, text, window in plan.did_not:
+            found = self.recent.latest(pid, ev.event, ev.where, now - window)
+            seen = found.ts.isoformat() if found else None
+            out.append({"condition": text, "value": seen, "passed": found is None})
         return out, events, traits
 
     def _render(
@@ -469,22 +497,21 @@ class DecisionEngine:
         fields: Mapping[str, Any],
         events: Sequence[Any],
     ) -> dict[str, Any] | None:
-        block = self.blocks[serve.block]
-        if serve.variant is not None:
-            pinned = self._pinned[(serve.block, serve.variant)]
-            if pinned.spec.variants[0].channel == request.channel:
-                block = pinned
-        try:
-            select_variant(block.spec, request.channel, request.device)
-        except NotFoundError:
+        key = (serve.block, serve.variant, request.channel, request.device)
+        if key not in self._chosen:
+            self._chosen[key] = self._choose(serve, request.channel, request.device)
+        chosen = self._chosen[key]
+        if chosen is None:
             return None
-        context = {
-            **profile.traits,
-            **fields,
-            "profile_id": profile.profile_id,
-            "segments": sorted(profile.segments),
-            "trigger": dict(events[0].props) if events else {},
-        }
+        block, names = chosen
+        # only what the templates read: cheaper to sanitise than every trait of the profile
+        traits = profile.traits
+        context = {n: v for n in names if (v := fields.get(n, traits.get(n))) is not None}
+        context["profile_id"] = profile.profile_id
+        if "segments" in names:
+            context["segments"] = sorted(profile.segments)
+        if "trigger" in names:
+            context["trigger"] = dict(events[0].props) if events else {}
         result = render_block(
             block, context, channel=request.channel, device=request.device, cache=self.cache
         )
@@ -494,6 +521,31 @@ class DecisionEngine:
             "variant": result.variant,
             "rendered": result.parts,
         }
+
+    def _choose(
+        self, serve: Serve, channel: str, device: str
+    ) -> tuple[ContentBlock, frozenset[str]] | None:
+        """The block reduced to the variant to render, with the names its templates read
+        (None: no variant for the channel)."""
+        block = self.blocks[serve.block]
+        pinned = self._pinned.get((serve.block, serve.variant or ""))
+        if pinned is not None and pinned.spec.variants[0].channel == channel:
+            chosen = pinned
+        else:
+            try:
+                variant = select_variant(block.spec, channel, device)
+            except NotFoundError:
+                return None
+            spec = block.spec.model_copy(update={"variants": [variant]})
+            chosen = ContentBlock(
+                block.name, spec, block.version, block.source_file, block.created_at
+            )
+        names: set[str] = set()
+        for part, source in chosen.spec.variants[0].parts().items():
+            names |= meta.find_undeclared_variables(
+                self.cache.env(part in HTML_PARTS).parse(source)
+            )
+        return chosen, frozenset(names)
 
     def stats(self) -> dict[str, Any]:
         return {
