@@ -81,3 +81,65 @@ def test_cooccurrence_beats_popularity_on_online_retail(retail: tuple[Workspace,
     top = PopularityRecommender().fit(split.train).recommend(["nobody"], 5)
     assert top["score"].tolist() == reference.head(5).astype(float).tolist()
     assert set(top["item"]) == set(reference.head(5).index)
+
+
+REES_SPEC = {
+    "fields": {
+        "event_type": {
+            "column": "event_type",
+            "values": {"view": "product_view", "cart": "add_to_cart"},
+        },
+        "timestamp": "event_time",
+        "user_id": "user_id",
+        "session_id": "user_session",
+        "product_id": "product_id",
+        "category": "category_code",
+        "price": "price",
+    }
+}
+REES_PROPS = {"product_id": "string", "category": "string", "price": "number"}
+
+
+def test_rees46_views_carts_and_evaluation(data_dir: Path) -> None:
+    from microseg.personalize.recommend_data import REES46, load_interactions
+    from microseg.personalize.recommenders import abandoned_items
+
+    csv = data_dir / "rees46_multicategory_oct2019_head" / "2019-Oct_head.csv.gz"
+    if not csv.exists():
+        pytest.skip(f"real dataset not present: {csv}")
+    events = {t: {"properties": REES_PROPS} for t in ("product_view", "add_to_cart", "purchase")}
+    settings = ProjectSettings.model_validate({"taxonomy": {"events": events}})
+    with Workspace.ephemeral(settings) as ws:
+        assert ws.import_events(csv, spec=SourceSpec.model_validate(REES_SPEC)).inserted == 17_434
+        ws.resolve_identities()
+        as_of = datetime(2019, 10, 1, 3, 0)
+        ours = abandoned_items(load_interactions(ws.store, as_of, REES46))
+        # reference with pandas on the raw file: latest add per (user, product) at least 30
+        # minutes before as_of, and no purchase by that user at or after it
+        raw = pd.read_csv(csv, dtype={"user_id": str, "product_id": str})
+        raw["ts"] = pd.to_datetime(raw["event_time"].str.replace(" UTC", ""))
+        adds = raw[raw["event_type"] == "cart"].groupby(["user_id", "product_id"])["ts"].max()
+        adds = adds[adds <= pd.Timestamp(as_of) - pd.Timedelta(minutes=30)].reset_index()
+        last_buy = raw[raw["event_type"] == "purchase"].groupby("user_id")["ts"].max()
+        adds["bought"] = adds["user_id"].map(last_buy)
+        reference = adds[~(adds["bought"] >= adds["ts"])]
+        users = ws.store.df("SELECT profile_id, id_value FROM identities")
+        ours = ours.merge(users, on="profile_id")
+        assert 0 < len(ours) < 165  # 165 cart events in the file
+        assert set(zip(ours["id_value"], ours["item"], strict=True)) == set(
+            zip(reference["user_id"], reference["product_id"], strict=True)
+        )
+        # almost all traffic is 02:10-02:50: cut at 02:35; test = purchases after it
+        report = evaluate(
+            ws.store,
+            datetime(2019, 10, 1, 2, 35),
+            ["recently_viewed", "blend"],
+            ks=(10,),
+            mapping=REES46,
+            warm="any",
+            reps=200,
+        )
+        s = report.summary.set_index(["mode", "strategy", "k"])["recall"]
+        assert s[("new", "recently_viewed", 10)] > s[("new", "popularity", 10)] + 0.3
+        assert s[("new", "blend", 10)] > s[("new", "popularity", 10)] + 0.3
+        assert 20 < report.sizes["test_profiles_new"] < 193
