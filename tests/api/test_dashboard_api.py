@@ -340,7 +340,7 @@ def test_kpis_pass_through_and_degrade_gracefully(
     dash_client: TestClient, dash_project: Project, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     h = bearer(dash_project, "analyst")
-    d = dash_client.get("/v1/dashboard/kpis?segment=buyers&freq=W", headers=h).json()
+    d = dash_client.get("/v1/dashboard/kpis?segment=buyers&freq=W&metric=all", headers=h).json()
     if d["available"]:
         from microseg.measure.kpis import segment_kpis
 
@@ -350,6 +350,14 @@ def test_kpis_pass_through_and_degrade_gracefully(
         for row in frame.itertuples(index=False):
             value = got[(str(row.period)[:10], row.metric)]
             assert (value is None and pd.isna(row.value)) or value == pytest.approx(row.value)
+        one = dash_client.get("/v1/dashboard/kpis?freq=W", headers=h).json()
+        assert one["metric"] == "conversion_rate" and one["metrics"] == d["metrics"]
+        assert {r["metric"] for r in one["rows"]} == {"conversion_rate"}
+        assert {r["segment"] for r in one["rows"]} == {"(all)", *SEGMENTS}
+        last = dash_client.get("/v1/dashboard/kpis?freq=D&periods=3&metric=sessions", headers=h)
+        assert len({r["period"] for r in last.json()["rows"]}) == 3
+        typo = dash_client.get("/v1/dashboard/kpis?metric=conversion_rat", headers=h)
+        assert typo.status_code == 400 and "conversion_rate" in typo.json()["detail"]
     monkeypatch.setitem(sys.modules, "microseg.measure.kpis", None)  # not installed
     gone = dash_client.get("/v1/dashboard/kpis", headers=h)
     assert gone.status_code == 200
@@ -398,3 +406,28 @@ def test_pages_escape_parameters_and_send_security_headers(
         r = dash_client.get(path, headers=h)
         assert r.status_code == 200 and "/dashboard/static/plotly.min.js" in r.text, path
     assert dash_client.get("/dashboard/segments/x%3Cy", headers=h).status_code == 422
+
+
+def test_revoked_key_ends_sessions_and_openapi_documents_the_json_routes(
+    dash_client: TestClient, dash_project: Project
+) -> None:
+    admin = bearer(dash_project, "admin")
+    made = dash_client.post(
+        "/v1/admin/apikeys", json={"role": "analyst", "name": "short lived"}, headers=admin
+    )
+    assert made.status_code == 201, made.text
+    key_id, secret = made.json()["key_id"], made.json()["key"]
+    dash_client.cookies.clear()
+    r = dash_client.post("/dashboard/login", data={"key": secret}, follow_redirects=False)
+    assert r.status_code == 303
+    assert dash_client.get("/dashboard/kpis").status_code == 200
+    revoked = dash_client.delete(f"/v1/admin/apikeys/{key_id}", headers=admin)
+    assert revoked.status_code in (200, 204), revoked.text
+    page = dash_client.get("/dashboard/kpis", follow_redirects=False)
+    assert page.status_code == 303 and page.headers["location"].startswith("/dashboard/login")
+    assert dash_client.get("/v1/dashboard/overview").status_code == 401
+    dash_client.cookies.clear()
+    schema = dash_client.get("/openapi.json").json()
+    op = schema["paths"]["/v1/dashboard/overview"]["get"]
+    assert op["security"] == [{"bearer": []}, {"apiKey": []}]
+    assert not any(p.startswith("/dashboard") for p in schema["paths"])

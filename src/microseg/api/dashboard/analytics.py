@@ -24,6 +24,8 @@ from microseg.workspace import Workspace
 CHANNEL_COLUMNS = ("channel", "utm_source", "utm_medium", "referrer")
 DEFAULT_CONVERSION = "purchase"
 MAX_TOUCHPOINTS = 200_000
+DEFAULT_KPI = "conversion_rate"
+ALL_METRICS = "all"
 
 # Touchpoints: every event with a channel; a touch "converts" when the profile's next event
 # (by time) is the conversion event, whose value it carries. The channel and value columns
@@ -241,17 +243,33 @@ def kpis(
     start: datetime | None = None,
     end: datetime | None = None,
     freq: str = "W",
+    metric: str | None = None,
+    periods: int | None = None,
 ) -> dict[str, Any]:
-    """Segment KPIs over time from ``microseg.measure.kpis.segment_kpis`` when installed."""
+    """Segment KPIs over time from ``microseg.measure.kpis.segment_kpis`` when installed.
+
+    ``metric`` keeps one metric's rows (default conversion rate; ``"all"`` keeps every
+    metric; ``metrics`` always lists them all); ``periods`` keeps the latest N periods. Without the KPI module the answer says so (``available: false``)."""
     try:
         module = importlib.import_module("microseg.measure.kpis")
         segment_kpis = module.segment_kpis
     except (ImportError, AttributeError) as exc:
         return {"available": False, "reason": f"segment KPIs are not available: {exc}", "rows": []}
     frame = segment_kpis(ws.store, segments=segments or None, start=start, end=end, freq=freq)
+    metrics = sorted({str(m) for m in frame["metric"]}) if len(frame) else []
+    if metric is None and metrics:
+        metric = DEFAULT_KPI if DEFAULT_KPI in metrics else metrics[0]
+    if metric is not None and metric != ALL_METRICS:
+        if metric not in metrics:
+            raise MicrosegError(f"no KPI {metric!r}{did_you_mean(metric, metrics)}")
+        frame = frame[frame["metric"] == metric]
+    if periods is not None and len(frame):
+        keep = sorted(frame["period"].unique())[-periods:]
+        frame = frame[frame["period"].isin(keep)]
     return {
         "available": True,
+        "metric": metric,
         "rows": records(frame),
-        "metrics": sorted({str(m) for m in frame["metric"]}) if len(frame) else [],
+        "metrics": metrics,
         "notes": [str(n) for n in frame.attrs.get("notes", [])],
     }

@@ -78,16 +78,23 @@ def _dashboard_key(page: bool) -> Callable[..., Awaitable[Principal]]:
     async def dependency(request: Request) -> Principal:
         services: Services = request.app.state.services
         key = _request_key(request, services)
-        if page and key is None:
-            # A browser without a session goes to the login form (303 + Location).
+        if not page:
+            return check_role(services, key)
+        try:
+            if key is None:
+                raise ApiProblem(401, "unauthorized", "no session")
+            return check_role(services, key)
+        except ApiProblem as exc:
+            if exc.status != 401:
+                raise
+            # A browser without a (valid) session goes to the login form (303 + Location).
             target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
             raise ApiProblem(
                 303,
                 "login-required",
                 "log in to the dashboard with an API key",
                 headers={"Location": f"{LOGIN_PATH}?next={quote(target, safe='')}"},
-            )
-        return check_role(services, key)
+            ) from None
 
     dependency.__name__ = "require_dashboard_page" if page else "require_dashboard_data"
     dependency.__microseg_secured__ = True  # type: ignore[attr-defined]

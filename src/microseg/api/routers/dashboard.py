@@ -109,10 +109,20 @@ def kpis(
     freq: Freq = "W",
     start: When = None,
     end: When = None,
+    metric: Text = None,
+    periods: Annotated[int | None, Query(ge=1, le=1000, description="latest N periods")] = None,
 ) -> Response:
     names = [_name(s) if s != "(all)" else s for s in segment or []]
     return json_response(
-        analytics.kpis(services.workspace, segments=names, start=start, end=end, freq=freq)
+        analytics.kpis(
+            services.workspace,
+            segments=names,
+            start=start,
+            end=end,
+            freq=freq,
+            metric=metric,
+            periods=periods,
+        )
     )
 
 

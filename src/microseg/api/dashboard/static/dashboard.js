@@ -151,7 +151,7 @@
     $("definition").textContent = JSON.stringify(d.definition, null, 2);
     table("members-table", d.members, [{ key: "profile_id", label: "profile", href: profileLink }, { key: "entered_at", label: "entered" }]);
     await trendChart("chart-trend", d.trend);
-    const k = await api("/v1/dashboard/kpis?freq=W&segment=" + enc(name));
+    const k = await api("/v1/dashboard/kpis?freq=W&periods=4&metric=all&segment=" + enc(name));
     if (!k.available) { $("kpi-note").textContent = k.reason; return; }
     $("kpi-note").textContent = (k.notes || []).join(" ");
     const rows = k.rows.filter((r) => r.segment === name);
@@ -208,7 +208,10 @@
     const pending = d.segments.map((name) => {
       const box = el("div", { class: "why", text: name + ": explaining…" });
       why.append(box);
-      return explainInto(box, pid, name);
+      return explainInto(box, pid, name).catch((e) => {
+        box.className = "why nonmember";
+        box.textContent = name + ": cannot explain (" + e.message + ")";
+      });
     });
     const others = d.all_segments.filter((s) => !d.segments.includes(s));
     $("not-member").replaceChildren(...others.map((name) => el("li", {},
@@ -275,13 +278,14 @@
 
   async function kpis() {
     const load = async () => {
-      const d = await api("/v1/dashboard/kpis?freq=" + enc($("freq").value));
+      const select = $("metric");
+      const metric = select.value ? "&metric=" + enc(select.value) : "";  // else the server's default
+      const d = await api("/v1/dashboard/kpis?freq=" + enc($("freq").value) + metric);
       if (!d.available) { $("kpi-note").textContent = d.reason; return emptyChart("chart-kpi", "segment KPIs are not available yet"); }
       $("kpi-note").textContent = (d.notes || []).join(" ");
-      const select = $("metric");
       if (!select.options.length) {
         for (const m of d.metrics) select.append(el("option", { value: m, text: m.replace(/_/g, " ") }));
-        if (d.metrics.includes("conversion_rate")) select.value = "conversion_rate";
+        select.value = d.metric || d.metrics[0] || "";
       }
       const rows = d.rows.filter((r) => r.metric === select.value);
       if (!rows.length) return emptyChart("chart-kpi", "no KPI values in this range");
