@@ -22,6 +22,7 @@ from microseg.segments.parse import parse_segment, project_segment_files
 from microseg.workspace import Workspace
 
 FREQS: dict[str, str] = {"D": "day", "W": "week", "M": "month"}
+PANDAS_FREQ: dict[str, str] = {"D": "D", "W": "W-MON", "M": "MS"}  # date_trunc boundaries
 MAX_OVERLAP_SEGMENTS = 30
 EVENT_COLUMNS = ("ts", "event_type", "session_id", "source")
 
@@ -79,8 +80,10 @@ def overview(ws: Workspace) -> dict[str, Any]:
 def size_trend(ws: Workspace, segment: str | None = None, freq: str = "D") -> list[dict[str, Any]]:
     """Size at the end of each period from membership history (entered - exited, cumulated).
 
-    Rows ``segment, period, entered, exited, size``; the last size of a segment equals its
-    current membership count when its history is complete."""
+    Rows ``segment, period, entered, exited, size`` for every period from the first to the
+    last change of any segment (sizes carried forward through quiet periods, 0 before a
+    segment's first member); the last size equals the current membership count when the
+    history is complete."""
     unit = check_freq(freq)
     df = ws.store.df(
         "SELECT segment, date_trunc(?, changed_at) AS period,"
@@ -92,8 +95,22 @@ def size_trend(ws: Workspace, segment: str | None = None, freq: str = "D") -> li
     )
     if df.empty:
         return []
-    df["size"] = (df["entered"] - df["exited"]).groupby(df["segment"]).cumsum()
-    return records(df)
+    periods = pd.date_range(df["period"].min(), df["period"].max(), freq=PANDAS_FREQ[freq])
+    wide = df.pivot_table(
+        index="period", columns="segment", values=["entered", "exited"], aggfunc="sum"
+    ).reindex(periods, fill_value=0)
+    wide = wide.fillna(0).astype("int64")
+    size = (wide["entered"] - wide["exited"]).cumsum()
+    long = pd.DataFrame(
+        {
+            "entered": wide["entered"].stack(),
+            "exited": wide["exited"].stack(),
+            "size": size.stack(),
+        }
+    )
+    long.index = long.index.set_names(["period", "segment"])
+    out = long.reset_index().sort_values(["segment", "period"], ignore_index=True)
+    return records(out[["segment", "period", "entered", "exited", "size"]])
 
 
 def overlap_matrix(ws: Workspace, limit: int = MAX_OVERLAP_SEGMENTS) -> dict[str, Any]:

@@ -100,8 +100,10 @@
   function trendChart(id, trend) {
     if (!trend.length) return emptyChart(id, "no membership history yet");
     const traces = [...groupBy(trend, "segment")].map(([name, rows]) => ({
-      type: "scatter", mode: "lines+markers", name,
+      type: "scatter", mode: "lines", name, line: { shape: "hv", width: 2 },
       x: rows.map((r) => r.period), y: rows.map((r) => r.size),
+      customdata: rows.map((r) => [r.entered, r.exited]),
+      hovertemplate: name + ": %{y} members (+%{customdata[0]} / -%{customdata[1]})<extra></extra>",
     }));
     return plot(id, traces, { yaxis: { title: { text: "members" }, rangemode: "tozero" }, showlegend: traces.length > 1 });
   }
