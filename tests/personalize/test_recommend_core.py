@@ -354,3 +354,18 @@ def test_item_column_is_checked_and_names_are_quoted(shop: Workspace) -> None:
     # exclude_items removes the matching items everywhere
     data = load_interactions(shop.store, AS_OF, EventMapping(exclude_items=r"P\d"))
     assert not data.events["item"].str.startswith("P").any() and len(data.events) > 0
+
+
+def test_an_empty_store_gives_no_recommendations() -> None:
+    with Workspace.ephemeral() as ws:  # no events yet: not even the property columns exist
+        for strategy in strategy_names():
+            assert fit_recommender(ws.store, strategy).recommend(["x"], 3).empty, strategy
+        assert recommendations_for(ws.store, "x", 3) == []
+    with Workspace.ephemeral(ProjectSettings.model_validate({"taxonomy": TAXONOMY})) as ws:
+        ws.store.execute(
+            "INSERT INTO events (event_id, event_type, ts, received_at, id_key)"
+            " VALUES ('e1', 'purchase', ?, ?, 'user_id:a')",
+            [START, START],
+        )
+        with pytest.raises(ConfigError, match="no item column 'product_id'"):
+            fit_recommender(ws.store, "popularity")

@@ -71,6 +71,7 @@ def resolve_columns(store: Store, mapping: EventMapping) -> dict[str, str | None
         raise ConfigError(
             f"events have no item column '{mapping.item_column}'"
             + did_you_mean(mapping.item_column, have)
+            + " (declare it as an event property in the taxonomy)"
         )
     return {
         "item": mapping.item_column,
@@ -264,11 +265,19 @@ def load_interactions(
 ) -> Interactions:
     """Events of known profiles with ``since <= ts < as_of`` (strictly before ``as_of``)."""
     mapping = mapping or EventMapping()
-    cols = resolve_columns(store, mapping)
+    try:
+        cols = resolve_columns(store, mapping)
+    except ConfigError:
+        # property columns appear with the first import: an empty store has nothing to learn
+        if store.scalar("SELECT count(*) FROM events"):
+            raise
+        cols = None
     if lookback is not None:
         since = max(since, as_of - lookback) if since else as_of - lookback
-    query, params = _event_query(cols, mapping, as_of, since, profiles)
-    df = store.df(query, params)
+    df = pd.DataFrame()
+    if cols is not None:
+        query, params = _event_query(cols, mapping, as_of, since, profiles)
+        df = store.df(query, params)
     if df.empty:
         df = pd.DataFrame(
             {c: pd.Series(dtype=object) for c in (*BASE_COLUMNS, "item", "category", "basket")}

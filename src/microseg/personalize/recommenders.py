@@ -27,6 +27,8 @@ COLUMNS = ["profile_id", "rank", "item", "score", "reason"]
 
 def _take_rows(mat: sparse.csr_matrix, rows: np.ndarray) -> sparse.csr_matrix:
     """Rows of ``mat``; a row index of -1 (unknown profile) gives an empty row."""
+    if mat.shape[0] == 0:
+        return sparse.csr_matrix((len(rows), mat.shape[1]))
     out = mat[np.maximum(rows, 0)]
     if (rows < 0).any():
         out = sparse.diags((rows >= 0).astype(float)) @ out
