@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import ssl
 from pathlib import Path
 
 import uvicorn
@@ -23,6 +24,25 @@ def uvicorn_options() -> dict[str, str]:
     }
 
 
+def tls_options(cert: str | Path | None, key: str | Path | None) -> dict[str, str]:
+    """uvicorn's TLS options for a PEM certificate (chain) and its private key.
+
+    Both or neither; the files must exist and form a valid pair (checked here so a mistake is
+    one clear line, not a traceback from the event loop)."""
+    if cert is None and key is None:
+        return {}
+    if cert is None or key is None:
+        raise ConfigError("TLS needs both --tls-cert and --tls-key")
+    for what, path in (("certificate", cert), ("key", key)):
+        if not Path(path).is_file():
+            raise ConfigError(f"TLS {what} file not found: {path}")
+    try:
+        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(str(cert), str(key))
+    except (ssl.SSLError, OSError) as exc:
+        raise ConfigError(f"TLS certificate {cert} / key {key} unusable: {exc}") from None
+    return {"ssl_certfile": str(cert), "ssl_keyfile": str(key)}
+
+
 def serve(
     project: str | Path = ".",
     *,
@@ -32,8 +52,10 @@ def serve(
     settings: ApiSettings | None = None,
     log_level: str = "info",
     access_log: bool = False,
+    tls_cert: str | Path | None = None,
+    tls_key: str | Path | None = None,
 ) -> None:
-    """Serve the project until interrupted.
+    """Serve the project until interrupted; HTTPS only when ``tls_cert`` + ``tls_key`` are given.
 
     One worker only: the embedded DuckDB store admits a single writing process, and the
     serving state lives in that process's memory."""
@@ -42,6 +64,7 @@ def serve(
             f"--workers {workers}: the embedded DuckDB store allows one writing process; "
             "run one worker per project (scale reads with more projects/replicas)"
         )
+    tls = tls_options(tls_cert, tls_key)
     logging.basicConfig(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
@@ -61,6 +84,7 @@ def serve(
         access_log=access_log,
         lifespan="on",
         **uvicorn_options(),  # type: ignore[arg-type]
+        **tls,  # type: ignore[arg-type]
     )
     # uvicorn re-raises SIGTERM/SIGINT after a graceful shutdown; the lifespan closes the store.
     uvicorn.Server(config).run()

@@ -19,6 +19,8 @@ def register(app: typer.Typer) -> None:
         dev: bool = typer.Option(False, "--dev", help="dev mode: accepts the admin key 'dev'"),
         log_level: str = typer.Option("info", help="debug | info | warning | error"),
         access_log: bool = typer.Option(False, help="log every request"),
+        tls_cert: str | None = typer.Option(None, help="PEM certificate (chain): serve HTTPS"),
+        tls_key: str | None = typer.Option(None, help="PEM private key of --tls-cert"),
     ) -> None:
         """Serve the HTTP API (collector, decisions, profiles; OpenAPI at /docs)."""
         from microseg.api.server import serve as run
@@ -34,6 +36,8 @@ def register(app: typer.Typer) -> None:
             settings=settings,
             log_level=log_level,
             access_log=access_log,
+            tls_cert=tls_cert,
+            tls_key=tls_key,
         )
 
     @apikey_app.command("create")
