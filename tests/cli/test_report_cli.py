@@ -275,3 +275,30 @@ def test_report_on_online_retail_sample(
     rev = kpis[kpis["metric"] == "revenue"].set_index("period")["value"]
     assert rev[revenue.index].to_numpy() == pytest.approx(revenue.to_numpy(), rel=1e-9, abs=1e-6)
     assert datetime(2011, 12, 5) in set(got.index)
+
+
+def test_report_escapes_names_from_the_data(tmp_path: Path) -> None:
+    ws = Workspace.ephemeral()
+    hostile = "<script>alert(1)</script>"
+    for seg, pid in ((hostile, "p1"), (hostile, "p2"), ("plain", "p1")):
+        ws.store.execute("INSERT INTO memberships VALUES (?, ?, now())", [seg, pid])
+        ws.store.execute(
+            "INSERT INTO membership_history VALUES (?, ?, 'entered', now(), 'r', 'batch', now())",
+            [seg, pid],
+        )
+    for seg in (hostile, "plain"):
+        ws.store.execute(
+            "INSERT INTO segments (name, definition, checksum, updated_at)"
+            " VALUES (?, '{}', 'x', now())",
+            [seg],
+        )
+    html = build_report(ws, tmp_path / "r").read_text()
+    assert hostile not in html and "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    report = _parse(tmp_path / "r" / "report.html")
+    assert {f for _, _, f in report.images} == {
+        "segments_sizes.png",
+        "segments_trend.png",
+        "segments_overlap.png",
+    }
+    assert report.empty["kpis"] == "No events yet, so no KPIs."
+    _check_images(report, tmp_path / "r")
