@@ -187,13 +187,14 @@ def test_notify_and_check_campaigns_from_project(tmp_path: Path) -> None:
 
 def test_activation_check_honours_pause_and_share() -> None:
     ws = Workspace.ephemeral()
-    people = [f"p{i}" for i in range(4000)]
+    people = [f"p{i}" for i in range(1000)]
     assert all(campaign_allows(ws.store, "c", p) == (True, "active") for p in people[:10])
     set_campaign_status(ws.store, "c", "active", reason="throttle", actor="t", share=0.25)
-    allowed = [p for p in people if campaign_allows(ws.store, "c", p)[0]]
-    assert 0.22 < len(allowed) / len(people) < 0.28
-    assert allowed == [p for p in people if campaign_allows(ws.store, "c", p)[0]]  # stable
-    assert campaign_allows(ws.store, "c", "p1")[1] in {"active", "campaign_throttled"}
+    verdicts = {p: campaign_allows(ws.store, "c", p) for p in people}
+    allowed = [p for p, (ok, _) in verdicts.items() if ok]
+    assert 0.20 < len(allowed) / len(people) < 0.30  # ~3.6 sigma around 0.25
+    assert {why for ok, why in verdicts.values() if not ok} == {"campaign_throttled"}
+    assert all(campaign_allows(ws.store, "c", p)[0] for p in allowed[:50])  # stable buckets
     set_campaign_status(ws.store, "c", "paused", reason="stop", actor="t")
     assert campaign_allows(ws.store, "c", allowed[0]) == (False, "campaign_paused")
     assert campaign_share(ws.store, "c") == 0.25  # pausing keeps the share
