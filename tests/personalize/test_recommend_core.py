@@ -369,3 +369,41 @@ def test_an_empty_store_gives_no_recommendations() -> None:
         )
         with pytest.raises(ConfigError, match="no item column 'product_id'"):
             fit_recommender(ws.store, "popularity")
+
+
+def test_recommendations_render_in_a_content_block(shop: Workspace) -> None:
+    from microseg.personalize.content import ProfileContextLoader, parse_content, render_block
+
+    block = parse_content(
+        """
+blocks:
+  picks:
+    placeholders: {recommendations: {default: []}}
+    fallback: {html: "<p>Our bestsellers</p>"}
+    variants:
+      - id: web
+        channel: web
+        html: |
+          <ul>{% for r in recommendations %}<li>{{ r.name }} ({{ r.reason }})</li>{% endfor %}</ul>
+"""
+    ).blocks["picks"]
+    pid = shop.profile_id("u2")
+    recs = recommendations_for(shop.store, pid, 2, strategy="cooccurrence", as_of=AS_OF)
+    ctx = ProfileContextLoader(shop.store, extra={"recommendations": recs}).load(pid, as_of=AS_OF)
+    html = render_block(block, ctx).html or ""
+    assert html.count("<li>") == 2 and not render_block(block, ctx).fallback_used
+    assert f"<li>Name of {recs[0]['item']} ({recs[0]['reason']})</li>" in html
+    empty = render_block(block, {"recommendations": []}).html or ""
+    assert "<li>" not in empty
+
+
+def test_small_batches_give_the_same_result(
+    shop: Workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from microseg.personalize import recommenders
+
+    rec = fit_recommender(shop.store, "blend", as_of=AS_OF)
+    profiles = [shop.profile_id(f"u{u}") for u in range(30)]
+    whole = rec.recommend(profiles, 5)
+    monkeypatch.setattr(recommenders, "BATCH_CELLS", 7 * rec._require().n_items)
+    pd.testing.assert_frame_equal(rec.recommend(profiles, 5), whole)

@@ -22,6 +22,7 @@ from microseg.errors import ConfigError
 from microseg.personalize.recommend_data import Interactions
 
 BATCH = 1024
+BATCH_CELLS = 8_000_000  # dense scores per batch (64 MB of float64): fewer rows for big catalogues
 COLUMNS = ["profile_id", "rank", "item", "score", "reason"]
 
 
@@ -123,9 +124,10 @@ class Recommender:
         ids = pd.Index(list(profile_ids), dtype=object)
         all_rows = data.profiles.get_indexer(ids)
         frames = []
-        for start in range(0, len(ids), BATCH):
-            rows = all_rows[start : start + BATCH]
-            frames.append(self._batch(ids[start : start + BATCH], rows, k, exclude_seen))
+        step = max(1, min(BATCH, BATCH_CELLS // max(data.n_items, 1)))
+        for start in range(0, len(ids), step):
+            rows = all_rows[start : start + step]
+            frames.append(self._batch(ids[start : start + step], rows, k, exclude_seen))
         if not frames:
             return pd.DataFrame({c: pd.Series(dtype=object) for c in COLUMNS})
         return pd.concat(frames, ignore_index=True)
