@@ -255,3 +255,25 @@ def test_recent_events_are_loaded_from_the_store_at_startup(setup: Any) -> None:
         assert api.decide("u1", "?placement=home_hero")["decisions"][0]["rule"] is None  # 30h old
         (dec,) = api.decide("u2", "?placement=home_hero")["decisions"]
         assert dec["rule"] == "cart" and dec["why"]["data"]["events"][0]["product_id"] == "sku-3"
+
+
+def test_changed_profile_fields_are_refreshed_without_a_bulk_reread(setup: Any) -> None:
+    root, ws, keys = setup
+    tc, api = _app(ws, keys)
+    with tc:
+        (dec,) = api.decide("u1", "?placement=footer")["decisions"]
+        assert dec["rendered"] == {"html": "<h1>Welcome, Ana</h1>"}
+        reads = "SELECT target FROM audit_log WHERE action = 'pii.decrypt' ORDER BY logged_at"
+        before = ws.store.rows(reads)
+        crm = root / "crm2.csv"
+        crm.write_text("user_id,first_name,city\nu1,Anabela,Porto\n")
+        ws.import_profiles(crm, id_column="user_id")
+        api.engine.upkeep()
+        (dec,) = api.decide("u1", "?placement=footer")["decisions"]
+        assert dec["rendered"] == {"html": "<h1>Welcome, Anabela</h1>"}
+        # only the changed profile was decrypted again (one audit row about it, no bulk read)
+        after = ws.store.rows(reads)
+        assert after[: len(before)] == before
+        assert after[len(before) :] == [(ws.profile_id("user_id:u1"),)]
+        api.engine.contexts.forget(ws.profile_id("user_id:u1"))
+        assert api.engine.needs_context(ws.profile_id("user_id:u1"))

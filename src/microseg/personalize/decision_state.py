@@ -25,6 +25,8 @@ from microseg.personalize.content import read_pii, read_pii_many
 from microseg.privacy.crypto import KeyRing
 from microseg.store import Store, utcnow
 
+AUDIT_ACTOR = "decision-engine"
+"""Who the audit trail names for the engine's PII reads."""
 CONSENT_SLACK = timedelta(minutes=10)
 """Incremental consent refreshes re-read rows recorded this long before the last one seen."""
 
@@ -227,7 +229,11 @@ class ContextCache:
         return [f for f in self.fields if f in present]
 
     def refresh(self) -> int:
-        """Rebuild every profile's fields in bulk (a few queries); returns profiles cached."""
+        """Rebuild every profile's fields in bulk (a few queries); returns profiles cached.
+
+        A bulk PII read is one ``pii.decrypt`` audit row listing the profiles, so run this
+        at startup and rarely; :meth:`refresh_changed` keeps the cache current between."""
+        started = utcnow()
         with self.store.lock:
             pids = self.store.rows("SELECT profile_id FROM profiles WHERE merged_into IS NULL")
         built: dict[str, dict[str, Any]] = {str(p): {} for (p,) in pids}
@@ -241,21 +247,61 @@ class ContextCache:
             for pid, name, value, num in rows:
                 built.setdefault(str(pid), {})[str(name)] = _coerce(value, num)
             for field in self._pii_fields():
+                assert self.keys is not None  # _pii_fields() is empty without keys
                 with self.store.lock:  # audited by read_pii_many (one entry per field)
-                    values = read_pii_many(self.store, self.keys, list(built), field)  # type: ignore[arg-type]
+                    values = read_pii_many(
+                        self.store, self.keys, list(built), field, actor=AUDIT_ACTOR
+                    )
                 for pid, value in values.items():
                     built.setdefault(pid, {})[field] = value
         self._ctx = dict(built.items())
-        self.refreshed_at = utcnow()
+        self.refreshed_at = started
         return len(built)
+
+    def refresh_changed(self) -> int:
+        """Re-read only profiles whose attributes or PII changed since the last refresh
+        (``updated_at``); returns how many. Deletions wait for the next full refresh (or
+        :meth:`forget`)."""
+        if self.refreshed_at is None:
+            return self.refresh()
+        if not self.fields:
+            return 0
+        started = utcnow()
+        since = self.refreshed_at - CONSENT_SLACK
+        with self.store.lock:
+            changed = {
+                str(r[0])
+                for r in self.store.rows(
+                    "SELECT DISTINCT profile_id FROM profile_attributes"
+                    " WHERE updated_at >= ? AND list_contains(?, name)",
+                    [since, self.fields],
+                )
+            }
+            if self._pii_fields():
+                changed |= {
+                    str(r[0])
+                    for r in self.store.rows(
+                        "SELECT DISTINCT profile_id FROM pii_vault"
+                        " WHERE updated_at >= ? AND list_contains(?, field)",
+                        [since, self.fields],
+                    )
+                }
+        for pid in changed:
+            self.load_one(pid, miss=False)
+        self.refreshed_at = started
+        return len(changed)
+
+    def forget(self, profile_id: str) -> None:
+        """Drop a profile's cached fields (e.g. after an erasure)."""
+        self._ctx.pop(profile_id, None)
 
     def get(self, profile_id: str) -> Mapping[str, Any] | None:
         """The cached fields, or None when this profile was not seen by the last refresh."""
         return self._ctx.get(profile_id)
 
-    def load_one(self, profile_id: str) -> Mapping[str, Any]:
+    def load_one(self, profile_id: str, *, miss: bool = True) -> Mapping[str, Any]:
         """Read one profile's fields from the store and cache them (a cache miss)."""
-        self.misses += 1
+        self.misses += miss
         ctx: dict[str, Any] = {}
         if self.fields:
             with self.store.lock:
@@ -265,7 +311,11 @@ class ContextCache:
                     [profile_id, self.fields],
                 )
                 pii = self._pii_fields()
-                secrets = read_pii(self.store, self.keys, profile_id, pii) if pii else {}  # type: ignore[arg-type]
+                secrets = (
+                    read_pii(self.store, self.keys, profile_id, pii, actor=AUDIT_ACTOR)
+                    if pii and self.keys is not None
+                    else {}
+                )
             for name, value, num in rows:
                 ctx[str(name)] = _coerce(value, num)
             ctx.update(secrets)

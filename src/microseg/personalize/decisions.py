@@ -291,17 +291,22 @@ class DecisionEngine:
 
     # -- background upkeep -------------------------------------------------------------------
     def upkeep(self, now: datetime | None = None, *, contexts: bool = False) -> None:
-        """Flush impressions, refresh consents, prune old events (and refresh contexts)."""
+        """Flush impressions, refresh consents and changed profile fields, prune old events;
+        with ``contexts`` rebuild every profile's fields (also drops erased values)."""
         if self.store is None:
             return
         self.impressions.flush(self.store, now)
         self.consents.refresh(self.store)
         self.recent.prune(now)
-        if contexts and self.contexts is not None:
-            self.contexts.refresh()
+        if self.contexts is not None:
+            if contexts:
+                self.contexts.refresh()
+            else:
+                self.contexts.refresh_changed()
 
-    def start(self, every: float = 2.0, context_every: float = 300.0) -> None:
-        """Run :meth:`upkeep` every ``every`` seconds in a daemon thread."""
+    def start(self, every: float = 2.0, context_every: float = 6 * 3600.0) -> None:
+        """Run :meth:`upkeep` every ``every`` seconds in a daemon thread (a full context
+        rebuild every ``context_every`` seconds)."""
         if self._thread is not None:
             return
         self._stop.clear()
