@@ -20,6 +20,7 @@ from test_recommend_core import (
     planted_events,
 )
 
+from microseg.console import RecordingProgress
 from microseg.errors import ConfigError
 from microseg.personalize.recommend import fit_recommender
 from microseg.personalize.recommend_data import load_interactions
@@ -194,12 +195,14 @@ def test_temporal_split_has_no_leakage(small_shop: Workspace, tmp_path: Path) ->
 def test_evaluation_ranks_cooccurrence_above_popularity(
     small_shop: Workspace, tmp_path: Path
 ) -> None:
+    progress = RecordingProgress()
     report = evaluate(
         small_shop.store,
         CUTOFF,
         ["cooccurrence", "category_affinity", "blend"],
         ks=(5, 10),
         reps=300,
+        progress=progress,
     )
     summary = report.summary.set_index(["mode", "strategy", "k"])
     for mode in ("new", "all"):
@@ -210,6 +213,7 @@ def test_evaluation_ranks_cooccurrence_above_popularity(
     row = ci.loc[("new", "cooccurrence")]
     assert row["ci_low"] < row["value"] < row["ci_high"] and row["diff_ci_low"] > 0
     assert report.sizes["test_profiles_new"] > 80 and report.sizes["items"] == 4 * 6 + 5 + 6
+    assert progress.events[0] == ("start", "evaluating recommenders", 4)
     png = plot_recall(report, tmp_path / "recall.png")
     assert png.read_bytes()[:4] == b"\x89PNG"
     # a horizon keeps only the first days after the cutoff

@@ -185,6 +185,7 @@ def register(app: typer.Typer) -> None:
                 modes=mode,
                 reps=reps,
                 warm="any" if warm == "any" else "purchase",
+                progress=ws.progress,
             )
         for m in mode:
             table = report.table(m).drop(columns="mode")

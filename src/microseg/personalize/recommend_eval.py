@@ -22,6 +22,7 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
+from microseg.console import Progress, SilentProgress, step
 from microseg.errors import ConfigError
 from microseg.personalize.recommend import make_recommender
 from microseg.personalize.recommend_data import EventMapping, Interactions, load_interactions
@@ -174,6 +175,7 @@ def evaluate(
     seed: int = 0,
     split: Split | None = None,
     warm: Literal["purchase", "any"] = "purchase",
+    progress: Progress | None = None,
 ) -> EvalReport:
     """Fit every strategy on the train side, recommend max(ks) items, score both modes."""
     ks = sorted({int(k) for k in ks})
@@ -200,20 +202,22 @@ def evaluate(
         )
     timings: dict[str, float] = {}
     rows, per_profile = [], []
-    for name, build in builders.items():
-        started = time.perf_counter()
-        rec = build().fit(split.train)
-        timings[f"{name}.fit"] = time.perf_counter() - started
-        for mode in modes:
-            truth = truths[mode]
-            profiles = list(pd.unique(truth["profile_id"]))
+    with step(progress or SilentProgress(), "evaluating recommenders", len(builders)) as bar:
+        for name, build in builders.items():
             started = time.perf_counter()
-            recs = rec.recommend(profiles, max(ks), exclude_seen=mode == "new")
-            timings[f"{name}.recommend.{mode}"] = time.perf_counter() - started
-            scored = ranking_metrics(recs, truth, ks).assign(strategy=name, mode=mode)
-            per_profile.append(scored)
-            means = scored.groupby("k")[list(METRICS)].mean().reset_index()
-            rows.append(means.assign(strategy=name, mode=mode, profiles=len(profiles)))
+            rec = build().fit(split.train)
+            timings[f"{name}.fit"] = time.perf_counter() - started
+            for mode in modes:
+                truth = truths[mode]
+                profiles = list(pd.unique(truth["profile_id"]))
+                started = time.perf_counter()
+                recs = rec.recommend(profiles, max(ks), exclude_seen=mode == "new")
+                timings[f"{name}.recommend.{mode}"] = time.perf_counter() - started
+                scored = ranking_metrics(recs, truth, ks).assign(strategy=name, mode=mode)
+                per_profile.append(scored)
+                means = scored.groupby("k")[list(METRICS)].mean().reset_index()
+                rows.append(means.assign(strategy=name, mode=mode, profiles=len(profiles)))
+            bar.update(1, note=name)
     summary = pd.concat(rows, ignore_index=True)[["mode", "strategy", "k", *METRICS, "profiles"]]
     detail = pd.concat(per_profile, ignore_index=True)
     intervals = _intervals(detail, main_k, reps, seed)
