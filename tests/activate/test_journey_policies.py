@@ -206,3 +206,18 @@ def test_segment_entry_exit_and_behavioural_condition_triggers(tmp_path) -> None
         "rescue": {"ann@x.test", "bob@x.test"},
         "bye": {"ann@x.test", "bob@x.test", "cy@x.test"},
     }
+
+
+def test_a_branch_loop_without_a_wait_stops_with_an_error(tmp_path) -> None:
+    world = _world(tmp_path)
+    looping = parse_journey(
+        "name: loop\ntrigger: {event: add_to_cart}\nsteps:\n"
+        "  - id: a\n    branch:\n      - if: {consent: email_marketing}\n        goto: b\n"
+        "  - id: b\n    next: a\n    branch:\n      - if: {consent: nothing}\n        goto: a\n"
+    )
+    engine = world.engine([looping], {"email": Recorder()})
+    world.event("ann", "add_to_cart", T0 + timedelta(minutes=1))
+    engine.run(T0 + timedelta(hours=1))
+    state = engine.state("loop", world.pids["ann"])
+    assert state["status"] == "error" and state["visit"] == 1000
+    assert "a loop without a wait" in engine.log("loop", world.pids["ann"])["detail"].iloc[-1]

@@ -241,7 +241,7 @@ class BranchCase(_Strict):
 
 
 class BranchStep(_Step):
-    """The first case whose condition holds for the profile decides; else ``else``."""
+    """The first case whose condition holds decides; else ``else`` (default: the next step)."""
 
     kind: Literal["branch"] = Field(default="branch", exclude=True)
     branch: list[BranchCase] = Field(min_length=1)

@@ -71,6 +71,8 @@ from microseg.store.duckdb_store import utcnow
 
 ACTIVE = ("active", "waiting")
 _HITS = "_journey_hits"
+ERROR = "\x00error"  # internal transition target: the enrolment failed
+MAX_VISITS = 1000  # steps per enrolment: a branch loop without any wait stops here
 _STATE_EVENTS = sql.parse_static(
     "SELECT s.profile_id AS profile_id, s.enrolment AS enrolment, s.visit AS visit,"
     " min(e.ts) AS trigger_at FROM journey_state AS s JOIN identities AS i ON i.profile_id = s.profile_id"
@@ -403,7 +405,7 @@ class JourneyEngine:
                     self._log(journey.name, pid, enrolment, step.id, "wait_for", now,
                               ",".join(step.types))  # fmt: skip
             elif isinstance(step, BranchStep):
-                target, why = self._branch(step, pid, now)
+                target, why = self._branch(journey, step, pid, now)
                 self._transition(timer, journey, pid, enrolment, visit, target, now, why)
             elif isinstance(step, ExitStep):
                 self._transition(timer, journey, pid, enrolment, visit, EXIT, now, str(step.exit))
@@ -434,8 +436,10 @@ class JourneyEngine:
         target: str | None, due_at: datetime, now: datetime, why: str,
     ) -> None:  # fmt: skip
         """Move an enrolment to ``target`` (call inside a transaction)."""
-        if target is None or target == EXIT:
-            status = "completed" if target is None else "exited"
+        if target is not None and target != EXIT and visit >= MAX_VISITS:
+            why, target = f"stopped after {MAX_VISITS} steps (a loop without a wait?)", ERROR
+        if target is None or target in (EXIT, ERROR):
+            status = {None: "completed", EXIT: "exited", ERROR: "error"}[target]
             self.store.execute(
                 "UPDATE journey_state SET status = ?, updated_at = ?, wait_since = NULL,"
                 " wait_until = NULL WHERE journey = ? AND profile_id = ?",
@@ -493,7 +497,9 @@ class JourneyEngine:
         )  # fmt: skip
         return self._dispatchers[journey.name].deliver(message).status
 
-    def _branch(self, step: BranchStep, pid: str, now: datetime) -> tuple[str | None, str]:
+    def _branch(
+        self, journey: Journey, step: BranchStep, pid: str, now: datetime
+    ) -> tuple[str | None, str]:
         catalog, segments, computed = self._compile_env()
         for i, case in enumerate(step.branch):
             seg = Segment(name=f"branch_{step.id}_{i}", rule=case.if_)
@@ -505,7 +511,9 @@ class JourneyEngine:
             )
             if self.store.scalar(test):
                 return case.goto, f"case {i + 1} ({case.if_.label})"
-        return step.else_, "no case matched"
+        if step.else_ is not None:
+            return step.else_, "no case matched"
+        return journey.following(step.id), "no case matched (next step)"
 
     # -- 5. the cycle --------------------------------------------------------------------
     def retry_sends(self, now: datetime | None = None) -> int:
