@@ -375,16 +375,17 @@ def _missing_roles(
 ) -> set[str]:
     present = {str(r[0]) for r in store.rows("SELECT DISTINCT event_type FROM events")}
     declared = set(taxonomy.events) if taxonomy else set()
-    missing: set[str] = set()
+    absent: dict[tuple[str, ...], list[str]] = {}
     for role, metrics in _ROLE_METRICS.items():
         name = str(getattr(cfg, role))
-        if name in present or name in declared:
-            continue
-        missing.update(metrics)
+        if name not in present and name not in declared:
+            absent.setdefault(metrics, []).append(f"'{name}'")
+    for metrics, names in absent.items():
         notes.append(
-            f"no '{name}' events ({role.replace('_', ' ')}): {', '.join(metrics)} not computed"
+            f"no {' / '.join(names)} events in the data or taxonomy:"
+            f" {', '.join(metrics)} not computed"
         )
-    return missing
+    return {m for metrics in absent for m in metrics}
 
 
 def _revenue_expr(store: Store, cfg: KpiEvents, notes: list[str]) -> exp.Expr:
