@@ -81,19 +81,27 @@ def audit_entries(
 
 
 def about_condition(profile_id: str) -> exp.Expr:
-    """Rows whose target is the profile or whose details list it."""
-    in_details = exp.Or(
-        this=q.func(
-            "list_contains",
-            exp.cast(q.func("json_extract", q.col("details"), q.lit("$.profiles")), "VARCHAR[]"),
-            q.lit(profile_id),
-        ),
-        expression=exp.EQ(
-            this=q.func("json_extract_string", q.col("details"), q.lit("$.profile_id")),
-            expression=q.lit(profile_id),
-        ),
+    """Rows whose target is the profile or whose details list it (``profiles`` array or
+    ``profile_id``)."""
+    profiles = q.func("json_extract", q.col("details"), q.lit("$.profiles"))
+    listed = exp.Case(
+        ifs=[
+            exp.If(
+                this=exp.EQ(
+                    this=q.func("json_type", q.col("details"), q.lit("$.profiles")),
+                    expression=q.lit("ARRAY"),
+                ),
+                true=q.func("list_contains", exp.cast(profiles, "VARCHAR[]"), q.lit(profile_id)),
+            )
+        ],
+        default=exp.false(),
     )
-    return exp.Or(
-        this=exp.EQ(this=q.col("target"), expression=q.lit(profile_id)),
-        expression=exp.Paren(this=exp.func("coalesce", in_details, exp.false())),
+    named = exp.EQ(
+        this=q.func("json_extract_string", q.col("details"), q.lit("$.profile_id")),
+        expression=q.lit(profile_id),
+    )
+    return exp.or_(
+        exp.EQ(this=q.col("target"), expression=q.lit(profile_id)),
+        q.func("coalesce", listed, exp.false()),
+        q.func("coalesce", named, exp.false()),
     )

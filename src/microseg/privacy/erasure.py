@@ -229,7 +229,7 @@ def erase_subject(
             "erasure:" + report.erasure_id,
             {
                 "reason": _scrub_text(reason, pattern),
-                "profiles": len(pids),
+                "profile_count": len(pids),
                 "id_keys": len(subject.id_keys),
                 "rows_deleted": report.rows_deleted,
                 "keys_shredded": report.keys_shredded,
