@@ -49,7 +49,7 @@ def run(*args: str) -> str:
 
 
 def test_consent_commands(project: tuple[Path, dict[str, str]], tmp_path: Path) -> None:
-    _, pids = project
+    _ = project
     ref = "user_id:" + PEOPLE[0]["user_id"]
     out = run("consent", "set", ref, "ads", "--source", "phone_call", "--expires", "2030-01-01")
     assert "ads granted until 2030-01-01" in out
