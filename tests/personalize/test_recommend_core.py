@@ -131,7 +131,11 @@ def test_cooccurrence_finds_the_planted_pairs(shop: Workspace) -> None:
         import_frame(shop, solo, shop.project.root / "solo.csv")
         pid = shop.profile_id("solo")
         recs = fit_recommender(shop.store, "basket_cooccurrence", as_of=AS_OF).recommend([pid], 3)
-        assert recs.iloc[0][["rank", "item", "reason"]].tolist() == [1, "Y1", "goes with X1"]
+        assert recs.iloc[0][["rank", "item", "reason"]].tolist() == [
+            1,
+            "Y1",
+            "goes with Name of X1",
+        ]
         assert "X1" not in set(recs["item"])  # already bought: excluded
     finally:
         shop.store.execute("DELETE FROM events WHERE user_id = 'solo'")
@@ -273,7 +277,7 @@ def test_blend_puts_cart_first_and_fills_with_fallbacks() -> None:
     assert dict(zip(out["item"], out["reason"], strict=True)) == {
         "X0": "left in cart",
         "G1_5": "recently viewed",
-        "G1_1": "goes with G1_0",
+        "G1_1": "goes with Name of G1_0",
         "P0": "popular",
     }
     assert out["score"].is_monotonic_decreasing

@@ -168,6 +168,7 @@ class Interactions:
     mapping: EventMapping = field(default_factory=EventMapping)
     profiles: pd.Index = field(default_factory=lambda: pd.Index([], dtype=object))
     items: pd.Index = field(default_factory=lambda: pd.Index([], dtype=object))
+    _labels: np.ndarray | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         ev = self.events
@@ -246,6 +247,15 @@ class Interactions:
         top = ev.groupby(["i", "category"]).size().reset_index(name="n")
         top = top.sort_values(["i", "n"], ascending=[True, False]).drop_duplicates("i")
         return top.set_index("i")["category"]
+
+    def item_labels(self) -> np.ndarray:
+        """Display label per item code: its latest name, else its id (computed once)."""
+        cached = self._labels
+        if cached is None:
+            names = self.item_info()["name"].reindex(self.items)
+            cached = np.where(names.notna(), names.astype(object), self.items.to_numpy())
+            self._labels = cached
+        return cached
 
     def item_info(self) -> pd.DataFrame:
         """Latest name, category and price per item id (for templates)."""

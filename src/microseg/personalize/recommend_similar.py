@@ -184,7 +184,7 @@ class ItemCooccurrenceRecommender(Recommender):
         hist, r_idx = ctx
         data = self._require()
         best = best_contributor(hist, self.sim, r_idx, items)
-        names = data.items.to_numpy()
+        names = data.item_labels()
         return [f"goes with {names[b]}" if b >= 0 else "bought together" for b in best]
 
 
