@@ -20,7 +20,7 @@ from microseg.store.duckdb_store import Store
 CHANNEL_COLUMNS = ("channel", "utm_source", "utm_medium")
 ATTRIBUTION_MODELS = ("first", "last", "linear", "markov")
 MAX_TOUCHPOINTS = 200_000
-MAX_JOURNEYS = 5_000  # attribution builds journeys in Python: a fixed hash sample beyond this
+MAX_JOURNEYS = 2_000  # attribution builds journeys in Python: a fixed hash sample beyond this
 
 _TREND_SQL = """
 WITH c AS (
