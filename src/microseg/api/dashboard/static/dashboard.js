@@ -44,7 +44,10 @@
     }
     if (typeof v === "boolean") return v ? "yes" : "no";
     if (typeof v === "object") return JSON.stringify(v);
-    return String(v).replace(/T00:00:00$/, "");
+    const text = String(v);
+    const iso = /^(\d{4}-\d\d-\d\d)T(\d\d:\d\d)(:\d\d(\.\d+)?)?$/.exec(text);
+    if (iso) return iso[2] === "00:00" && !iso[4] ? iso[1] : iso[1] + " " + iso[2];
+    return text;
   }
 
   /* cols: [{key, label, num, href(row), format(value, row)}] */
@@ -155,7 +158,7 @@
     await trendChart("chart-trend", d.trend);
     const k = await api("/v1/dashboard/kpis?freq=W&periods=4&metric=all&segment=" + enc(name));
     if (!k.available) { $("kpi-note").textContent = k.reason; return; }
-    $("kpi-note").textContent = (k.notes || []).join(" ");
+    $("kpi-note").textContent = (k.notes || []).join(" · ");
     const rows = k.rows.filter((r) => r.segment === name);
     const periods = [...new Set(rows.map((r) => r.period))].sort().slice(-4);
     const pivot = [...groupBy(rows, "metric")].map(([metric, rs]) => {
@@ -284,7 +287,7 @@
       const metric = select.value ? "&metric=" + enc(select.value) : "";  // else the server's default
       const d = await api("/v1/dashboard/kpis?freq=" + enc($("freq").value) + metric);
       if (!d.available) { $("kpi-note").textContent = d.reason; return emptyChart("chart-kpi", "segment KPIs are not available yet"); }
-      $("kpi-note").textContent = (d.notes || []).join(" ");
+      $("kpi-note").textContent = (d.notes || []).join(" · ");
       if (!select.options.length) {
         for (const m of d.metrics) select.append(el("option", { value: m, text: m.replace(/_/g, " ") }));
         select.value = d.metric || d.metrics[0] || "";
