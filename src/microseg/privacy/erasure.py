@@ -19,6 +19,7 @@ import contextlib
 import hashlib
 import re
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -161,11 +162,14 @@ def erase_subject(
     compact: bool = True,
     files: bool = True,
     include_linked: bool = False,
+    skip_dirs: Sequence[Path] = (),
 ) -> ErasureReport:
     """Erase everything held about a person (see the module docstring); audited.
 
     Profiles linked to the person by an identity edge but not merged (see
-    ``linked_profiles``) are erased too with ``include_linked``, else listed in the report."""
+    ``linked_profiles``) are erased too with ``include_linked``, else listed in the report.
+    ``skip_dirs`` are left alone by the file scrub: a running API passes its live spool (a
+    concurrent append could be lost in a rewrite; the import quarantines those lines)."""
     store: Store = workspace.store
     keys: KeyRing = workspace.keys
     subject = resolve_subject(workspace, ref)
@@ -237,7 +241,11 @@ def erase_subject(
         )
     if files:
         report.files_rewritten, report.files_outside_with_matches = scrub_files(
-            workspace.project.root, needles, store_path=store.path, key_path=_key_path(workspace)
+            workspace.project.root,
+            needles,
+            store_path=store.path,
+            key_path=_key_path(workspace),
+            skip_dirs=skip_dirs,
         )
     if compact and store.path is not None:
         compact_store(store)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Sequence
 from pathlib import Path
 
 import duckdb
@@ -48,6 +49,7 @@ def scrub_files(
     *,
     store_path: Path | None = None,
     key_path: Path | None = None,
+    skip_dirs: Sequence[Path] = (),
 ) -> tuple[dict[str, int], list[str]]:
     """Rewrite engine files without matching lines; returns ({file: lines removed},
     [project files outside .microseg/ that still mention the person])."""
@@ -56,13 +58,17 @@ def scrub_files(
     outside: list[str] = []
     if pattern is None or not root.exists():
         return rewritten, outside
+    root = root.resolve()
     engine = root / ENGINE_DIR
-    for path in sorted(root.rglob("*")):
+    skip = [Path(d).resolve() for d in skip_dirs]
+    store_path = store_path.resolve() if store_path is not None else None
+    key_path = key_path.resolve() if key_path is not None else None
+    for path in sorted(p.resolve() for p in root.rglob("*")):
         if not path.is_file() or path.suffix.lower() not in TEXT_SUFFIXES:
             continue
         if _is_store_file(path, store_path) or (key_path is not None and path == key_path):
             continue
-        if path.stat().st_size > MAX_SCAN_BYTES:
+        if path.stat().st_size > MAX_SCAN_BYTES or any(d in path.parents for d in skip):
             continue
         inside = engine in path.parents
         if ".venv" in path.parts or ".git" in path.parts:

@@ -89,7 +89,14 @@ async def erase(ref: str, body: EraseRequest, key: AdminKey, services: ServicesD
 
 def _erase(services: Services, ref: str, body: EraseRequest, who: str) -> dict[str, Any]:
     ws = services.workspace
-    report = erase_subject(ws, ref, body.reason, actor=who, include_linked=body.include_linked)
+    report = erase_subject(
+        ws,
+        ref,
+        body.reason,
+        actor=who,
+        include_linked=body.include_linked,
+        skip_dirs=[services.collector.spool.directory],  # live; its lines import as erased
+    )
     # the in-memory serving state must forget the person too
     services.state.reload(
         ws.store,
