@@ -215,9 +215,9 @@ def test_a_branch_loop_without_a_wait_stops_with_an_error(tmp_path) -> None:
         "  - id: a\n    branch:\n      - if: {consent: email_marketing}\n        goto: b\n"
         "  - id: b\n    next: a\n    branch:\n      - if: {consent: nothing}\n        goto: a\n"
     )
-    engine = world.engine([looping], {"email": Recorder()})
+    engine = world.engine([looping], {"email": Recorder()}, max_steps=25)
     world.event("ann", "add_to_cart", T0 + timedelta(minutes=1))
     engine.run(T0 + timedelta(hours=1))
     state = engine.state("loop", world.pids["ann"])
-    assert state["status"] == "error" and state["visit"] == 1000
+    assert state["status"] == "error" and state["visit"] == 25
     assert "a loop without a wait" in engine.log("loop", world.pids["ann"])["detail"].iloc[-1]

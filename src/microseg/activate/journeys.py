@@ -133,6 +133,7 @@ class JourneyEngine:
         loader: ProfileContextLoader | None = None,
         progress: Progress | None = None,
         batch: int = 500,
+        max_steps: int = MAX_VISITS,
     ) -> None:
         self.store = store
         items = journeys.values() if isinstance(journeys, Mapping) else journeys
@@ -149,6 +150,7 @@ class JourneyEngine:
         self.segments = dict(segments or {})
         self.progress = progress or SilentProgress()
         self.batch = batch
+        self.max_steps = max_steps
         self.consent_ok = consent_ok
         self.require_consent = require_consent
         self._dispatchers = {name: self._dispatcher(j) for name, j in self.journeys.items()}
@@ -436,8 +438,8 @@ class JourneyEngine:
         target: str | None, due_at: datetime, now: datetime, why: str,
     ) -> None:  # fmt: skip
         """Move an enrolment to ``target`` (call inside a transaction)."""
-        if target is not None and target != EXIT and visit >= MAX_VISITS:
-            why, target = f"stopped after {MAX_VISITS} steps (a loop without a wait?)", ERROR
+        if target is not None and target != EXIT and visit >= self.max_steps:
+            why, target = f"stopped after {self.max_steps} steps (a loop without a wait?)", ERROR
         if target is None or target in (EXIT, ERROR):
             status = {None: "completed", EXIT: "exited", ERROR: "error"}[target]
             self.store.execute(
@@ -566,7 +568,7 @@ class JourneyEngine:
     def log(self, journey: str, profile_id: str | None = None) -> pd.DataFrame:
         return self.store.df(
             "SELECT * FROM journey_log WHERE journey = ? AND (CAST(? AS VARCHAR) IS NULL OR"
-            " profile_id = ?) ORDER BY logged_at, enrolment",
+            " profile_id = ?) ORDER BY logged_at, enrolment, rowid",
             [journey, profile_id, profile_id],
         )
 
