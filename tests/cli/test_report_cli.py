@@ -302,3 +302,21 @@ def test_report_escapes_names_from_the_data(tmp_path: Path) -> None:
     }
     assert report.empty["kpis"] == "No events yet, so no KPIs."
     _check_images(report, tmp_path / "r")
+
+
+def test_attribution_sample_keeps_whole_journeys_deterministically() -> None:
+    from microseg.report.data import sample_journeys
+
+    tp = pd.DataFrame(
+        {
+            "journey_id": [f"j{i // 3}" for i in range(3000)],
+            "ts": pd.Timestamp("2024-01-01"),
+            "channel": "email",
+            "converted": False,
+        }
+    )
+    small = sample_journeys(tp, limit=100)
+    assert small["journey_id"].nunique() == 100
+    assert (small.groupby("journey_id").size() == 3).all()  # journeys are never cut
+    assert small.equals(sample_journeys(tp, limit=100))
+    assert sample_journeys(tp, limit=5000) is tp
