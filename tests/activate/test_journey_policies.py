@@ -221,3 +221,20 @@ def test_a_branch_loop_without_a_wait_stops_with_an_error(tmp_path) -> None:
     state = engine.state("loop", world.pids["ann"])
     assert state["status"] == "error" and state["visit"] == 25
     assert "a loop without a wait" in engine.log("loop", world.pids["ann"])["detail"].iloc[-1]
+
+
+def test_a_paused_campaign_skips_the_journeys_sends(tmp_path) -> None:
+    from microseg.measure.guards import set_campaign_status
+
+    world = _world(tmp_path)
+    engine = world.engine(
+        [parse_journey(_cart_journey("reentry: always\n"))], {"email": Recorder()}
+    )
+    set_campaign_status(world.store, "j", "paused", reason="CTR fell", actor="test")
+    world.event("ann", "add_to_cart", T0 + timedelta(minutes=1))
+    assert engine.run(T0 + timedelta(hours=1)).sends == {"skipped": 1}
+    key = f"j:{world.pids['ann']}:mail:1"
+    assert engine.ledger.get(key)["last_error"] == "campaign_paused"
+    set_campaign_status(world.store, "j", "active", reason="fixed", actor="test")
+    world.event("ann", "add_to_cart", T0 + timedelta(hours=2))
+    assert engine.run(T0 + timedelta(hours=3)).sends == {"sent": 1}

@@ -339,6 +339,9 @@ class Journey(_Strict):
         description="condition/trait triggers: the first sweep records who matches, enrols none",
     )
     lookback: str = Field(default="1d", description="window of the first sweep (events, dates)")
+    campaign: str | None = Field(
+        default=None, description="campaign whose pause/throttle applies (default: the name)"
+    )
     goal: Goal | None = None
     quiet_hours: QuietSpec | None = None
     frequency_caps: list[CapSpec] = Field(default_factory=list)

@@ -55,6 +55,7 @@ from microseg.activate.triggers import property_filters
 from microseg.config.models import ProjectSettings
 from microseg.console import Progress, SilentProgress
 from microseg.errors import ConfigError, NotFoundError, did_you_mean
+from microseg.measure.guards import campaign_allows
 from microseg.personalize.content import (
     ContentBlock,
     ContentRepo,
@@ -470,6 +471,11 @@ class JourneyEngine:
         known = self.ledger.status(key)
         if known in FINAL_STATUSES:
             return "duplicate" if known == "sent" else str(known)
+        allowed, reason = campaign_allows(self.store, journey.campaign or journey.name, pid)
+        if not allowed:  # paused or throttled by the campaign guards (automated optimisation)
+            self.ledger.record(key, SendMeta(spec.channel, pid, spec.purpose, spec.block))
+            self.ledger.skip(key, reason)
+            return "skipped"
         block = self.blocks(spec.block)
         ctx = self.loader.load(pid, as_of=now)
         ctx.update({"journey": journey.name, "step": step.id, "enrolment": enrolment})
