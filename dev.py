@@ -3,7 +3,8 @@
 
 Usage (only python3 >= 3.11 needed):
     python3 dev.py demo      # install, then build the demo project on real data
-    python3 dev.py test      # install (with test extras), then run the whole suite
+    python3 dev.py test      # install (with test + Spark extras, and Chromium for the
+                             # browser tests when run as root), then run the whole suite
 Extra arguments after the verb are passed through (to `microseg demo` or to pytest).
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import subprocess
 import sys
 import venv
@@ -46,6 +48,25 @@ def ensure_installed(extras: str) -> None:
     stamp_file.write_text(_stamp(extras))
 
 
+def ensure_chromium() -> None:
+    """The dashboard tests drive Debian's Chromium; install it when we may (root + apt)."""
+    if shutil.which("chromium") or shutil.which("chromium-browser"):
+        return
+    if os.name != "posix" or os.geteuid() != 0 or not shutil.which("apt-get"):
+        print("note: chromium not found; browser tests will skip (CI=true makes them fail)")
+        return
+    print("installing chromium (apt-get) for the browser tests ...", flush=True)
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    apt = ["apt-get", "-q", "-o", "Dpkg::Use-Pty=0"]
+    subprocess.run([*apt, "update"], check=False, env=env, stdout=subprocess.DEVNULL)
+    subprocess.run(
+        [*apt, "install", "-y", "--no-install-recommends", "chromium"],
+        check=False,
+        env=env,
+        stdout=subprocess.DEVNULL,
+    )
+
+
 def main(argv: list[str]) -> int:
     if not argv or argv[0] not in {"demo", "test"}:
         print(__doc__)
@@ -54,7 +75,8 @@ def main(argv: list[str]) -> int:
     if verb == "demo":
         ensure_installed("")
         return subprocess.call([str(BIN / "microseg"), "demo", *rest], cwd=ROOT)
-    ensure_installed("dev")
+    ensure_installed("dev,spark")
+    ensure_chromium()
     workers = ["-n", "2"] if not any(a.startswith("-n") for a in rest) else []
     return subprocess.call([str(PY), "-m", "pytest", *workers, *rest], cwd=ROOT)
 

@@ -19,7 +19,16 @@ from microseg.api.auth import Authenticator, RateLimiter
 from microseg.api.collector import Collector
 from microseg.api.deps import SECURITY_SCHEMES, Services
 from microseg.api.realtime import RealtimeBridge
-from microseg.api.routers import admin, decide, events, health, profiles, quarantine, segments
+from microseg.api.routers import (
+    admin,
+    dashboard,
+    decide,
+    events,
+    health,
+    profiles,
+    quarantine,
+    segments,
+)
 from microseg.api.schema import ensure_schema
 from microseg.api.serving import ServingState
 from microseg.api.settings import ApiSettings
@@ -113,9 +122,10 @@ def create_app(
     problems.install(app)
     secured: set[tuple[str, str]] = set()
     # Included straight under /v1 (no nested router: cheaper matching); the hot path first.
-    for module in (decide, events, profiles, quarantine, segments, health, admin):
+    for module in (decide, events, profiles, quarantine, segments, health, admin, dashboard):
         app.include_router(module.router, prefix=API_PREFIX)
         secured |= _secured_operations(module.router, API_PREFIX)
+    app.include_router(dashboard.pages)  # HTML pages + local assets at /dashboard
     _document_security(app, secured)
     return app
 
