@@ -25,9 +25,7 @@ import base64
 import hashlib
 import hmac
 import time as _time
-from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -47,6 +45,7 @@ from microseg.activate.journey_model import (
     WaitForStep,
     WaitStep,
 )
+from microseg.activate.journey_report import RunReport, status_frame
 from microseg.activate.journey_sweep import sweep_journey, temp_table
 from microseg.activate.ledger import FINAL_STATUSES, SendLedger, SendMeta
 from microseg.activate.policy import ConsentCheck, FrequencyCap, QuietHours
@@ -89,29 +88,6 @@ def discount_code(keys: KeyRing, journey: str, profile_id: str, spec: DiscountSp
     digest = hmac.new(keys.hmac_key, f"discount:{journey}:{profile_id}".encode(), hashlib.sha256)
     body = base64.b32encode(digest.digest()).decode().translate(_CROCKFORD)[: spec.length]
     return f"{spec.prefix}-{body}" if spec.prefix else body
-
-
-@dataclass
-class RunReport:
-    """What one engine cycle did."""
-
-    now: datetime
-    enrolled: dict[str, int] = field(default_factory=dict)
-    goals: int = 0
-    waits_resolved: int = 0
-    fired: int = 0
-    sends: Counter[str] = field(default_factory=Counter)
-    retried: int = 0
-    errors: list[str] = field(default_factory=list)
-    seconds: float = 0.0
-
-    def summary(self) -> str:
-        sends = ", ".join(f"{k} {v}" for k, v in sorted(self.sends.items())) or "none"
-        return (
-            f"{self.now:%Y-%m-%d %H:%M} enrolled {sum(self.enrolled.values())}, goals"
-            f" {self.goals}, waits resolved {self.waits_resolved}, steps {self.fired},"
-            f" sends: {sends}, retried {self.retried}, errors {len(self.errors)}"
-        )
 
 
 class JourneyEngine:
@@ -543,7 +519,7 @@ class JourneyEngine:
             report.retried = self.retry_sends(now)
         finally:
             self._pinned = None
-        report.seconds = time_since(started)
+        report.seconds = _time.perf_counter() - started
         return report
 
     def run_until(
@@ -577,31 +553,3 @@ class JourneyEngine:
             " profile_id = ?) ORDER BY logged_at, enrolment, rowid",
             [journey, profile_id, profile_id],
         )
-
-
-def time_since(started: float) -> float:
-    return _time.perf_counter() - started
-
-
-def status_frame(store: Store, journey: str | None = None) -> pd.DataFrame:
-    """Enrolments per journey, status and step (every journey, or one)."""
-    from microseg.activate.timers import ensure_schema
-
-    ensure_schema(store)
-    return store.df(
-        "SELECT journey, status, step, count(*) AS profiles, max(updated_at) AS last_change"
-        " FROM journey_state WHERE CAST(? AS VARCHAR) IS NULL OR journey = ?"
-        " GROUP BY 1, 2, 3 ORDER BY 1, 2, 3",
-        [journey, journey],
-    )
-
-
-def sends_frame(store: Store, journey: str | None = None) -> pd.DataFrame:
-    """Ledger outcomes of journey sends (send keys start with ``<journey>:``)."""
-    return store.df(
-        "SELECT split_part(send_key, ':', 1) AS journey, status, count(*) AS sends,"
-        " max(coalesce(sent_at, updated_at)) AS last FROM sends WHERE (CAST(? AS VARCHAR) IS NULL"
-        " AND split_part(send_key, ':', 1) IN (SELECT DISTINCT journey FROM journey_state))"
-        " OR split_part(send_key, ':', 1) = ? GROUP BY 1, 2 ORDER BY 1, 2",
-        [journey, journey],
-    )

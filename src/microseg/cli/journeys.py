@@ -83,7 +83,7 @@ def register(app: typer.Typer) -> None:
     @j_app.command("status")
     def status(journey: str | None = typer.Argument(None, help="one journey")) -> None:
         """Enrolments per journey, status and step; sends per journey."""
-        from microseg.activate.journeys import sends_frame, status_frame
+        from microseg.activate.journey_report import sends_frame, status_frame
 
         with workspace() as ws:
             console.print(frame_table(status_frame(ws.store, journey), title="enrolments"))
