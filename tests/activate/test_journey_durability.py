@@ -191,3 +191,28 @@ def test_failed_smtp_send_is_retried_later_and_delivered_exactly_once(tmp_path) 
     assert len(inbox.messages) == 1
     row = engine.ledger.get(key)
     assert (row["status"], row["attempts"]) == ("sent", 3)
+
+
+def test_a_sweep_that_crashes_mid_transaction_enrols_nobody_twice(tmp_path, monkeypatch) -> None:
+    from microseg.activate import journey_sweep
+
+    world = _world(tmp_path)
+    rec = Recorder()
+    always = "trigger: {event: add_to_cart}\nreentry: always\n"
+    journey = parse_journey(JOURNEY.replace("trigger: {event: add_to_cart}\n", always))
+    engine = world.engine([journey], {"email": rec})
+    real = journey_sweep.enrol
+
+    def enrol_then_die(*args: Any) -> int:
+        real(*args)  # rows written inside the sweep's transaction ...
+        raise KeyboardInterrupt  # ... and the process dies before the watermark commits
+
+    monkeypatch.setattr(journey_sweep, "enrol", enrol_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        engine.run(T0 + timedelta(minutes=5))
+    assert engine.state("durable", world.pids["ann"]) is None  # rolled back
+    assert engine.timers.pending().empty
+    monkeypatch.setattr(journey_sweep, "enrol", real)
+    assert engine.run(T0 + timedelta(minutes=6)).enrolled == {"durable": 1}
+    assert engine.run(T0 + timedelta(minutes=7)).enrolled == {"durable": 0}
+    assert engine.state("durable", world.pids["ann"])["enrolment"] == 1
