@@ -86,6 +86,10 @@ def test_validator_reports_file_line_and_cause() -> None:
     typo = "name: c4\nguard: []\n"
     with pytest.raises(DefinitionError, match="did you mean 'guards'"):
         validate_campaign_document(parse_text(typo, "campaigns/c4.yaml"))
+    dup = "guards:\n  - {name: g, segment: vip, metric: revenue, below: 1}\n"
+    dup += "  - {name: g, segment: vip, metric: sessions, below: 1}\n"
+    with pytest.raises(DefinitionError, match="guard name 'g' is used twice"):
+        validate_campaign_document(parse_text(dup, "campaigns/c5.yaml"))
     stem = validate_campaign_document(parse_text("segments: []\n", "campaigns/spring_sale.yaml"))
     assert stem.name == "spring_sale"
 

@@ -138,6 +138,14 @@ class CampaignSpec(_Strict):
     def _name(cls, value: str) -> str:
         return check_name(value, "campaign name")
 
+    @model_validator(mode="after")
+    def _unique_guards(self) -> CampaignSpec:
+        labels = [g.label(i) for i, g in enumerate(self.guards)]
+        twice = sorted({x for x in labels if labels.count(x) > 1})
+        if twice:
+            raise ValueError(f"guard name '{twice[0]}' is used twice; guard names must be unique")
+        return self
+
 
 # --------------------------------------------------------------------------- definitions
 def validate_campaign_document(doc: Document, project: Any = None) -> CampaignSpec:
