@@ -230,3 +230,37 @@ def test_why_lists_conditions_values_and_data() -> None:
     assert low["why"]["skipped"][1]["detail"] == ["trait ltv >= 100"]
     missing = decide_home(eng, profile("p1", ["top_spenders"], {}))
     assert missing["rule"] != "vip"
+
+
+def test_cart_context_matches_the_profile_context_loader_shape() -> None:
+    from decision_support import placements
+
+    from microseg.personalize.content import ContentBlock, parse_content
+
+    content = parse_content(
+        """\
+blocks:
+  basket:
+    placeholders: {abandoned_items: {default: []}}
+    variants:
+      - id: web
+        channel: web
+        text: "{% for i in abandoned_items %}{{ i.product_id }}/{{ i.price }} {% endfor %}|{{ last_purchase.order_id }}"
+"""
+    )
+    blocks = {"basket": ContentBlock("basket", content.blocks["basket"], 1)}
+    rules = "placements:\n  cart_box:\n    fallback: basket\n"
+    eng = DecisionEngine(placements(rules), blocks, None)
+    assert "*" in eng.recent.watch["add_to_cart"] and "*" in eng.recent.watch["purchase"]
+    add = eng.recent.add
+    add("p1", "add_to_cart", NOW - timedelta(hours=5), {"product_id": "a", "price": 1.0})
+    add("p1", "purchase", NOW - timedelta(hours=4), {"order_id": "o-1", "user_id": "u"})
+    add("p1", "add_to_cart", NOW - timedelta(hours=3), {"product_id": "b", "price": 2.5})
+    add("p1", "add_to_cart", NOW - timedelta(hours=1), {"product_id": "c", "price": 3.0})
+    out = eng.decide(profile("p1"), DecisionRequest(["cart_box"]), NOW)[0]
+    # cart since the last purchase, newest first; internal columns (user_id) are not kept
+    assert out["rendered"] == {"text": "c/3.0 b/2.5 |o-1"}
+    assert "user_id" not in eng.recent.of("p1")[1].props
+    assert eng.decide(profile("p2"), DecisionRequest(["cart_box"]), NOW)[0]["rendered"] == {
+        "text": "|"
+    }

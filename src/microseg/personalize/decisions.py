@@ -19,49 +19,49 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from jinja2 import meta, nodes
-
 from microseg.errors import DefinitionError, NotFoundError, Problem, did_you_mean
 from microseg.personalize.content import (
+    CART_EVENTS,
     CHANNELS,
     DEVICES,
-    HTML_PARTS,
+    PURCHASE_EVENTS,
     ContentBlock,
-    ContentRepo,
     check_block_templates,
-    load_project_content,
     render_block,
     select_variant,
 )
+from microseg.personalize.decision_blocks import (
+    load_project_decisions,
+    template_names,
+    trigger_fields,
+)
 from microseg.personalize.decision_rules import (
     EventCondition,
-    Known,
     Placement,
     Rule,
     Serve,
     TraitCondition,
     control_bucket,
-    load_decisions,
     project_decision_files,
-    project_known,
-    stored_segments,
-    stored_traits,
     trait_passes,
 )
 from microseg.personalize.decision_state import ConsentCache, ContextCache, ImpressionCounter
-from microseg.personalize.recent_events import RecentEvents
+from microseg.personalize.recent_events import ALL, RecentEvent, RecentEvents
 from microseg.personalize.templates import TemplateCache, default_cache
 from microseg.store import Store, utcnow
 
 log = logging.getLogger("microseg.personalize.decisions")
 MAX_PLACEMENTS = 20
 """Most placements one request may ask for."""
+CART_LOOKBACK = timedelta(days=30)
+"""How far back ``abandoned_items`` / ``last_purchase`` look (recent-event rings)."""
+MAX_CART_ITEMS = 20
 
 
 def cap_key(placement: str, rule: Rule) -> str:
@@ -168,13 +168,19 @@ class DecisionEngine:
                     key = cap_key(self._name_of(placement), rule)
                     old = limits.get(key, (0, timedelta(0)))
                     limits[key] = (max(old[0], rule.cap.max), max(old[1], rule.cap.window))
-        trigger_fields = self._trigger_fields()
+        trigger = trigger_fields(self.blocks.values(), self.cache)
         for props in watch.values():
-            props.update(trigger_fields)
+            props.update(trigger)
+        names = template_names(self.blocks.values(), self.cache)
+        self._cart_context = bool(names & {"abandoned_items", "last_purchase"})
+        if self._cart_context:  # as ProfileContextLoader: cart since the last purchase
+            for etype in (*CART_EVENTS, *PURCHASE_EVENTS):
+                watch.setdefault(etype, set()).add(ALL)
+            lookback = max(lookback, CART_LOOKBACK)
         self.recent = RecentEvents(watch, lookback, per_type=per_type)
         self.consents = ConsentCache(purposes)
         self.impressions = ImpressionCounter(limits)
-        self.contexts = ContextCache(store, keys, self._template_fields()) if store else None
+        self.contexts = ContextCache(store, keys, names) if store else None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._unsubscribe: Any = None
@@ -208,28 +214,6 @@ class DecisionEngine:
         if problems:
             raise DefinitionError(problems)
 
-    def _template_fields(self) -> set[str]:
-        """Every variable name the served blocks' templates mention (what the context needs)."""
-        names: set[str] = set()
-        for block in self.blocks.values():
-            for variant in block.spec.variants:
-                for part, source in variant.parts().items():
-                    env = self.cache.env(part in HTML_PARTS)
-                    names |= meta.find_undeclared_variables(env.parse(source))
-        return names
-
-    def _trigger_fields(self) -> set[str]:
-        """Properties templates read from ``trigger`` (``trigger.x`` / ``trigger['x']``):
-        the recent-event rings keep these besides the ``where`` filters."""
-        out: set[str] = set()
-        for block in self.blocks.values():
-            for variant in block.spec.variants:
-                for part, source in variant.parts().items():
-                    tree = self.cache.env(part in HTML_PARTS).parse(source)
-                    for node in tree.find_all((nodes.Getattr, nodes.Getitem)):
-                        out |= _trigger_attr(node)
-        return out
-
     # -- construction ------------------------------------------------------------------------
     @classmethod
     def from_project(
@@ -249,28 +233,8 @@ class DecisionEngine:
         files = project_decision_files(root)
         if not files:
             return None
-        blocks: dict[str, ContentBlock] = {}
-        if store is not None and store.table_exists("content_versions"):
-            repo = ContentRepo(store, cache=cache)
-            blocks.update(repo.latest())
-        for block in load_project_content(root):
-            blocks.setdefault(block.name, block)
-        project = _ProjectView(Path(root), settings)
-        known = project_known(project, blocks={n: _variants(b) for n, b in blocks.items()})
-        segments = known.segments
-        if segments is not None:
-            segments = segments | stored_segments(store)
-        known = Known(segments, known.blocks, known.events, stored_traits(store))
-        placements = load_decisions(files, known)
-        used = {s.block for p in placements.values() for s in _serves(p)}
-        return cls(
-            placements,
-            {n: b for n, b in blocks.items() if n in used},
-            state,
-            store=store,
-            keys=keys,
-            cache=cache,
-        )
+        placements, blocks = load_project_decisions(root, files, store, settings, cache)
+        return cls(placements, blocks, state, store=store, keys=keys, cache=cache)
 
     def load(self, now: datetime | None = None) -> dict[str, int]:
         """Fill the in-memory state from the store (startup); returns what was loaded."""
@@ -517,6 +481,8 @@ class DecisionEngine:
             context["segments"] = sorted(profile.segments)
         if "trigger" in names:
             context["trigger"] = dict(events[0].props) if events else {}
+        if self._cart_context:
+            context.update(self._cart(profile.profile_id))
         result = render_block(
             block, context, channel=request.channel, device=request.device, cache=self.cache
         )
@@ -526,6 +492,24 @@ class DecisionEngine:
             "variant": result.variant,
             "rendered": result.parts,
         }
+
+    def _cart(self, profile_id: str) -> dict[str, Any]:
+        """``last_purchase`` and ``abandoned_items`` (cart events since it, newest first) from
+        the recent-event rings, shaped like :class:`ProfileContextLoader`'s."""
+        events = self.recent.of(profile_id)
+        purchases = [e for e in events if e.event_type in PURCHASE_EVENTS]
+        since = purchases[-1].ts if purchases else None
+        cart = [
+            e
+            for e in reversed(events)
+            if e.event_type in CART_EVENTS and (since is None or e.ts > since)
+        ]
+        out: dict[str, Any] = {}
+        if purchases:
+            out["last_purchase"] = _record(purchases[-1])
+        if cart:
+            out["abandoned_items"] = [_record(e) for e in cart[:MAX_CART_ITEMS]]
+        return out
 
     def _choose(
         self, serve: Serve, channel: str, device: str
@@ -545,12 +529,7 @@ class DecisionEngine:
             chosen = ContentBlock(
                 block.name, spec, block.version, block.source_file, block.created_at
             )
-        names: set[str] = set()
-        for part, source in chosen.spec.variants[0].parts().items():
-            names |= meta.find_undeclared_variables(
-                self.cache.env(part in HTML_PARTS).parse(source)
-            )
-        return chosen, frozenset(names)
+        return chosen, frozenset(template_names([chosen], self.cache))
 
     def stats(self) -> dict[str, Any]:
         return {
@@ -566,33 +545,8 @@ class DecisionEngine:
         }
 
 
-def _trigger_attr(node: nodes.Node) -> set[str]:
-    """``{"x"}`` for a ``trigger.x`` / ``trigger['x']`` node, else empty."""
-    target = getattr(node, "node", None)
-    if not (isinstance(target, nodes.Name) and target.name == "trigger"):
-        return set()
-    if isinstance(node, nodes.Getattr):
-        return {node.attr}
-    arg = getattr(node, "arg", None)
-    if isinstance(arg, nodes.Const) and isinstance(arg.value, str):
-        return {arg.value}
-    return set()
-
-
-@dataclass
-class _ProjectView:
-    root: Path
-    settings: Any
-
-
-def _variants(block: ContentBlock) -> frozenset[str]:
-    return frozenset(v.id for v in block.spec.variants)
-
-
-def _serves(placement: Placement) -> Iterable[Serve]:
-    yield placement.fallback
-    for rule in placement.rules:
-        yield rule.serve
+def _record(event: RecentEvent) -> dict[str, Any]:
+    return {"event_type": event.event_type, "ts": event.ts, **event.props}
 
 
 def engine_for_workspace(workspace: Any, state: Any) -> DecisionEngine | None:

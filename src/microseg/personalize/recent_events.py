@@ -18,10 +18,14 @@ from typing import Any
 
 from sqlglot import exp
 
+from microseg.config.models import CORE_EVENT_COLUMNS
 from microseg.store import Store, utcnow
 from microseg.store.sql import col, ident
 
 Matchers = Mapping[str, Any]
+ALL = "*"
+"""In a watched property set: keep every property of the event type."""
+_NOT_PROPS = frozenset(CORE_EVENT_COLUMNS) | {"profile_id"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,7 +80,10 @@ class RecentEvents:
         wanted = self.watch.get(event_type)
         if wanted is None:
             return False
-        kept = {k: v for k, v in props.items() if k in wanted and v is not None}
+        if ALL in wanted:
+            kept = {k: v for k, v in props.items() if k not in _NOT_PROPS and v is not None}
+        else:
+            kept = {k: v for k, v in props.items() if k in wanted and v is not None}
         event = RecentEvent(event_type, naive_utc(ts), kept)
         with self._lock:
             types = self._rings.setdefault(profile_id, {})
@@ -111,7 +118,7 @@ class RecentEvents:
         if types.isdisjoint(self.watch):
             return
         wanted = {"profile_id", "event_type", "ts"} | set().union(*self.watch.values())
-        names = [c for c in events.column_names if c in wanted]
+        names = [c for c in events.column_names if ALL in wanted or c in wanted]
         self.add_rows(events.select(names).to_pylist())
 
     def load(self, store: Store, now: datetime | None = None) -> int:
@@ -121,7 +128,8 @@ class RecentEvents:
             return 0
         since = (now or utcnow()) - self.lookback
         present = set(store.columns("events"))
-        props = sorted(p for p in set().union(*self.watch.values()) if p in present)
+        wanted = set().union(*self.watch.values())
+        props = sorted(p for p in present - _NOT_PROPS if ALL in wanted or p in wanted)
         ranked = exp.Window(
             this=exp.RowNumber(),
             partition_by=[col("profile_id", "i"), col("event_type", "e")],
