@@ -236,14 +236,13 @@ def _retail_sample(data_dir: Path, dest: Path, every: int) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=header)
 
 
-def test_report_on_online_retail_sample(
-    app: typer.Typer, tmp_path: Path, data_dir: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+@pytest.mark.parametrize("every", [25, pytest.param(1, marks=pytest.mark.slow, id="all-customers")])
+def test_report_on_online_retail_sample(tmp_path: Path, data_dir: Path, every: int) -> None:
     from microseg.demo.run import RETAIL_AS_OF, RETAIL_SEGMENTS, _project_segments, write_project
 
     root = tmp_path / "retail"
     write_project(root)
-    raw = _retail_sample(data_dir, root / "sample.csv", every=25)
+    raw = _retail_sample(data_dir, root / "sample.csv", every=every)
     with Workspace.open(root) as ws:
         ws.import_events(root / "sample.csv", source="online_retail")
         ws.resolve_identities()
