@@ -150,3 +150,31 @@ def test_project_validator_and_engine_from_project(tmp_path: Path) -> None:
         with pytest.raises(DefinitionError) as info:
             DecisionEngine.from_project(root, None, store=ws.store, settings=ws.settings)
         assert "placement 'home_hero' is already defined in" in info.value.problems[0].message
+
+
+def test_declared_consent_purposes_and_the_bundled_example(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    known = replace(KNOWN, purposes=frozenset({"marketing_email", "analytics"}))
+    found = problems(DECISIONS.replace("consent: marketing", "consent: marketing_emial"), known)
+    (line, msg), *_ = found
+    assert (
+        "consent: marketing_emial"
+        in DECISIONS.replace("marketing", "marketing_emial").splitlines()[line - 1]
+    )
+    assert msg.startswith("unknown consent purpose 'marketing_emial' (did you mean")
+    assert "declared: analytics, marketing_email" in msg
+    # the example shipped for `microseg init` checks against a fresh project
+    root = tmp_path / "fresh"
+    Workspace.init(root, "fresh").close()
+    example = Path(__file__).resolve().parents[2] / "src/microseg/config/templates/decisions"
+    (root / "decisions").mkdir(exist_ok=True)
+    for path in example.glob("*.yaml"):
+        (root / "decisions" / path.name).write_text(path.read_text())
+        doc = load_document(root / "decisions" / path.name)
+        assert validate_decisions_document(doc, Project.load(root)).placements
+    with Workspace.open(root) as ws:
+        eng = DecisionEngine.from_project(root, None, store=ws.store, settings=ws.settings)
+        assert eng is not None and "email_lead" in eng.placements
+        out = eng.decide(profile("p1"), DecisionRequest(["email_lead"], "email"))[0]
+        assert out["block"] == "we_miss_you" and out["rendered"]["subject"]

@@ -102,7 +102,7 @@ def load_project_decisions(
     if segments is not None:
         segments = segments | stored_segments(store)
     placements = load_decisions(
-        files, Known(segments, known.blocks, known.events, stored_traits(store))
+        files, Known(segments, known.blocks, known.events, stored_traits(store), known.purposes)
     )
     used = {s.block for p in placements.values() for s in _serves(p)}
     return placements, {n: b for n, b in blocks.items() if n in used}

@@ -256,6 +256,7 @@ class Known:
     blocks: Mapping[str, frozenset[str]] | None = None  # block -> variant ids
     events: Mapping[str, frozenset[str]] | None = None  # event type -> property names
     traits: frozenset[str] | None = None
+    purposes: frozenset[str] | None = None  # declared consent purposes
 
 
 def _check_refs(doc: Document, parsed: DecisionsFile, known: Known) -> list[Problem]:
@@ -284,6 +285,13 @@ def _check_refs(doc: Document, parsed: DecisionsFile, known: Known) -> list[Prob
         for i, rule in enumerate(placement.rules):
             rloc = (*base, "rules", i)
             serve(rule.serve, (*rloc, "serve"))
+            if rule.consent and known.purposes and rule.consent not in known.purposes:
+                msg = (
+                    f"unknown consent purpose '{rule.consent}'"
+                    f"{did_you_mean(rule.consent, known.purposes)}"
+                    f" (declared: {', '.join(sorted(known.purposes))})"
+                )
+                problems.append(doc.problem(msg, (*rloc, "consent")))
             when = rule.when
             if known.segments is not None:
                 for key, names in (("in", when.in_), ("not_in", when.not_in)):
@@ -428,7 +436,15 @@ def project_known(project: Any, *, blocks: Mapping[str, frozenset[str]] | None =
         and not settings.taxonomy.allow_unknown_events
     ):
         events = {n: frozenset(s.properties) for n, s in settings.taxonomy.events.items()}
-    return Known(frozenset(segments) if segments is not None else None, found_blocks, events, None)
+    privacy = getattr(settings, "privacy", None)
+    purposes = frozenset(getattr(privacy, "purposes", None) or ()) or None
+    return Known(
+        frozenset(segments) if segments is not None else None,
+        found_blocks,
+        events,
+        None,
+        purposes,
+    )
 
 
 def validate_decisions_document(doc: Document, project: Any = None) -> DecisionsFile:
