@@ -29,7 +29,7 @@ import pandas as pd
 
 from microseg.console import SilentProgress
 from microseg.demo.run import ONLINE_RETAIL, REES46, find_data_dir, write_project
-from microseg.personalize.recommend import recommendations_for
+from microseg.personalize.recommend import make_recommender, recommendations_for
 from microseg.personalize.recommend_data import ONLINE_RETAIL as RETAIL_MAP
 from microseg.personalize.recommend_data import REES46 as REES_MAP
 from microseg.personalize.recommend_data import load_interactions
@@ -134,12 +134,16 @@ def online_retail(data: Path, work: Path, reps: int, plot: Path | None) -> None:
             "popularity": PopularityRecommender,
             "popularity_recent_30d": lambda: PopularityRecommender(half_life_days=30),
             "cooccurrence": ItemCooccurrenceRecommender,
-            "cooccurrence_lift": lambda: ItemCooccurrenceRecommender(similarity="lift"),
+            # lift needs a high support floor (rare pairs get huge lifts); 60 won on validation
+            "cooccurrence_lift": lambda: ItemCooccurrenceRecommender(
+                similarity="lift", min_support=60
+            ),
             "basket_cooccurrence": lambda: ItemCooccurrenceRecommender(unit="basket"),
             "category_affinity": category,
             "segment_popularity": lambda: SegmentPopularityRecommender(ws.store),
             "buy_again": BuyAgainRecommender,
             "blend": lambda: blend(weights),
+            "default_blend": lambda: make_recommender("blend", ws.store),
         }
         started = time.perf_counter()
         report = evaluate(ws.store, RETAIL_CUTOFF, builders, mapping=RETAIL_MAP, reps=reps)

@@ -337,6 +337,14 @@ def test_recommendations_for_gives_template_dicts_and_refits_on_new_data(
         blended = recommendations_for(ws.store, pid, 3, as_of=AS_OF)
         assert blended[0]["item"] == "Y2" and blended[0]["reason"] == "left in cart"
         assert recommendations_for(ws.store, "nobody", 2, as_of=AS_OF)[0]["reason"] == "popular"
+        # one model per (strategy, as_of, mapping), at most MAX_CACHED_MODELS per store
+        from microseg.personalize import recommend as module
+
+        for day in range(12):
+            recommendations_for(
+                ws.store, pid, 1, strategy="popularity", as_of=AS_OF - timedelta(days=day)
+            )
+        assert len(module._CACHE[ws.store]) == module.MAX_CACHED_MODELS
 
 
 def test_top_per_row_keeps_the_largest() -> None:

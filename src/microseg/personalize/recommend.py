@@ -134,6 +134,7 @@ _CACHE: weakref.WeakKeyDictionary[Store, dict[Any, tuple[Any, float, Recommender
 )
 _CACHE_LOCK = threading.Lock()
 MAX_MODEL_AGE_SECONDS = 300.0
+MAX_CACHED_MODELS = 8  # per store (strategy x as_of x mapping)
 
 
 def _fingerprint(store: Store) -> tuple[Any, ...]:
@@ -167,7 +168,11 @@ def cached_recommender(
         return hit[2]
     rec = fit_recommender(store, strategy, as_of=as_of, mapping=mapping)
     with _CACHE_LOCK:
-        _CACHE.setdefault(store, {})[key] = (fingerprint, time.monotonic(), rec)
+        models = _CACHE.setdefault(store, {})
+        models.pop(key, None)
+        models[key] = (fingerprint, time.monotonic(), rec)
+        while len(models) > MAX_CACHED_MODELS:  # oldest fit first (dicts keep insertion order)
+            models.pop(next(iter(models)))
     return rec
 
 
