@@ -46,6 +46,14 @@ placements:
         cap: {max: 1, per: 1d}
   footer:
     fallback: generic_hero
+  banner:
+    fallback: generic_hero
+    rules:
+      - name: big_spender
+        when:
+          in: [top_spenders]
+          traits: [{trait: ltv, op: ">", value: 100}]
+        serve: {block: generic_hero, variant: email}
 """
 
 
@@ -205,6 +213,13 @@ def test_request_errors_are_problems(setup: Any) -> None:
             body = api.decide("u1", query, status)
             assert text in body["detail"], (query, body)
         api.decide("ghost", "?placement=footer", 404)
+        # a query string without decision parameters keeps the plain answer (as before)
+        assert set(api.decide("u1", "?cachebust=1")) == {
+            "profile_id",
+            "segments",
+            "traits",
+            "updated_at",
+        }
         r = tc.get("/v1/decide/u1?placement=footer", headers={"X-API-Key": keys["collector"]})
         assert r.status_code == 403
         assert r.headers["content-type"] == "application/problem+json"
@@ -277,3 +292,25 @@ def test_changed_profile_fields_are_refreshed_without_a_bulk_reread(setup: Any) 
         assert after[len(before) :] == [(ws.profile_id("user_id:u1"),)]
         api.engine.contexts.forget(ws.profile_id("user_id:u1"))
         assert api.engine.needs_context(ws.profile_id("user_id:u1"))
+
+
+def test_realtime_segment_and_trait_changes_are_used_at_once(setup: Any) -> None:
+    _root, ws, keys = setup
+    tc, api = _app(ws, keys)
+    with tc:
+        state = tc.app.state.services.state  # type: ignore[attr-defined]
+        pid = ws.profile_id("user_id:u2")
+        assert api.decide("u2", "?placement=banner")["decisions"][0]["rule"] is None
+        state.apply_changes([(pid, "top_spenders", True)])  # as the real-time bridge does
+        (dec,) = api.decide("u2", "?placement=banner")["decisions"]
+        assert dec["rule"] is None
+        assert dec["why"]["skipped"][0]["detail"] == ["trait ltv > 100"]
+        state.set_traits(pid, {"ltv": 250.5})
+        out = api.decide("u2", "?placement=banner&channel=email")
+        assert out["segments"] == ["top_spenders"] and out["traits"] == {"ltv": 250.5}
+        (dec,) = out["decisions"]
+        assert (dec["rule"], dec["variant"]) == ("big_spender", "email")
+        assert dec["why"]["data"]["traits"] == {"ltv": 250.5}
+        # the pinned email variant does not exist for web: the block's web variant is used
+        (web,) = api.decide("u2", "?placement=banner")["decisions"]
+        assert (web["rule"], web["variant"]) == ("big_spender", "web")
