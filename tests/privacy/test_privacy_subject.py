@@ -106,3 +106,21 @@ def test_correct_pii_and_plain_attributes(tmp_path: Path) -> None:
     # the stored value is ciphertext, never the clear correction
     assert not ws.store.scalar("SELECT count(*) FROM profile_attributes WHERE value = 'Bergström'")
     ws.close()
+
+
+def test_data_keys_are_per_profile_and_bound_to_the_master_key(tmp_path: Path) -> None:
+    from microseg.errors import ConfigError as Cfg
+    from microseg.privacy.crypto import KeyRing
+    from microseg.privacy.keys import ENVELOPE, load_subject_keys
+
+    ws = disk_workspace(tmp_path / "proj")
+    pids = populate(ws, tmp_path)
+    deks = load_subject_keys(ws.store, ws.keys, pids.values())
+    assert len(deks) == 4 and len(set(deks.values())) == 4
+    assert all(len(k) == 32 for k in deks.values())  # AES-256
+    blobs = [bytes(r[0]) for r in ws.store.rows("SELECT ciphertext FROM pii_vault")]
+    assert blobs and all(b[:1] == ENVELOPE for b in blobs)
+    # the wrapped keys are useless with another master key: one clear error
+    with pytest.raises(Cfg, match="wrong key file"):
+        load_subject_keys(ws.store, KeyRing.generate(), pids.values())
+    ws.close()

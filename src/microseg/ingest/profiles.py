@@ -466,7 +466,7 @@ def _derive(
             extra.append(exp.alias_(phonetic, c.alias + "_p", quoted=True))
     if not extra:
         return
-    deks.preload(store, [str(r[0]) for r in store.rows("SELECT DISTINCT profile_id FROM " + VALID)])
+    deks.preload_table(store, VALID)
     select = exp.select(exp.Star(), *extra).from_(q.table(VALID))
     store.execute(
         exp.Create(

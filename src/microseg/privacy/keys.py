@@ -15,9 +15,11 @@ import base64
 import secrets
 from collections.abc import Iterable
 
+import pyarrow as pa
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from microseg.errors import ConfigError
 from microseg.privacy.crypto import NONCE_BYTES, KeyRing
 from microseg.store import Store, utcnow
 
@@ -34,13 +36,21 @@ def load_subject_keys(store: Store, keys: KeyRing, profile_ids: Iterable[str]) -
     if not wanted:
         return {}
     rows = store.rows(
-        "SELECT profile_id, wrapped_key FROM subject_keys WHERE list_contains(?, profile_id)",
+        "SELECT profile_id, wrapped_key, master_key_id FROM subject_keys"
+        " WHERE list_contains(?, profile_id)",
         [wanted],
     )
-    return {
-        str(pid): base64.b64decode(keys.decrypt(bytes(blob), _wrap_context(str(pid))))
-        for pid, blob in rows
-    }
+    return {str(pid): _unwrap(keys, str(pid), bytes(blob), str(kid)) for pid, blob, kid in rows}
+
+
+def _unwrap(keys: KeyRing, profile_id: str, blob: bytes, master_key_id: str) -> bytes:
+    try:
+        return base64.b64decode(keys.decrypt(blob, _wrap_context(profile_id)))
+    except InvalidTag:
+        raise ConfigError(
+            f"the data key of profile {profile_id} was wrapped by master key"
+            f" '{master_key_id}', not by this key file's '{keys.key_id}' (wrong key file?)"
+        ) from None
 
 
 def ensure_subject_keys(
@@ -51,19 +61,36 @@ def ensure_subject_keys(
     have = load_subject_keys(store, keys, wanted)
     missing = [p for p in wanted if p not in have]
     if missing:
-        now = utcnow()
-        fresh = {p: secrets.token_bytes(32) for p in missing}
-        rows = [
-            (p, keys.encrypt(base64.b64encode(k).decode(), _wrap_context(p)), keys.key_id, now)
-            for p, k in fresh.items()
-        ]
-        with store.lock:
-            store.con.executemany(
-                "INSERT INTO subject_keys VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING", rows
-            )
+        _insert_wrapped(store, keys, {p: secrets.token_bytes(32) for p in missing})
         # another writer may have won a race: read back what is stored
         have.update(load_subject_keys(store, keys, missing))
     return have
+
+
+def _insert_wrapped(store: Store, keys: KeyRing, fresh: dict[str, bytes]) -> None:
+    """Insert DEKs wrapped by the master key (bulk, via Arrow; an existing key wins)."""
+    table = pa.table(
+        {
+            "profile_id": pa.array(list(fresh), pa.string()),
+            "wrapped_key": pa.array(
+                [
+                    keys.encrypt(base64.b64encode(k).decode(), _wrap_context(p))
+                    for p, k in fresh.items()
+                ],
+                pa.binary(),
+            ),
+        }
+    )
+    with store.lock:
+        store.con.register("_ms_new_deks", table)
+        try:
+            store.con.execute(
+                "INSERT INTO subject_keys SELECT profile_id, wrapped_key, ?, ? FROM _ms_new_deks"
+                " ON CONFLICT DO NOTHING",
+                [keys.key_id, utcnow()],
+            )
+        finally:
+            store.con.unregister("_ms_new_deks")
 
 
 def encrypt_with(dek: bytes, plaintext: str, context: str) -> bytes:
@@ -124,6 +151,16 @@ class DekCache:
     def preload(self, store: Store, profile_ids: Iterable[str]) -> None:
         self.deks.update(load_subject_keys(store, self.keys, profile_ids))
 
+    def preload_table(self, store: Store, table: str) -> None:
+        """Load the stored DEKs of the profiles of a (fixed-name) staging table."""
+        rows = store.rows(
+            "SELECT k.profile_id, k.wrapped_key, k.master_key_id FROM subject_keys k SEMI JOIN "
+            + table
+            + " t ON t.profile_id = k.profile_id"
+        )
+        for pid, blob, kid in rows:
+            self.deks[str(pid)] = _unwrap(self.keys, str(pid), bytes(blob), str(kid))
+
     def dek(self, profile_id: str) -> bytes:
         key = self.deks.get(profile_id)
         if key is None:
@@ -141,18 +178,7 @@ class DekCache:
         """Store the keys created since the last call; returns how many."""
         if not self.new:
             return 0
-        now = utcnow()
-        rows = [
-            (
-                p,
-                self.keys.encrypt(base64.b64encode(k).decode(), _wrap_context(p)),
-                self.keys.key_id,
-                now,
-            )
-            for p, k in self.new.items()
-        ]
-        with store.lock:
-            store.con.executemany("INSERT INTO subject_keys VALUES (?, ?, ?, ?)", rows)
+        _insert_wrapped(store, self.keys, self.new)
         n = len(self.new)
         self.new = {}
         return n
