@@ -114,7 +114,7 @@ def parse_journey(text: str) -> Journey:
 def load_template_blocks(store: Store) -> ContentRepo:
     """Save the template content blocks into the store's content repository."""
     repo = ContentRepo(store)
-    text = (TEMPLATES / "content" / "journeys.yaml").read_text(encoding="utf-8")
+    text = (TEMPLATES / "journeys" / "content" / "journeys.yaml").read_text(encoding="utf-8")
     for name, spec in parse_content(text, "journeys.yaml").blocks.items():
         repo.save(name, spec)
     return repo

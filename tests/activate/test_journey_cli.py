@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import csv
 import json
-import shutil
 import uuid
 from datetime import datetime
-from importlib import resources
 from pathlib import Path
 
 import pytest
@@ -27,9 +25,9 @@ T0 = datetime(2026, 3, 2, 10, 0)
 def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     root = tmp_path / "proj"
     Project.init(root, "demo")
-    with resources.as_file(resources.files("microseg.config") / "templates" / "journeys") as src:
-        shutil.copytree(src, root / "journeys", dirs_exist_ok=True)
     monkeypatch.setitem(STATE, "project", root)
+    written = CliRunner().invoke(_app(), ["journeys", "examples"])
+    assert written.exit_code == 0 and "5 files written" in written.output, written.output
     crm = tmp_path / "crm.csv"
     with crm.open("w", newline="") as fh:
         w = csv.writer(fh)

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import shutil
-from importlib import resources
 from pathlib import Path
 
 import pytest
 from journey_support import parse_journey
 
 from microseg.activate.journey_model import DateTrigger, Journey, Reentry, TraitTrigger
+from microseg.activate.journey_project import install_examples
 from microseg.activate.journey_validate import (
     load_journeys,
     load_project_journeys,
@@ -26,8 +25,8 @@ from microseg.store import Store
 def project(tmp_path: Path) -> Project:
     root = tmp_path / "proj"
     project = Project.init(root, "demo")
-    with resources.as_file(resources.files("microseg.config") / "templates" / "journeys") as src:
-        shutil.copytree(src, root / "journeys", dirs_exist_ok=True)
+    assert len(install_examples(root)) == 5
+    assert install_examples(root) == []  # existing files are kept
     return project
 
 

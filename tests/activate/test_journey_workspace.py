@@ -5,14 +5,12 @@ from __future__ import annotations
 
 import csv
 import json
-import shutil
 from datetime import datetime
-from importlib import resources
 from pathlib import Path
 
 from journey_support import Recorder
 
-from microseg.activate.journey_project import project_engine
+from microseg.activate.journey_project import install_examples, project_engine
 from microseg.workspace import Workspace
 
 T0 = datetime(2026, 3, 2, 10, 0)
@@ -26,10 +24,7 @@ def _events(path: Path, rows: list[dict[str, object]]) -> Path:
 def test_batch_imported_events_trigger_and_resolve_waits(tmp_path: Path) -> None:
     root = tmp_path / "proj"
     with Workspace.init(root, "shop") as ws:
-        with resources.as_file(
-            resources.files("microseg.config") / "templates" / "journeys"
-        ) as src:
-            shutil.copytree(src, root / "journeys", dirs_exist_ok=True)
+        install_examples(root)
         crm = tmp_path / "crm.csv"
         with crm.open("w", newline="") as fh:
             w = csv.writer(fh)

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import datetime
+from importlib import resources
+from pathlib import Path
 from typing import Any
 
 from microseg.activate.channels import Channel, EmailChannel
@@ -18,6 +20,24 @@ from microseg.activate.journey_validate import load_project_journeys
 from microseg.activate.journeys import JourneyEngine
 from microseg.errors import ConfigError, NotFoundError, did_you_mean
 from microseg.personalize.content import ContentRepo
+
+
+def install_examples(root: str | Path, *, overwrite: bool = False) -> list[Path]:
+    """Copy the seed journeys (``journeys/*.yaml``) and their blocks (``content/``) to a project.
+
+    Existing files are kept unless ``overwrite``; returns the files written.
+    """
+    base = resources.files("microseg.config") / "templates" / "journeys"
+    written: list[Path] = []
+    for source, folder in ((base, "journeys"), (base / "content", "content")):
+        target = Path(root) / folder
+        target.mkdir(parents=True, exist_ok=True)
+        for item in sorted(source.iterdir(), key=lambda i: i.name):
+            dest = target / item.name
+            if item.is_file() and item.name.endswith(".yaml") and (overwrite or not dest.exists()):
+                dest.write_text(item.read_text(encoding="utf-8"), encoding="utf-8")
+                written.append(dest)
+    return written
 
 
 def parse_smtp(value: str) -> tuple[str, int]:

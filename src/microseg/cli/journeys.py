@@ -37,6 +37,21 @@ def register(app: typer.Typer) -> None:
         journeys = load_journeys(paths, project)
         console.print(f"[green]OK[/green]: {len(journeys)} journey files valid")
 
+    @j_app.command("examples")
+    def examples(
+        overwrite: bool = typer.Option(False, "--overwrite", help="replace existing files"),
+    ) -> None:
+        """Copy the seed journeys (cart abandonment, gym renewal, re-engagement) and blocks."""
+        from microseg.activate.journey_project import install_examples
+        from microseg.cli import STATE
+        from microseg.config.project import Project
+
+        project = Project.load(STATE["project"])
+        written = install_examples(project.root, overwrite=overwrite)
+        for path in written:
+            console.print(f"wrote {path.relative_to(project.root)}")
+        console.print(f"{len(written)} files written (existing files kept unless --overwrite)")
+
     @j_app.command("run")
     def run(
         now: str | None = typer.Option(None, "--now", help="ISO time of the (first) cycle"),
