@@ -152,7 +152,7 @@ def test_project_validator_and_engine_from_project(tmp_path: Path) -> None:
         assert "placement 'home_hero' is already defined in" in info.value.problems[0].message
 
 
-def test_declared_consent_purposes_and_the_bundled_example(tmp_path: Path) -> None:
+def test_declared_consent_purposes() -> None:
     from dataclasses import replace
 
     known = replace(KNOWN, purposes=frozenset({"marketing_email", "analytics"}))
@@ -164,17 +164,3 @@ def test_declared_consent_purposes_and_the_bundled_example(tmp_path: Path) -> No
     )
     assert msg.startswith("unknown consent purpose 'marketing_emial' (did you mean")
     assert "declared: analytics, marketing_email" in msg
-    # the example shipped for `microseg init` checks against a fresh project
-    root = tmp_path / "fresh"
-    Workspace.init(root, "fresh").close()
-    example = Path(__file__).resolve().parents[2] / "src/microseg/config/templates/decisions"
-    (root / "decisions").mkdir(exist_ok=True)
-    for path in example.glob("*.yaml"):
-        (root / "decisions" / path.name).write_text(path.read_text())
-        doc = load_document(root / "decisions" / path.name)
-        assert validate_decisions_document(doc, Project.load(root)).placements
-    with Workspace.open(root) as ws:
-        eng = DecisionEngine.from_project(root, None, store=ws.store, settings=ws.settings)
-        assert eng is not None and "email_lead" in eng.placements
-        out = eng.decide(profile("p1"), DecisionRequest(["email_lead"], "email"))[0]
-        assert out["block"] == "we_miss_you" and out["rendered"]["subject"]
