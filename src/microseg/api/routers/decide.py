@@ -71,7 +71,8 @@ async def decide(ref: str, request: Request, _key: DecisionKey) -> Response:
     """``ref``: a profile id, an id key (``user_id:42``, ``email:ann@example.com``) or a bare
     user / device / anonymous id."""
     services: Services = request.app.state.services  # hot path: one dependency fewer
-    if not request.scope["query_string"]:
+    if not request.scope["query_string"] or QUERY_PARAMS.isdisjoint(request.query_params):
+        # no decision parameters (other query strings are ignored, as they always were)
         return Response(services.state.get(ref).body(), media_type="application/json")
     return await _decide_content(ref, request, services)
 
