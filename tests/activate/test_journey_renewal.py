@@ -6,7 +6,15 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from journey_support import World, email_channel, new_world, smtp_server, template_journey
+from journey_support import (
+    Recorder,
+    World,
+    email_channel,
+    new_world,
+    parse_journey,
+    smtp_server,
+    template_journey,
+)
 
 START = datetime(2026, 3, 1, 9, 30)
 RENEWAL = "2026-03-20"
@@ -108,3 +116,24 @@ def test_next_years_renewal_date_is_a_new_group(tmp_path) -> None:
         engine.run(datetime(2027, 3, 13, 9, 5))
         engine.run(datetime(2027, 3, 13, 9, 6))
     assert len(inbox.to("renews@gym.test")) == 2
+
+
+def test_days_after_a_date_trait_at_a_time_of_day(tmp_path) -> None:
+    """``after`` offsets on a date *trait*; the trigger time is the date + N days at ``at``."""
+    world = _gym(tmp_path)
+    world.traits({"hi": {"joined_on": "2026-03-10"}, "mid": {"joined_on": "not a date"}})
+    journey = parse_journey(
+        "name: welcome_back\n"
+        "trigger: {date: joined_on, source: trait, after: [0, 2], at: '14:30'}\n"
+        "reentry: never\n"
+        "steps:\n  - id: m\n    send: {block: renewal_lurker, purpose: email_marketing}\n"
+    )
+    rec = Recorder()
+    engine = world.engine([journey], {"email": rec})
+    engine.run(datetime(2026, 3, 10, 14, 0))
+    assert rec.sent == []
+    engine.run(datetime(2026, 3, 10, 14, 31))
+    engine.run(datetime(2026, 3, 12, 14, 31))
+    assert [m.data["enrolment"] for m in rec.sent] == [1, 2]  # offsets 0 and 2, same group
+    log = engine.log("welcome_back")
+    assert list(log[log["action"] == "enrolled"]["detail"]) == ["2026-03-10|0", "2026-03-10|2"]
