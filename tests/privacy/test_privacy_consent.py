@@ -185,3 +185,39 @@ def test_import_consents_csv(tmp_path: Path) -> None:
     with pytest.raises(ImportFileError, match="needs columns"):
         import_consents(ws, bad)
     ws.close()
+
+
+def test_realtime_subscriber_moves_serving_state_at_once(tmp_path: Path) -> None:
+    from microseg.api.realtime import RealtimeBridge
+    from microseg.api.serving import ServingState
+    from microseg.privacy.consent import realtime_subscriber
+
+    root = tmp_path / "proj"
+    Workspace.init(root, "rt").close()
+    for path in (root / "segments").glob("*.yaml"):
+        if path.name != "email_reachable.yaml":  # the others need computed traits
+            path.unlink()
+    ws = Workspace.open(root)
+    pids = populate(ws, tmp_path)
+    pid = pids[PEOPLE[2]["user_id"]]
+    bridge = RealtimeBridge.from_workspace(ws)  # the project's segments incl. email_reachable
+    assert bridge is not None
+    state = ServingState.from_store(ws.store, ws.keys)
+    consent_registry(ws.store).subscribe(realtime_subscriber(bridge, state))
+
+    def segments() -> frozenset[str]:
+        return state.get(pid).segments
+
+    record_consent(ws.store, pid, "email_marketing", False, source="unsubscribe")
+    assert "email_reachable" not in segments()
+    record_consent(ws.store, pid, "email_marketing", True, source="form")
+    assert "email_reachable" in segments()  # no batch run, no request in between
+    record_consent(ws.store, pid, "email_marketing", False, source="unsubscribe")
+    assert "email_reachable" not in segments()
+    history = ws.store.rows(
+        "SELECT change FROM membership_history WHERE profile_id = ? AND segment ="
+        " 'email_reachable' ORDER BY recorded_at",
+        [pid],
+    )
+    assert [h[0] for h in history][-2:] == ["entered", "exited"]
+    ws.close()
