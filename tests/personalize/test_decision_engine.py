@@ -21,7 +21,7 @@ def _cart(eng: DecisionEngine, pid: str = "p1", hours_ago: float = 2, **props: o
 
 
 def _grant(eng: DecisionEngine, pid: str = "p1", granted: bool = True, at: datetime = NOW) -> None:
-    eng.consents._apply([(pid, "marketing", granted, None, at - timedelta(minutes=1))])
+    eng.consents.observe(pid, "marketing", granted, at - timedelta(minutes=1))
 
 
 def decide_home(eng: DecisionEngine, prof: object, now: datetime = NOW) -> dict:
@@ -38,7 +38,7 @@ def test_highest_priority_applicable_rule_wins_and_renders() -> None:
     assert first["rendered"] == {"html": "<h1>there, still want sku-1?</h1>"}
     assert first["control"] is False and first["why"]["skipped"] == []
     # without consent the cart rule is passed over; the pinned VIP variant is served
-    eng.consents._apply([("p1", "marketing", False, None, NOW)])
+    assert eng.consents.observe("p1", "marketing", False, NOW)
     second = decide_home(eng, vip)
     assert (second["rule"], second["variant"]) == ("vip", "web_alt")
     assert second["rendered"] == {"html": "<h1>Alt VIP gold</h1>"}
@@ -216,7 +216,7 @@ def test_consent_revocation_and_expiry_from_the_store(tmp_path: Path) -> None:
 def test_why_lists_conditions_values_and_data() -> None:
     eng = engine()
     prof = profile("p1", ["top_spenders"], {"ltv": 150.0, "tier": "gold"})
-    eng.consents._apply([("p1", "marketing", False, None, NOW)])
+    eng.consents.observe("p1", "marketing", False, NOW)
     why = decide_home(eng, prof)["why"]
     assert why["segments"] == ["top_spenders"]
     assert why["conditions"] == [

@@ -110,7 +110,7 @@ def test_injection_in_names_is_refused_and_in_values_is_inert() -> None:
 
     now = datetime(2026, 5, 1)
     eng.recent.add("p1", "add_to_cart", now - timedelta(hours=1), {"category": "{{ 7*7 }}"})
-    eng.consents._apply([("p1", "marketing", True, None, now - timedelta(hours=2))])
+    eng.consents.observe("p1", "marketing", True, now - timedelta(hours=2))
     out = eng.decide(
         profile("p1", traits={"tier": "<script>x</script>"}), DecisionRequest(["home_hero"]), now
     )[0]

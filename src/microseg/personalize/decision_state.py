@@ -105,6 +105,18 @@ class ConsentCache:
             )
         self._apply([(profile_id, purpose, granted, expires_at, at)])
 
+    def observe(
+        self,
+        profile_id: str,
+        purpose: str,
+        granted: bool,
+        recorded_at: datetime,
+        expires_at: datetime | None = None,
+    ) -> bool:
+        """Apply a consent record already stored elsewhere (e.g. by the privacy consent API)
+        without waiting for the next refresh; returns whether it changed the answer."""
+        return self._apply([(profile_id, purpose, granted, expires_at, recorded_at)]) > 0
+
     def granted(self, profile_id: str, purpose: str, now: datetime) -> bool:
         """Whether the latest record grants the purpose and has not expired."""
         found = self._latest.get((profile_id, purpose))

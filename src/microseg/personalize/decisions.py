@@ -7,7 +7,9 @@ all its ``when`` conditions hold (segment membership and traits from the
 granted (:class:`~microseg.personalize.decision_state.ConsentCache`) and its frequency cap
 is not reached (:class:`~microseg.personalize.decision_state.ImpressionCounter`). A profile
 in the rule's sticky control group (hash of profile, placement and rule) gets the placement's
-fallback block, flagged ``control``. Without an applicable rule the fallback is served.
+fallback block, flagged ``control``; control responses do not count against caps. Without an
+applicable rule the fallback is served. Every served (non-control) decision of a capped rule
+is an impression.
 
 The chosen block is rendered with precompiled templates; its context is the profile's cached
 fields (:class:`~microseg.personalize.decision_state.ContextCache`), current traits,
