@@ -20,6 +20,7 @@ def _settings(doc: Document, project: Project) -> object:
 def validators() -> dict[str, Validator]:
     """Glob (relative to the project root) -> validator of one parsed file."""
     from microseg.experiments.assignment import ExperimentSpec
+    from microseg.measure.guards import validate_campaign_document
     from microseg.personalize.content import validate_content_document
     from microseg.segments.parse import validate_segment_file
     from microseg.traits.compute import validate_traits_file
@@ -33,6 +34,7 @@ def validators() -> dict[str, Validator]:
         "segments/*.yaml": validate_segment_file,
         "content/*.yaml": validate_content_document,
         "experiments/*.yaml": _experiment,
+        "campaigns/*.yaml": validate_campaign_document,
     }
 
 

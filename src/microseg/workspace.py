@@ -179,6 +179,45 @@ class Workspace:
 
         return compute_segments(self, as_of=as_of, progress=self.progress, **kwargs)
 
+    def recommend(
+        self, ref: str, k: int = 10, *, strategy: str = "blend", as_of: datetime | None = None
+    ) -> pd.DataFrame:
+        """Top-``k`` item recommendations for a profile (``personalize.recommend``)."""
+        from microseg.personalize.recommend import recommend
+
+        return recommend(self.store, [self.profile_id(ref)], k=k, strategy=strategy, as_of=as_of)
+
+    def evaluate_recommendations(self, cutoff: datetime, **kwargs: Any) -> Any:
+        """Offline hit rate / recall@k of the recommenders on a temporal split at ``cutoff``."""
+        from microseg.personalize.recommend_eval import evaluate
+
+        return evaluate(self.store, cutoff, progress=self.progress, **kwargs)
+
+    def kpis(self, **kwargs: Any) -> pd.DataFrame:
+        """Per-segment KPIs over time (``measure.kpis.segment_kpis``)."""
+        from microseg.measure.kpis import segment_kpis
+
+        return segment_kpis(self.store, taxonomy=self.settings.taxonomy, **kwargs)
+
+    def report(self, out_dir: str | Path, as_of: datetime | None = None, **kwargs: Any) -> Path:
+        """Write the HTML/PNG report of segments, experiments and KPIs; returns report.html."""
+        from microseg.report import build_report
+
+        return build_report(self, Path(out_dir), as_of=as_of, **kwargs)
+
+    def check_campaigns(self, as_of: datetime | None = None, apply: bool = False) -> Any:
+        """Evaluate the campaign guard rules (``campaigns/*.yaml``); ``apply`` acts on them."""
+        from microseg.measure.guards import check_campaigns
+
+        return check_campaigns(
+            self.store,
+            self.project.root,
+            project=self.project,
+            as_of=as_of,
+            apply=apply,
+            actor=self.actor,
+        )
+
     def quality_report(self, **kwargs: Any) -> Any:
         from microseg.ingest.quality import quality_report
 

@@ -197,3 +197,25 @@ def test_file_outbox_is_the_default_and_payloads_are_encrypted(
     assert store.scalar("SELECT recipient_token FROM sends").startswith("tok_")
     with pytest.raises(NotFoundError, match="did you mean 'file'"):
         dispatcher.deliver(_msg("x", channel="fil"))
+
+
+def test_paused_or_throttled_campaign_skips_the_send(store, clock, tmp_path: Path) -> None:
+    from microseg.measure.guards import set_campaign_status
+
+    outbox = FileOutboxChannel(tmp_path / "outbox.jsonl")
+    dispatcher = Dispatcher(
+        SendLedger(store, clock=clock), {"file": outbox}, require_consent=False, clock=clock
+    )
+
+    def msg(key: str, pid: str) -> Message:
+        return Message(key, "file", f"{pid}@example.com", profile_id=pid, campaign="winback")
+
+    assert dispatcher.deliver(msg("a", "p1")).status == "sent"  # unknown campaign: active
+    set_campaign_status(store, "winback", "paused", reason="kpi fell", actor="test")
+    paused = dispatcher.deliver(msg("b", "p1"))
+    assert (paused.status, paused.error) == ("skipped", "campaign_paused")
+    set_campaign_status(store, "winback", "active", reason="recovered", actor="test", share=0.5)
+    sent = [dispatcher.deliver(msg(f"c{i}", f"p{i}")).status for i in range(400)]
+    assert 120 < sent.count("sent") < 280  # about half the recipients, by a stable bucket
+    assert {s for s in sent} == {"sent", "skipped"}
+    assert len(outbox.read()) == 1 + sent.count("sent")

@@ -46,6 +46,7 @@ class Message:
     data: dict[str, Any] = field(default_factory=dict)
     block: str | None = None
     block_version: int | None = None
+    campaign: str | None = None  # paused / throttled by the campaign guards (measure.guards)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

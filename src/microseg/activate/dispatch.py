@@ -114,6 +114,13 @@ class Dispatcher:
             if self.require_consent and not self._consent(pid, message.purpose):
                 self.ledger.skip(key, f"no consent for '{message.purpose}'")
                 return SendResult("skipped", None, f"no consent for '{message.purpose}'", 0, key)
+            if message.campaign is not None:
+                from microseg.measure.guards import campaign_allows
+
+                allowed, why = campaign_allows(self.ledger.store, message.campaign, pid)
+                if not allowed:
+                    self.ledger.skip(key, why)
+                    return SendResult("skipped", None, why, 0, key)
             for cap in self.caps:
                 if not cap.allows(self.ledger, pid, now):
                     reason = f"frequency cap {cap.describe()}"

@@ -89,6 +89,8 @@ SUBCOMMANDS: tuple[str, ...] = (
     "serve",
     "demo",
     "bench",
+    "report",
+    "recommend",
 )
 
 

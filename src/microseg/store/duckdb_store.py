@@ -51,6 +51,7 @@ class Store:
         except duckdb.IOException as exc:
             raise ConfigError(f"cannot open store {self.path}: {exc}") from None
         self.con.execute("SET TimeZone = 'UTC'")
+        self.con.execute("SET enable_progress_bar = false")  # ours are Rich bars, not stdout
         self.lock = threading.RLock()
         if not read_only:
             self.migrate()
