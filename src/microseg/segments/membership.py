@@ -150,12 +150,16 @@ def _event_columns(segments: Iterable[Segment]) -> tuple[set[str], set[str]]:
     return types, cols
 
 
-def prepare_events(store: Store, segments: Iterable[Segment], as_of: datetime) -> None:
-    """One pass over events: the rows and columns the segments read, with their profile id."""
+def events_query(segments: Iterable[Segment], as_of: datetime, have: Iterable[str]) -> exp.Select:
+    """The rows and columns of events the segments read, with their profile id.
+
+    ``have`` is the set of event columns present (columns the segments name but the events
+    table lacks are left out). Shared by the DuckDB path and the Spark engine.
+    """
     segs = list(segments)
     types, cols = _event_columns(segs)
-    have = store.columns("events")
-    select = exp.select(sql.col(PID, "i"), *(sql.col(c, "e") for c in sorted(cols) if c in have))
+    present = set(have)
+    select = exp.select(sql.col(PID, "i"), *(sql.col(c, "e") for c in sorted(cols) if c in present))
     select = select.from_(
         exp.Table(this=sql.ident("events"), alias=exp.TableAlias(this=sql.ident("e")))
     ).join(
@@ -174,11 +178,16 @@ def prepare_events(store: Store, segments: Iterable[Segment], as_of: datetime) -
     lower = _lower_bound(segs, as_of)
     if lower is not None:
         filters.append(exp.GTE(this=sql.col("ts", "e"), expression=ts(lower)))
+    return select.where(exp.and_(*filters))
+
+
+def prepare_events(store: Store, segments: Iterable[Segment], as_of: datetime) -> None:
+    """One pass over events: the rows and columns the segments read, with their profile id."""
     create = exp.Create(
         this=exp.Table(this=sql.ident(EVENTS_TEMP)),
         kind="TABLE",
         replace=True,
-        expression=select.where(exp.and_(*filters)),
+        expression=events_query(segments, as_of, store.columns("events")),
         properties=exp.Properties(expressions=[exp.TemporaryProperty()]),
     )
     store.execute(create)

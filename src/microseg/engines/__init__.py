@@ -1,0 +1,1 @@
+"""Execution engines besides the embedded DuckDB store (Spark SQL through PySpark)."""
