@@ -19,6 +19,7 @@ def _settings(doc: Document, project: Project) -> object:
 
 def validators() -> dict[str, Validator]:
     """Glob (relative to the project root) -> validator of one parsed file."""
+    from microseg.activate.journey_validate import validate_journey_document
     from microseg.experiments.assignment import ExperimentSpec
     from microseg.measure.guards import validate_campaign_document
     from microseg.personalize.content import validate_content_document
@@ -35,6 +36,7 @@ def validators() -> dict[str, Validator]:
         "content/*.yaml": validate_content_document,
         "experiments/*.yaml": _experiment,
         "campaigns/*.yaml": validate_campaign_document,
+        "journeys/*.yaml": validate_journey_document,
     }
 
 

@@ -193,6 +193,12 @@ class Workspace:
 
         return evaluate(self.store, cutoff, progress=self.progress, **kwargs)
 
+    def journeys(self, **kwargs: Any) -> Any:
+        """The journey engine over the project's ``journeys/*.yaml`` (run it with ``.run()``)."""
+        from microseg.activate.journey_project import project_engine
+
+        return project_engine(self, **kwargs)
+
     def kpis(self, **kwargs: Any) -> pd.DataFrame:
         """Per-segment KPIs over time (``measure.kpis.segment_kpis``)."""
         from microseg.measure.kpis import segment_kpis

@@ -14,6 +14,8 @@ from microseg.activate.channels import (
     WebhookChannel,
 )
 from microseg.activate.dispatch import Dispatcher, default_channels, message_from_rendered
+from microseg.activate.journey_model import Journey
+from microseg.activate.journeys import JourneyEngine
 from microseg.activate.ledger import SendLedger, SendMeta, SendResult
 from microseg.activate.policy import FrequencyCap, QuietHours, StoreConsent
 
@@ -24,6 +26,8 @@ __all__ = [
     "EmailChannel",
     "FileOutboxChannel",
     "FrequencyCap",
+    "Journey",
+    "JourneyEngine",
     "Message",
     "QuietHours",
     "SendLedger",

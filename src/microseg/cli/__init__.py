@@ -91,6 +91,7 @@ SUBCOMMANDS: tuple[str, ...] = (
     "bench",
     "report",
     "recommend",
+    "journeys",
 )
 
 

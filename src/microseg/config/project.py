@@ -13,7 +13,9 @@ from microseg.errors import ConfigError
 
 SETTINGS_FILE = "microseg.yaml"
 TEMPLATE_FILES = ("microseg.yaml", "traits.yaml")
-PROJECT_DIRS = ("segments", "content", "campaigns", "experiments")
+PROJECT_DIRS = ("segments", "content", "campaigns", "experiments", "journeys")
+# Journey examples need their content blocks: `microseg journeys examples` installs both.
+EMPTY_DIRS = frozenset({"journeys"})
 
 
 @dataclass
@@ -61,7 +63,7 @@ class Project:
         for sub in PROJECT_DIRS:
             (folder / sub).mkdir(exist_ok=True)
             tdir = templates / sub
-            if tdir.is_dir():
+            if tdir.is_dir() and sub not in EMPTY_DIRS:
                 for item in tdir.iterdir():
                     if item.is_file():
                         with resources.as_file(item) as path:

@@ -365,6 +365,40 @@ MIGRATIONS: tuple[Migration, ...] = (
         ),
     ),
     Migration(
+        10,
+        "journeys: enrolments, waits, sweep watermarks, trigger matches, journey log, timer kinds",
+        (
+            "ALTER TABLE journey_state ADD COLUMN enrolment INTEGER DEFAULT 0",
+            "ALTER TABLE journey_state ADD COLUMN occurrence VARCHAR",
+            "ALTER TABLE journey_state ADD COLUMN visit INTEGER DEFAULT 0",
+            "ALTER TABLE journey_state ADD COLUMN wait_since TIMESTAMP",
+            "ALTER TABLE journey_state ADD COLUMN wait_until TIMESTAMP",
+            "ALTER TABLE timers ADD COLUMN kind VARCHAR",
+            "ALTER TABLE timers ADD COLUMN enrolment INTEGER",
+            "ALTER TABLE timers ADD COLUMN outcome VARCHAR",
+            """CREATE TABLE IF NOT EXISTS journey_sweeps (
+                journey VARCHAR PRIMARY KEY,
+                last_sweep_at TIMESTAMP NOT NULL,
+                enrolled BIGINT,
+                updated_at TIMESTAMP NOT NULL
+            )""",
+            """CREATE TABLE IF NOT EXISTS journey_matches (
+                journey VARCHAR NOT NULL,
+                profile_id VARCHAR NOT NULL,
+                since TIMESTAMP NOT NULL
+            )""",
+            """CREATE TABLE IF NOT EXISTS journey_log (
+                journey VARCHAR NOT NULL,
+                profile_id VARCHAR NOT NULL,
+                enrolment INTEGER,
+                step VARCHAR,
+                action VARCHAR NOT NULL,
+                logged_at TIMESTAMP NOT NULL,
+                detail VARCHAR
+            )""",
+        ),
+    ),
+    Migration(
         12,
         "privacy: per-profile data keys, erasure markers, current consent view",
         (
