@@ -120,18 +120,35 @@ def populate(ws: Workspace, tmp: Path) -> dict[str, str]:
     for i, (uid, pid) in enumerate(pids.items()):
         record_consent(s, pid, "email_marketing", True, source="web_form", at=T0)
         s.execute("INSERT INTO traits VALUES (?, ?)", [pid, 100.0 + i])
-        s.execute("INSERT INTO memberships VALUES ('vip', ?, ?)", [pid, now])
         s.execute(
-            "INSERT INTO membership_history VALUES ('vip', ?, 'entered', ?, 'rule', 'batch', ?)",
+            "INSERT INTO memberships (segment, profile_id, entered_at) VALUES ('vip', ?, ?)",
+            [pid, now],
+        )
+        s.execute(
+            "INSERT INTO membership_history (segment, profile_id, change, changed_at, reason,"
+            " source, recorded_at) VALUES ('vip', ?, 'entered', ?, 'rule', 'batch', ?)",
             [pid, now, now],
         )
-        s.execute("INSERT INTO scores VALUES (?, 'churn', 1, 0.3, ?)", [pid, now])
-        s.execute("INSERT INTO cluster_membership VALUES (?, 'run1', 2, 'bargain', ?)", [pid, now])
         s.execute(
-            "INSERT INTO journey_state VALUES (?, 'welcome', 's1', 'active', ?, ?, ?)",
+            "INSERT INTO scores (profile_id, model, version, score, scored_at)"
+            " VALUES (?, 'churn', 1, 0.3, ?)",
+            [pid, now],
+        )
+        s.execute(
+            "INSERT INTO cluster_membership (profile_id, run, cluster, persona, assigned_at)"
+            " VALUES (?, 'run1', 2, 'bargain', ?)",
+            [pid, now],
+        )
+        s.execute(
+            "INSERT INTO journey_state (profile_id, journey, step, status, entered_at,"
+            " updated_at, data) VALUES (?, 'welcome', 's1', 'active', ?, ?, ?)",
             [pid, now, now, json.dumps({"user": uid})],
         )
-        s.execute("INSERT INTO experiment_assignments VALUES ('exp1', ?, 'b', ?)", [pid, now])
+        s.execute(
+            "INSERT INTO experiment_assignments (experiment_key, profile_id, variant, assigned_at)"
+            " VALUES ('exp1', ?, 'b', ?)",
+            [pid, now],
+        )
         s.audit("analyst", "profile.view", pid, {"note": "looked at " + uid})
     # a model whose artifact embeds training rows (the first person's id among them)
     s.execute(

@@ -208,3 +208,41 @@ def test_erase_in_memory_store_and_unknown_subject(tmp_path: Path) -> None:
     assert ws.store.scalar("SELECT count(*) FROM identities") == 0
     with pytest.raises(NotFoundError, match="no data subject"):
         erase_subject(ws, "user_id:ghost", "request")
+
+
+def test_erase_keeps_people_who_share_a_name_or_a_phone(tmp_path: Path) -> None:
+    import pandas as pd
+    from privacy_support import settings
+
+    from microseg.ingest.profiles import import_profiles
+    from microseg.workspace import Workspace
+
+    ws = Workspace.ephemeral(settings())
+    crm = tmp_path / "crm.csv"
+    pd.DataFrame(
+        [
+            {
+                "user_id": "u-1",
+                "email": "a1@x.org",
+                "phone": "+1 415 555 0100",
+                "first_name": "Ana",
+            },
+            {
+                "user_id": "u-2",
+                "email": "a2@x.org",
+                "phone": "+1 415 555 0100",
+                "first_name": "Ana",
+            },
+        ]
+    ).to_csv(crm, index=False)
+    import_profiles(ws.store, ws.settings, ws.keys, crm, id_column="user_id", source="crm")
+    other = ws.profile_id("user_id:u-2")
+    report = erase_subject(ws, "user_id:u-1", "request")
+    assert report.rows_deleted["pii_vault"] == 3 and report.rows_deleted["match_keys"] >= 1
+    assert read_pii(ws.store, ws.keys, other, ["email", "phone", "first_name"]) == {
+        "email": "a2@x.org",
+        "phone": "+1 415 555 0100",
+        "first_name": "Ana",
+    }
+    kept = ws.store.scalar("SELECT count(*) FROM match_keys WHERE profile_id = ?", [other])
+    assert kept == report.rows_deleted["match_keys"]

@@ -189,12 +189,14 @@ def erase_subject(
         # decrypted in memory only, to find the person in files and free text; never logged
         with contextlib.suppress(Exception):
             pii[str(name)] = decrypt_with(keys, deks.get(str(pid)), bytes(blob), f"{pid}|{name}")
+    # Only the email token identifies one person; name / phone tokens are shared by everyone
+    # with that name or a family landline (their own vault and match-key rows go by profile).
     tokens = [
         str(r[0])
         for r in store.rows(
-            "SELECT token FROM pii_vault WHERE list_contains(?, profile_id) AND token IS NOT NULL"
-            " UNION SELECT token FROM match_keys WHERE list_contains(?, profile_id)",
-            [pids, pids],
+            "SELECT token FROM pii_vault WHERE list_contains(?, profile_id) AND field = 'email'"
+            " AND token IS NOT NULL",
+            [pids],
         )
     ]
     values = sorted({v for vs in subject.values.values() for v in vs} | set(tokens))

@@ -28,9 +28,7 @@ PROFILE_COLUMNS = frozenset(
     {"profile_id", "profile_a", "profile_b", "winner_profile", "loser_profile", "merged_into"}
 )
 KEY_COLUMNS = frozenset({"id_key", "id_key_a", "id_key_b", "subject_a", "subject_b"})
-VALUE_COLUMNS = frozenset(
-    {"user_id", "anonymous_id", "device_id", "email_token", "recipient_token", "token"}
-)
+VALUE_COLUMNS = frozenset({"user_id", "anonymous_id", "device_id", "email_token"})
 # Tables exported under their own name with these row orders (others: under "other").
 EXPORT_TABLES: dict[str, str] = {
     "profile_attributes": "name",
