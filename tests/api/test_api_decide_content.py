@@ -280,6 +280,10 @@ def test_changed_profile_fields_are_refreshed_without_a_bulk_reread(setup: Any) 
         assert dec["rendered"] == {"html": "<h1>Welcome, Ana</h1>"}
         reads = "SELECT target FROM audit_log WHERE action = 'pii.decrypt' ORDER BY logged_at"
         before = ws.store.rows(reads)
+        # nothing changed since startup (the CRM import was just before it): no re-reads
+        api.engine.upkeep()
+        api.engine.upkeep()
+        assert ws.store.rows(reads) == before and api.engine.contexts.full_refreshes == 1
         crm = root / "crm2.csv"
         crm.write_text("user_id,first_name,city\nu1,Anabela,Porto\n")
         ws.import_profiles(crm, id_column="user_id")
@@ -290,6 +294,12 @@ def test_changed_profile_fields_are_refreshed_without_a_bulk_reread(setup: Any) 
         after = ws.store.rows(reads)
         assert after[: len(before)] == before
         assert after[len(before) :] == [(ws.profile_id("user_id:u1"),)]
+        # a deleted value (erasure, retention) triggers one bulk rebuild that drops it
+        ws.store.execute("DELETE FROM pii_vault WHERE field = 'first_name'")
+        api.engine.upkeep()
+        assert api.engine.contexts.full_refreshes == 2
+        (dec,) = api.decide("u1", "?placement=footer")["decisions"]
+        assert dec["rendered"] == {"html": "<h1>Welcome, there</h1>"}
         api.engine.contexts.forget(ws.profile_id("user_id:u1"))
         assert api.engine.needs_context(ws.profile_id("user_id:u1"))
 

@@ -193,7 +193,8 @@ def test_consent_revocation_and_expiry_from_the_store(tmp_path: Path) -> None:
         "INSERT INTO consents VALUES ('p1', 'marketing', false, 'cli', ?, NULL)",
         [NOW - timedelta(minutes=5)],
     )
-    assert eng.consents.refresh(store) == 1
+    assert eng.consents.refresh(store) is True
+    assert eng.consents.refresh(store) is False  # nothing new: one count query
     out = decide_home(eng, profile("p1"))
     assert out["rule"] != "cart" and out["why"]["skipped"][0]["reason"] == "consent"
     # an expired grant does not count; a fresh engine loads the latest state

@@ -27,40 +27,61 @@ from microseg.store import Store, utcnow
 
 AUDIT_ACTOR = "decision-engine"
 """Who the audit trail names for the engine's PII reads."""
-CONSENT_SLACK = timedelta(minutes=10)
-"""Incremental consent refreshes re-read rows recorded this long before the last one seen."""
+CHANGE_SLACK = timedelta(seconds=30)
+"""Incremental context refreshes look at rows updated this long before the last one seen
+(writes commit shortly after they are stamped)."""
+MAX_INCREMENTAL = 1_000
+"""More changed profiles than this: one bulk rebuild instead of single reads."""
 
 
 class ConsentCache:
-    """(profile id, purpose) -> (granted, expires_at, recorded_at) of the latest record."""
+    """(profile id, purpose) -> (granted, expires_at, recorded_at) of the latest record.
+
+    Change detection is by the number of watched consent rows (one cheap count per refresh):
+    when it moves (records added, imported with old dates, or deleted by retention/erasure)
+    the whole map is rebuilt in one query and swapped in."""
 
     def __init__(self, purposes: Iterable[str], *, when_missing: bool = False) -> None:
         self.purposes = sorted(set(purposes))
         self.when_missing = when_missing
         self._latest: dict[tuple[str, str], tuple[bool, datetime | None, datetime]] = {}
         self._lock = threading.Lock()
-        self.watermark: datetime | None = None
+        self._rows: int | None = None  # watched rows at the last load
 
-    def _apply(self, rows: Iterable[tuple[Any, ...]]) -> int:
+    @staticmethod
+    def _merge(
+        into: dict[tuple[str, str], tuple[bool, datetime | None, datetime]],
+        rows: Iterable[tuple[Any, ...]],
+    ) -> int:
         changed = 0
-        with self._lock:
-            for pid, purpose, granted, expires_at, recorded_at in rows:
-                key = (str(pid), str(purpose))
-                current = self._latest.get(key)
-                # the newest record wins; on a tie a revocation wins (as the segment compiler)
-                if (
-                    current is None
-                    or recorded_at > current[2]
-                    or (recorded_at == current[2] and not granted)
-                ):
-                    self._latest[key] = (bool(granted), expires_at, recorded_at)
-                    changed += 1
-                if self.watermark is None or recorded_at > self.watermark:
-                    self.watermark = recorded_at
+        for pid, purpose, granted, expires_at, recorded_at in rows:
+            key = (str(pid), str(purpose))
+            current = into.get(key)
+            # the newest record wins; on a tie a revocation wins (as the segment compiler)
+            if (
+                current is None
+                or recorded_at > current[2]
+                or (recorded_at == current[2] and not granted)
+            ):
+                into[key] = (bool(granted), expires_at, recorded_at)
+                changed += 1
         return changed
 
+    def _apply(self, rows: Iterable[tuple[Any, ...]]) -> int:
+        with self._lock:
+            return self._merge(self._latest, rows)
+
+    def _count(self, store: Store) -> int:
+        with store.lock:
+            return int(
+                store.scalar(
+                    "SELECT count(*) FROM consents WHERE list_contains(?, purpose)",
+                    [self.purposes],
+                )
+            )
+
     def load(self, store: Store) -> int:
-        """Read every consent record of the watched purposes; returns entries changed."""
+        """Rebuild from every consent record of the watched purposes; returns entries."""
         if not self.purposes or not store.table_exists("consents"):
             return 0
         with store.lock:
@@ -69,21 +90,21 @@ class ConsentCache:
                 " WHERE list_contains(?, purpose)",
                 [self.purposes],
             )
-        return self._apply(rows)
+        built: dict[tuple[str, str], tuple[bool, datetime | None, datetime]] = {}
+        self._merge(built, rows)
+        with self._lock:
+            self._latest = built
+            self._rows = len(rows)
+        return len(built)
 
-    def refresh(self, store: Store) -> int:
-        """Apply records newer than the last seen (minus a slack); returns entries changed."""
-        if self.watermark is None:
-            return self.load(store)
-        if not self.purposes:
-            return 0
-        with store.lock:
-            rows = store.rows(
-                "SELECT profile_id, purpose, granted, expires_at, recorded_at FROM consents"
-                " WHERE list_contains(?, purpose) AND recorded_at >= ?",
-                [self.purposes, self.watermark - CONSENT_SLACK],
-            )
-        return self._apply(rows)
+    def refresh(self, store: Store) -> bool:
+        """Reload when the watched consent rows changed in number; returns whether it did."""
+        if not self.purposes or not store.table_exists("consents"):
+            return False
+        if self._rows is not None and self._count(store) == self._rows:
+            return False
+        self.load(store)
+        return True
 
     def record(
         self,
@@ -104,6 +125,8 @@ class ConsentCache:
                 [profile_id, purpose, granted, source, at, expires_at],
             )
         self._apply([(profile_id, purpose, granted, expires_at, at)])
+        if self._rows is not None:
+            self._rows += 1  # our own row: no reload needed
 
     def observe(
         self,
@@ -230,8 +253,11 @@ class ContextCache:
         self.keys = keys
         self.fields = sorted(set(fields))
         self._ctx: dict[str, Mapping[str, Any]] = {}
+        self._versions: dict[str, datetime] = {}  # profile -> newest update read
+        self._last_marks: tuple[Any, ...] = ()
         self.refreshed_at: datetime | None = None
         self.misses = 0
+        self.full_refreshes = 0
 
     def _pii_fields(self) -> list[str]:
         if self.keys is None or not self.fields or not self.store.table_exists("pii_vault"):
@@ -240,16 +266,56 @@ class ContextCache:
             present = {str(r[0]) for r in self.store.rows("SELECT DISTINCT field FROM pii_vault")}
         return [f for f in self.fields if f in present]
 
+    def _marks(self) -> tuple[Any, ...]:
+        """(rows, newest update) of the watched attributes and PII: a change detector."""
+        with self.store.lock:
+            attrs = self.store.rows(
+                "SELECT count(*), max(updated_at) FROM profile_attributes"
+                " WHERE list_contains(?, name)",
+                [self.fields],
+            )[0]
+            pii = (
+                self.store.rows(
+                    "SELECT count(*), max(updated_at) FROM pii_vault WHERE list_contains(?, field)",
+                    [self.fields],
+                )[0]
+                if self.store.table_exists("pii_vault")
+                else (0, None)
+            )
+        return (*attrs, *pii)
+
+    def _updated(self, since: datetime) -> dict[str, datetime]:
+        """profile id -> newest update of its watched attributes / PII at or after ``since``."""
+        out: dict[str, datetime] = {}
+        queries = [
+            "SELECT profile_id, max(updated_at) FROM profile_attributes"
+            " WHERE list_contains(?, name) AND updated_at >= ? GROUP BY profile_id"
+        ]
+        if self.store.table_exists("pii_vault"):
+            queries.append(
+                "SELECT profile_id, max(updated_at) FROM pii_vault"
+                " WHERE list_contains(?, field) AND updated_at >= ? GROUP BY profile_id"
+            )
+        with self.store.lock:
+            for sql in queries:
+                for pid, at in self.store.rows(sql, [self.fields, since]):
+                    if at is not None and (str(pid) not in out or at > out[str(pid)]):
+                        out[str(pid)] = at
+        return out
+
     def refresh(self) -> int:
         """Rebuild every profile's fields in bulk (a few queries); returns profiles cached.
 
-        A bulk PII read is one ``pii.decrypt`` audit row listing the profiles, so run this
-        at startup and rarely; :meth:`refresh_changed` keeps the cache current between."""
-        started = utcnow()
+        A bulk PII read is one ``pii.decrypt`` audit row listing the profiles, so this runs
+        at startup, rarely, and when rows were deleted; :meth:`refresh_changed` keeps the
+        cache current in between."""
+        marks = self._marks() if self.fields else ()
         with self.store.lock:
             pids = self.store.rows("SELECT profile_id FROM profiles WHERE merged_into IS NULL")
         built: dict[str, dict[str, Any]] = {str(p): {} for (p,) in pids}
+        versions: dict[str, datetime] = {}
         if self.fields:
+            versions = self._updated(datetime.min)
             with self.store.lock:
                 rows = self.store.rows(
                     "SELECT profile_id, name, value, value_num FROM profile_attributes"
@@ -267,40 +333,38 @@ class ContextCache:
                 for pid, value in values.items():
                     built.setdefault(pid, {})[field] = value
         self._ctx = dict(built.items())
-        self.refreshed_at = started
+        self._versions = versions
+        self._last_marks = marks
+        self.refreshed_at = utcnow()
+        self.full_refreshes += 1
         return len(built)
 
     def refresh_changed(self) -> int:
-        """Re-read only profiles whose attributes or PII changed since the last refresh
-        (``updated_at``); returns how many. Deletions wait for the next full refresh (or
-        :meth:`forget`)."""
+        """Re-read the profiles whose watched attributes or PII changed since they were read
+        (by ``updated_at``); a bulk rebuild when rows were deleted (e.g. an erasure) or more
+        than :data:`MAX_INCREMENTAL` profiles changed. Returns how many profiles were read."""
         if self.refreshed_at is None:
             return self.refresh()
         if not self.fields:
             return 0
-        started = utcnow()
-        since = self.refreshed_at - CONSENT_SLACK
-        with self.store.lock:
-            changed = {
-                str(r[0])
-                for r in self.store.rows(
-                    "SELECT DISTINCT profile_id FROM profile_attributes"
-                    " WHERE updated_at >= ? AND list_contains(?, name)",
-                    [since, self.fields],
-                )
-            }
-            if self._pii_fields():
-                changed |= {
-                    str(r[0])
-                    for r in self.store.rows(
-                        "SELECT DISTINCT profile_id FROM pii_vault"
-                        " WHERE updated_at >= ? AND list_contains(?, field)",
-                        [since, self.fields],
-                    )
-                }
-        for pid in changed:
+        marks = self._marks()
+        if marks == self._last_marks:
+            return 0  # nothing written since: one cheap query per refresh
+        deleted = marks[0] < self._last_marks[0] or marks[2] < self._last_marks[2]
+        newest = max((m for m in (self._last_marks[1], self._last_marks[3]) if m), default=None)
+        since = (newest - CHANGE_SLACK) if newest is not None else datetime.min
+        changed = {
+            pid: at
+            for pid, at in self._updated(since).items()
+            if at > self._versions.get(pid, datetime.min)
+        }
+        if deleted or len(changed) > MAX_INCREMENTAL:
+            return self.refresh()
+        for pid, at in changed.items():
             self.load_one(pid, miss=False)
-        self.refreshed_at = started
+            self._versions[pid] = at
+        self._last_marks = marks
+        self.refreshed_at = utcnow()
         return len(changed)
 
     def forget(self, profile_id: str) -> None:

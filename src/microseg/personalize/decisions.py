@@ -296,7 +296,9 @@ class DecisionEngine:
         """Stop the upkeep thread, unsubscribe and flush pending impressions."""
         self._stop.set()
         if self._thread is not None:
-            self._thread.join(timeout=30)
+            self._thread.join(timeout=120)
+            if self._thread.is_alive():  # the store lock still serialises its queries
+                log.warning("decision upkeep still running at shutdown")
             self._thread = None
         if self._unsubscribe is not None:
             self._unsubscribe()
