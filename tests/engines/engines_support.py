@@ -71,6 +71,11 @@ def segments_module(name: str) -> ModuleType:
 
 
 # --------------------------------------------------------------------------- planted data
+def _only(mask: Any, values: Any) -> Any:
+    """``values`` where ``mask`` holds, else None (np.where with an object fill)."""
+    return np.where(mask, values, np.array(None, dtype=object))
+
+
 def _events(rng: np.random.Generator, pids: list[str]) -> pd.DataFrame:
     n = 7000
     types = np.array(
@@ -98,30 +103,29 @@ def _events(rng: np.random.Generator, pids: list[str]) -> pd.DataFrame:
             "pid": [pids[i] for i in owner],
             "event_type": et,
             "ts": ts,
-            "url": np.where(
-                np.isin(et, ["page_view", "email_click"]), rng.choice(["/a", "/b", "/c"], n), None
+            "url": _only(
+                np.isin(et, ["page_view", "email_click"]), rng.choice(["/a", "/b", "/c"], n)
             ),
-            "device": np.where(
+            "device": _only(
                 np.isin(et, ["page_view", "product_view"]),
                 rng.choice(["mobile", "desktop", "tablet"], n, p=[0.5, 0.35, 0.15]),
-                None,
             ),
             "time_spent": np.where(et == "page_view", rng.integers(1, 300, n), np.nan),
-            "product_id": np.where(commerce, rng.choice(["s1", "s2", "s3", "s4"], n), None),
-            "category": np.where(commerce, rng.choice(cats, n), None),
+            "product_id": _only(commerce, rng.choice(["s1", "s2", "s3", "s4"], n)),
+            "category": _only(commerce, rng.choice(cats, n)),
             "price": np.where(commerce, rng.integers(4, 400, n) / 4, np.nan),
             "quantity": np.where(
                 np.isin(et, ["add_to_cart", "purchase"]), rng.integers(1, 4, n), np.nan
             ),
             "cart_value": np.where(et == "checkout_started", rng.integers(10, 500, n), np.nan),
-            "order_id": np.where(et == "purchase", [f"o{i // 2}" for i in range(n)], None),
+            "order_id": _only(et == "purchase", [f"o{i // 2}" for i in range(n)]),
             "revenue": np.where(et == "purchase", rng.integers(5, 300, n) * 1.0, np.nan),
-            "campaign_id": np.where(
-                np.isin(et, ["email_open", "email_click"]), rng.choice(["c1", "c2"], n), None
+            "campaign_id": _only(
+                np.isin(et, ["email_open", "email_click"]), rng.choice(["c1", "c2"], n)
             ),
-            "store_id": np.where(et == "store_visit", rng.choice(["downtown", "sf"], n), None),
-            "region": np.where(et == "store_visit", "NY", None),
-            "video_id": np.where(et == "video_played", "v1", None),
+            "store_id": _only(et == "store_visit", rng.choice(["downtown", "sf"], n)),
+            "region": _only(et == "store_visit", "NY"),
+            "video_id": _only(et == "video_played", "v1"),
             "percent_watched": np.where(et == "video_played", rng.integers(0, 100, n), np.nan),
         }
     )
@@ -188,14 +192,14 @@ def _events(rng: np.random.Generator, pids: list[str]) -> pd.DataFrame:
     return df
 
 
-def parity_store(cfg: ProjectSettings, seed: int = 8) -> Store:
+def parity_store(cfg: ProjectSettings, seed: int = 8, path: Path | None = None) -> Store:
     """An in-memory store: events of N_PROFILES profiles (some with two identities, one
     merged away, some with no events), CRM attributes, consents and model scores."""
     rng = np.random.default_rng(seed)
     pids = [f"u{i:03d}" for i in range(N_PROFILES)]
     active = pids[:-10]  # the last ten profiles have no events
     ev = _events(rng, active)
-    store = Store(None)
+    store = Store(path)
     store.ensure_columns("events", cfg.taxonomy.property_columns())
     # every fifth profile's events come half from an anonymous id linked to it
     anon = (ev["pid"].str[1:].astype(int) % 5 == 0) & (rng.random(len(ev)) < 0.5)

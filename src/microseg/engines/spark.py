@@ -80,11 +80,13 @@ def local_session(
     app_name: str = "microseg",
     codegen: bool = True,
     driver_memory: str = "2g",
+    master: str | None = None,
 ) -> SparkSession:
     """A Spark local-mode session configured like the parity suite expects (UTC, no UI).
 
     ``codegen=False`` turns whole-stage code generation off: slower on big data, but it
     saves the Java compilation of every query plan, which dominates on small test data.
+    ``master`` overrides ``local[cores]`` (e.g. ``spark://host:7077``).
     """
     reason = unavailable_reason()
     if reason is not None:
@@ -92,7 +94,7 @@ def local_session(
     from pyspark.sql import SparkSession
 
     spark = (
-        SparkSession.builder.master(f"local[{cores}]")
+        SparkSession.builder.master(master or f"local[{cores}]")
         .appName(app_name)
         .config("spark.ui.enabled", "false")
         .config("spark.driver.memory", driver_memory)
@@ -122,6 +124,16 @@ class SparkRun:
     sizes: dict[str, int] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
+
+    def write(self, out: Path) -> dict[str, Path]:
+        """Write traits and memberships as Parquet folders under ``out`` (replaced)."""
+        paths: dict[str, Path] = {}
+        if self.traits is not None:
+            paths["traits"] = out / "traits"
+            self.traits.write.mode("overwrite").parquet(str(paths["traits"]))
+        paths["memberships"] = out / "memberships"
+        self.memberships.write.mode("overwrite").parquet(str(paths["memberships"]))
+        return paths
 
     def trait_frame(self) -> pd.DataFrame:
         """Traits as pandas, ordered by profile id."""

@@ -1,0 +1,108 @@
+# ruff: noqa: F811 - the spark fixture imported from engines_support is redefined as argument
+"""`microseg spark run`: the project's definitions on Spark, Parquet events in, Parquet out."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+import typer
+import yaml
+from engines_support import (  # noqa: F401 - pytest fixture
+    AS_OF,
+    SEGMENTS,
+    TRAITS,
+    parity_segments,
+    parity_store,
+    spark,
+)
+from typer.testing import CliRunner
+
+from microseg.cli import spark as spark_cli
+from microseg.segments import compute_segments
+from microseg.segments.membership import members
+from microseg.traits import compute_traits, load_traits, trait_frame
+
+pytestmark = pytest.mark.spark
+CHOSEN = ("t_contains_list", "q_top", "seq_drop", "g_store", "consent", "bucket", "nested")
+
+
+def _project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    """A project whose traits.yaml/segments are the parity definitions (+ DuckDB results)."""
+    from microseg.cli import STATE
+    from microseg.config.project import Project
+
+    project = Project.init(tmp_path / "proj", "proj")
+    (project.root / "traits.yaml").write_text(TRAITS)
+    for old in (project.root / "segments").glob("*.yaml"):
+        old.unlink()
+    wanted = {"nested", "q_top", "consent", "bucket", "t_missing", *CHOSEN}
+    for d in SEGMENTS:
+        if d["name"] in wanted:
+            (project.root / "segments" / f"{d['name']}.yaml").write_text(yaml.safe_dump(d))
+    store = parity_store(project.settings, path=project.store_path)
+    events = tmp_path / "events.parquet"
+    store.df("SELECT * FROM events ORDER BY event_id").to_parquet(events)
+    traitset = load_traits(TRAITS, project.settings.taxonomy)
+    compute_traits(store, project.settings, traitset, AS_OF)
+    segs = {n: s for n, s in parity_segments().items() if n in wanted}
+    compute_segments(store, project.settings, segs, AS_OF)
+    expected = {
+        "traits": trait_frame(store),
+        "members": {n: members(store, n) for n in segs},
+        "events": events,
+    }
+    store.close()
+    monkeypatch.setitem(STATE, "project", project.root)
+    return expected
+
+
+def test_spark_run_writes_traits_and_memberships(
+    spark: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("COLUMNS", "200")
+    expected = _project(tmp_path, monkeypatch)
+    app = typer.Typer()
+    spark_cli.register(app)
+    out = tmp_path / "out"
+    res = CliRunner().invoke(
+        app,
+        [
+            "spark",
+            "run",
+            "--events",
+            str(expected["events"]),
+            "--as-of",
+            AS_OF.isoformat(),
+            "--out",
+            str(out),
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    assert f"{len(expected['members'])} segments" in res.output
+    for name in expected["members"]:
+        assert name in res.output
+    memberships = pd.read_parquet(out / "memberships")
+    got = {n: set(g["profile_id"]) for n, g in memberships.groupby("segment")}
+    assert {n: got.get(n, set()) for n in expected["members"]} == expected["members"]
+    traits = pd.read_parquet(out / "traits").sort_values("profile_id", ignore_index=True)
+    assert list(traits.columns) == list(expected["traits"].columns)
+    assert list(traits["profile_id"]) == list(expected["traits"]["profile_id"])
+    assert (traits["n_events"].to_numpy() == expected["traits"]["n_events"].to_numpy()).all()
+
+
+def test_spark_run_user_mistakes(
+    spark: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _project(tmp_path, monkeypatch)
+    app = typer.Typer()
+    spark_cli.register(app)
+    runner = CliRunner()
+    res = runner.invoke(app, ["spark", "run", "--as-of", "yesterday"])
+    assert res.exit_code == 2 and "--as-of expects an ISO time" in res.output
+    missing = str(tmp_path / "nope" / "*.parquet")
+    res = runner.invoke(app, ["spark", "run", "--events", missing, "--as-of", AS_OF.isoformat()])
+    assert res.exit_code == 1
+    assert isinstance(res.exception, Exception) and "cannot read events" in str(res.exception)
