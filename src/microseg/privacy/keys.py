@@ -35,11 +35,17 @@ def load_subject_keys(store: Store, keys: KeyRing, profile_ids: Iterable[str]) -
     wanted = sorted({str(p) for p in profile_ids})
     if not wanted:
         return {}
-    rows = store.rows(
-        "SELECT profile_id, wrapped_key, master_key_id FROM subject_keys"
-        " WHERE list_contains(?, profile_id)",
-        [wanted],
-    )
+    if len(wanted) == 1:  # the per-request path: a primary-key point lookup
+        rows = store.rows(
+            "SELECT profile_id, wrapped_key, master_key_id FROM subject_keys WHERE profile_id = ?",
+            wanted,
+        )
+    else:
+        rows = store.rows(
+            "SELECT profile_id, wrapped_key, master_key_id FROM subject_keys"
+            " WHERE list_contains(?, profile_id)",
+            [wanted],
+        )
     return {str(pid): _unwrap(keys, str(pid), bytes(blob), str(kid)) for pid, blob, kid in rows}
 
 

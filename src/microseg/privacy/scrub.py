@@ -106,6 +106,10 @@ def compact_store(store: Store) -> None:
         for leftover in (fresh, fresh.with_name(fresh.name + ".wal")):
             leftover.unlink(missing_ok=True)
         con = store.con
+        config: dict[str, str | bool | int | float | list[str]] = {
+            name: str(con.execute("SELECT current_setting(?)", [name]).fetchone()[0])  # type: ignore[index]
+            for name in ("memory_limit", "threads")
+        }
         con.execute("CHECKPOINT")
         db = str(con.execute("SELECT current_database()").fetchone()[0])  # type: ignore[index]
         con.execute("ATTACH ? AS ms_compact", [str(fresh)])
@@ -116,5 +120,5 @@ def compact_store(store: Store) -> None:
         con.close()
         os.replace(fresh, path)
         path.with_name(path.name + ".wal").unlink(missing_ok=True)
-        store.con = duckdb.connect(str(path))
+        store.con = duckdb.connect(str(path), config=config)
         store.con.execute("SET TimeZone = 'UTC'")
