@@ -87,8 +87,9 @@ def _base_tables(store: Store) -> dict[str, dict[str, str]]:
     tables: dict[str, dict[str, str]] = {}
     for table, column, dtype in store.rows(
         "SELECT c.table_name, c.column_name, c.data_type FROM information_schema.columns c"
-        " JOIN information_schema.tables t USING (table_schema, table_name)"
+        " JOIN information_schema.tables t USING (table_catalog, table_schema, table_name)"
         " WHERE t.table_type = 'BASE TABLE' AND c.table_schema = 'main'"
+        " AND c.table_catalog = current_database()"
         " ORDER BY c.table_name, c.ordinal_position"
     ):
         if str(table) not in SKIP_TABLES and not str(table).startswith("_"):

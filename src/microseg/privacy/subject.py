@@ -152,8 +152,9 @@ def _tables_with(store: Store, column: str) -> list[str]:
         str(r[0])
         for r in store.rows(
             "SELECT c.table_name FROM information_schema.columns c JOIN information_schema.tables"
-            " t USING (table_schema, table_name) WHERE c.column_name = ?"
-            " AND t.table_type = 'BASE TABLE' AND c.table_schema = 'main' ORDER BY 1",
+            " t USING (table_catalog, table_schema, table_name) WHERE c.column_name = ?"
+            " AND t.table_type = 'BASE TABLE' AND c.table_schema = 'main'"
+            " AND c.table_catalog = current_database() ORDER BY 1",
             [column],
         )
     ]
