@@ -12,7 +12,7 @@ from privacy_support import PEOPLE, disk_workspace, event_lines, populate, write
 from microseg.errors import NotFoundError
 from microseg.personalize.content import read_pii
 from microseg.privacy.crypto import normalise_email
-from microseg.privacy.erasure import erase_subject
+from microseg.privacy.erasure import erase_subject, on_erasure
 from microseg.privacy.keys import decrypt_with
 from microseg.privacy.markers import is_erased
 from microseg.store import Store
@@ -195,6 +195,8 @@ def test_erase_in_memory_store_and_unknown_subject(tmp_path: Path) -> None:
     from microseg.workspace import Workspace
 
     ws = Workspace.ephemeral(settings())
+    heard: list[tuple[str, ...]] = []
+    on_erasure(ws.store, heard.append)
     ws.import_events(write_jsonl(tmp_path / "e.jsonl", event_lines(PEOPLE[1], 3, datetime_after())))
     # unresolved: the anonymous-only events made a second profile, linked by an edge
     anon_pid = ws.profile_id("anonymous_id:" + PEOPLE[1]["anonymous_id"])
@@ -203,6 +205,7 @@ def test_erase_in_memory_store_and_unknown_subject(tmp_path: Path) -> None:
     assert not report.compacted and report.rows_deleted["events"] == 3
     assert report.linked_profiles_kept == [anon_pid]
     assert ws.store.scalar("SELECT count(*) FROM identities") == 1
+    assert len(heard) == 1 and anon_pid not in heard[0]
     report = erase_subject(ws, anon_pid, "request", include_linked=True)
     assert report.rows_deleted["identities"] == 1 and report.linked_profiles_kept == []
     assert ws.store.scalar("SELECT count(*) FROM identities") == 0

@@ -17,9 +17,11 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
 import re
 import uuid
-from collections.abc import Sequence
+import weakref
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,6 +45,7 @@ from microseg.privacy.subject import (
 from microseg.store import Store, utcnow
 from microseg.store import sql as q
 
+log = logging.getLogger(__name__)
 SKIP_TABLES = frozenset({"erasure_markers", "schema_migrations"})
 SCRUB_TABLES = frozenset({"audit_log"})  # rewritten, not deleted: other people's entries stay
 # Free-text search (ids inside JSON / text) covers tables about people plus these; definition
@@ -253,7 +256,28 @@ def erase_subject(
     if compact and store.path is not None:
         compact_store(store)
         report.compacted = True
+    _notify(store, subject.profile_ids)
     return report
+
+
+ErasureListener = Callable[[tuple[str, ...]], None]
+_LISTENERS: weakref.WeakKeyDictionary[Store, list[ErasureListener]] = weakref.WeakKeyDictionary()
+
+
+def on_erasure(store: Store, callback: ErasureListener) -> Callable[[], None]:
+    """Call ``callback(profile_ids)`` after each erasure in ``store`` — for in-memory state
+    (real-time evaluator, caches) that must forget the person; returns an unsubscribe."""
+    listeners = _LISTENERS.setdefault(store, [])
+    listeners.append(callback)
+    return lambda: listeners.remove(callback) if callback in listeners else None
+
+
+def _notify(store: Store, profile_ids: tuple[str, ...]) -> None:
+    for callback in list(_LISTENERS.get(store, ())):
+        try:
+            callback(profile_ids)
+        except Exception:  # the erasure is done; a broken listener must not hide that
+            log.exception("erasure listener %r failed", callback)
 
 
 def _key_path(workspace: Any) -> Path | None:
