@@ -325,6 +325,10 @@ def main() -> None:
                     f"  non-2xx {res['non2xx']}  errors {res['errors']}  ({res['tool']}){verdict}",
                     flush=True,
                 )
+        status = Path(f"/proc/{proc.pid}/status")
+        if status.exists():
+            rss = next(x for x in status.read_text().splitlines() if x.startswith("VmRSS"))
+            print(f"server memory after the runs: {rss.split(':')[1].strip()}")
         stats = httpx.get(
             f"http://127.0.0.1:{port}/v1/admin/stats", headers={"X-API-Key": keys["admin"]}
         )
