@@ -13,7 +13,6 @@ import yaml
 from engines_support import (  # noqa: F401 - pytest fixture
     AS_OF,
     SEGMENTS,
-    TRAITS,
     parity_segments,
     parity_store,
     spark,
@@ -27,6 +26,22 @@ from microseg.traits import compute_traits, load_traits, trait_frame
 
 pytestmark = pytest.mark.spark
 CHOSEN = ("t_contains_list", "q_top", "seq_drop", "g_store", "consent", "bucket", "nested")
+# the traits these segments read (a lighter set than the full parity suite's)
+CLI_TRAITS = """
+traits:
+  - {name: n_events, kind: count}
+  - {name: monetary, kind: sum, expression: quantity * price, events: [purchase]}
+  - name: interests
+    kind: interest_tags
+    min_count: 2
+    cap: 2
+    rules:
+      - {tag: Electronics > Phones, events: [product_view], where: {category: {matches: phone}}}
+      - {tag: Home > Kitchen, where: {category: kitchen}}
+  - {name: tier, kind: attribute, attribute: tier}
+  - {name: latitude, kind: attribute, attribute: latitude, dtype: number}
+  - {name: longitude, kind: attribute, attribute: longitude, dtype: number}
+"""
 
 
 def _project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
@@ -35,7 +50,7 @@ def _project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
     from microseg.config.project import Project
 
     project = Project.init(tmp_path / "proj", "proj")
-    (project.root / "traits.yaml").write_text(TRAITS)
+    (project.root / "traits.yaml").write_text(CLI_TRAITS)
     for old in (project.root / "segments").glob("*.yaml"):
         old.unlink()
     wanted = {"nested", "q_top", "consent", "bucket", "t_missing", *CHOSEN}
@@ -45,7 +60,7 @@ def _project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
     store = parity_store(project.settings, path=project.store_path)
     events = tmp_path / "events.parquet"
     store.df("SELECT * FROM events ORDER BY event_id").to_parquet(events)
-    traitset = load_traits(TRAITS, project.settings.taxonomy)
+    traitset = load_traits(CLI_TRAITS, project.settings.taxonomy)
     compute_traits(store, project.settings, traitset, AS_OF)
     segs = {n: s for n, s in parity_segments().items() if n in wanted}
     compute_segments(store, project.settings, segs, AS_OF)
