@@ -64,6 +64,8 @@ MAX_PLACEMENTS = 20
 CART_LOOKBACK = timedelta(days=30)
 """How far back ``abandoned_items`` / ``last_purchase`` look (recent-event rings)."""
 MAX_CART_ITEMS = 20
+PRUNE_EVERY = timedelta(minutes=5)
+"""How often upkeep drops expired events from the rings (reads ignore them anyway)."""
 
 
 def cap_key(placement: str, rule: Rule) -> str:
@@ -187,6 +189,7 @@ class DecisionEngine:
         self._thread: threading.Thread | None = None
         self._unsubscribe: Any = None
         self.decisions_served = 0
+        self._pruned_at: datetime | None = None
 
     def _name_of(self, placement: Placement) -> str:
         return next(n for n, c in self.placements.items() if c.spec is placement)
@@ -263,7 +266,10 @@ class DecisionEngine:
             return
         self.impressions.flush(self.store, now)
         self.consents.refresh(self.store)
-        self.recent.prune(now)
+        at = now or utcnow()
+        if self._pruned_at is None or (at - self._pruned_at) >= PRUNE_EVERY:
+            self.recent.prune(at)
+            self._pruned_at = at
         if self.contexts is not None:
             if contexts:
                 self.contexts.refresh()

@@ -10,6 +10,7 @@ Reads are plain dict/deque scans: no store access on the request path.
 from __future__ import annotations
 
 import threading
+import time
 from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -161,22 +162,30 @@ class RecentEvents:
             rows = store.rows(query, [sorted(self.watch), since])
         return self.add_rows(dict(zip(names, row, strict=True)) for row in rows)
 
-    def prune(self, now: datetime | None = None) -> int:
-        """Drop events older than ``lookback`` and empty profiles; returns events dropped."""
+    def prune(self, now: datetime | None = None, *, chunk: int = 1_000) -> int:
+        """Drop events older than ``lookback`` and empty profiles; returns events dropped.
+
+        Works in chunks of profiles, yielding the interpreter between them, so a prune of a
+        large state does not stall requests served meanwhile."""
         cutoff = (now or utcnow()) - self.lookback
         dropped = 0
-        with self._lock:
-            for pid in list(self._rings):
-                types = self._rings[pid]
-                for etype in list(types):
-                    ring = types[etype]
-                    while ring and ring[0].ts < cutoff:
-                        ring.popleft()
-                        dropped += 1
-                    if not ring:
-                        del types[etype]
-                if not types:
-                    del self._rings[pid]
+        pids = list(self._rings)
+        for start in range(0, len(pids), chunk):
+            with self._lock:
+                for pid in pids[start : start + chunk]:
+                    types = self._rings.get(pid)
+                    if types is None:
+                        continue
+                    for etype in list(types):
+                        ring = types[etype]
+                        while ring and ring[0].ts < cutoff:
+                            ring.popleft()
+                            dropped += 1
+                        if not ring:
+                            del types[etype]
+                    if not types:
+                        del self._rings[pid]
+            time.sleep(0)  # let request threads / the event loop run
         return dropped
 
     # -- reading ----------------------------------------------------------------------------
