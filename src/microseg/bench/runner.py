@@ -62,8 +62,9 @@ def _child(step: str, args: dict[str, Any]) -> dict[str, Any]:
     )
     lines = [x for x in proc.stdout.splitlines() if x.startswith(MARKER)]
     if proc.returncode != 0 or not lines:
-        tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
-        raise MicrosegError(f"bench step {step!r} failed: {tail[0]}")
+        lines = (proc.stderr or proc.stdout or "no output").strip().splitlines()
+        errors = [x for x in lines if "Error" in x or "error:" in x] or lines[-1:]
+        raise MicrosegError(f"bench step {step!r} failed: {errors[-1].strip()}")
     result: dict[str, Any] = json.loads(lines[-1][len(MARKER) :])
     return result
 

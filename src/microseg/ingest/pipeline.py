@@ -17,6 +17,7 @@ from typing import Any
 
 import duckdb
 import pyarrow as pa
+import pyarrow.parquet as pq
 from sqlglot import exp
 
 from microseg.config.models import CORE_EVENT_COLUMNS, ProjectSettings, Taxonomy
@@ -30,6 +31,7 @@ from microseg.store import Store, utcnow
 from microseg.store import sql as q
 
 STAGE = "_ms_stage"
+PARQUET_CHUNK_ROWS = 10_000_000  # larger Parquet files are imported range by range
 NEW = "_ms_new"
 REJECTS = "_ms_rejects"
 REJECT_SCANS = "_ms_reject_scans"
@@ -56,9 +58,19 @@ class ImportResult:
 
 
 # ----------------------------------------------------------------------------- reading
-def _reader(path: Path, fmt: str, spec: SourceSpec) -> tuple[exp.Expr, list[Any]]:
-    """FROM-clause table function for the file, with the path bound as a parameter."""
+def _reader(
+    path: Path, fmt: str, spec: SourceSpec, rows: tuple[int, int] | None = None
+) -> tuple[exp.Expr, list[Any]]:
+    """FROM-clause table function for the file, with the path bound as a parameter.
+
+    ``rows`` = [lo, hi) restricts a Parquet file to a row range (DuckDB skips the row groups
+    outside it)."""
     if fmt == "parquet":
+        if rows is not None:
+            return q.parse_static(
+                "SELECT * FROM read_parquet(?, file_row_number = TRUE)"
+                " WHERE file_row_number >= ? AND file_row_number < ?"
+            ), [str(path), rows[0], rows[1]]
         return q.parse_static("SELECT * FROM read_parquet(?, file_row_number = TRUE)"), [str(path)]
     if fmt == "jsonl":
         # One VARCHAR per line; JSON is parsed in SQL so malformed lines can be quarantined.
@@ -300,6 +312,8 @@ class _Builder:
             )
         else:
             inner = inner.from_(source)
+            if reader.args.get("where") is not None:  # a Parquet row range
+                inner = inner.where(reader.args["where"].this.copy())
 
         event_id = (
             q.col("_event_id_raw")
@@ -573,9 +587,13 @@ def import_events(
     source_name: str | None = None,
     progress: Progress | None = None,
     now: datetime | None = None,
+    chunk_rows: int = PARQUET_CHUNK_ROWS,
 ) -> ImportResult:
-    """Import one CSV / JSON Lines / Parquet file of events into the store."""
-    started = time.perf_counter()
+    """Import one CSV / JSON Lines / Parquet file of events into the store.
+
+    Parquet files larger than ``chunk_rows`` are imported in consecutive row ranges, each
+    validated and committed on its own (bounded memory; sessions and dedup continue across
+    ranges as they do across imports, so a re-run after a crash stores nothing twice)."""
     progress = progress or SilentProgress()
     spec = spec or SourceSpec()
     path = Path(path)
@@ -587,14 +605,79 @@ def import_events(
     fmt = detect_format(path, spec.format)
     source_name = source_name or path.name
     now = now or utcnow()
+    total = _parquet_rows(path) if fmt == "parquet" else None
+    if total is None or total <= chunk_rows:
+        return _import_range(store, settings, keys, path, spec, fmt, source_name, progress, now)
+    began = time.perf_counter()
+    results = []
+    for lo in range(0, total, chunk_rows):
+        results.append(
+            _import_range(
+                store,
+                settings,
+                keys,
+                path,
+                spec,
+                fmt,
+                source_name,
+                progress,
+                now,
+                rows=(lo, min(lo + chunk_rows, total)),
+            )
+        )
+    combined = _combine(results)
+    combined.seconds = time.perf_counter() - began
+    return combined
+
+
+def _parquet_rows(path: Path) -> int | None:
+    try:
+        return int(pq.ParquetFile(path).metadata.num_rows)
+    except (OSError, pa.ArrowException):
+        return None  # not readable as Parquet here: the import reports the real error
+
+
+def _combine(results: list[ImportResult]) -> ImportResult:
+    reasons: dict[str, int] = {}
+    for r in results:
+        for reason, n in r.reasons.items():
+            reasons[reason] = reasons.get(reason, 0) + n
+    first = results[0]
+    return ImportResult(
+        batch_id=first.batch_id,
+        source=first.source,
+        rows_read=sum(r.rows_read for r in results),
+        inserted=sum(r.inserted for r in results),
+        duplicates=sum(r.duplicates for r in results),
+        quarantined=sum(r.quarantined for r in results),
+        reasons=reasons,
+    )
+
+
+def _import_range(
+    store: Store,
+    settings: ProjectSettings,
+    keys: KeyRing,
+    path: Path,
+    spec: SourceSpec,
+    fmt: str,
+    source_name: str,
+    progress: Progress,
+    now: datetime,
+    rows: tuple[int, int] | None = None,
+) -> ImportResult:
+    """Import the whole file, or rows [lo, hi) of a Parquet file, as one batch."""
+    started = time.perf_counter()
+    shown = display_path(path)
     batch_id = uuid.uuid4().hex[:16]
 
-    progress.start(f"import {path.name}", total=2)
+    label = path.name if rows is None else f"{path.name} rows {rows[0]:,}-{rows[1]:,}"
+    progress.start(f"import {label}", total=2)
     try:
         store.ensure_columns("events", settings.taxonomy.property_columns())
         store.execute("DROP TABLE IF EXISTS _ms_rejects")
         store.execute("DROP TABLE IF EXISTS _ms_reject_scans")
-        reader, params = _reader(path, fmt, spec)
+        reader, params = _reader(path, fmt, spec, rows)
         columns = _describe(store, reader, params)
         if fmt == "jsonl":
             source_columns = _json_keys(store, reader, params)
