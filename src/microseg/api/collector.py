@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import unicodedata
 from pathlib import Path
 from typing import Any
 
@@ -34,15 +35,22 @@ SPEC = SourceSpec(format="jsonl")
 SOURCE_PREFIX = "http:"
 
 
+# What DuckDB's trim() strips (Unicode space separators, Zs) -- not tabs or newlines.
+_SPACE_SEPARATORS = "".join(c for c in map(chr, range(0x3001)) if unicodedata.category(c) == "Zs")
+
+
 def event_id_text(item: Any) -> str | None:
-    """The event id as the pipeline reads it (json_extract_string, trimmed, blank -> None)."""
+    """The event id as the pipeline reads it (json_extract_string, trim(), blank -> None).
+
+    Non-string ids are spooled as this text (see :meth:`Collector.encode`), because DuckDB
+    renders some floats differently from Python (1e20 -> '100000000000000000000.0')."""
     if not isinstance(item, dict):
         return None
     value = item.get("event_id")
     if value is None:
         return None
     if isinstance(value, str):
-        return value.strip() or None
+        return value.strip(_SPACE_SEPARATORS) or None
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, int):
@@ -131,6 +139,9 @@ class Collector:
         rejected: list[dict[str, Any]] = []
         limit = self.settings.max_event_bytes
         for i, item in enumerate(items):
+            event_id = event_id_text(item)
+            if event_id is not None and not isinstance(item["event_id"], str):
+                item = {**item, "event_id": event_id}  # the text counted is the text stored
             try:
                 line = orjson.dumps(item) + b"\n"
             except orjson.JSONEncodeError as exc:
@@ -146,7 +157,7 @@ class Collector:
                 )
                 continue
             lines.append(line)
-            ids.append(event_id_text(item))
+            ids.append(event_id)
             indexes.append(i)
         return lines, ids, indexes, rejected
 
@@ -248,8 +259,9 @@ class Collector:
             r[0] for r in store.rows("SELECT event_id FROM events WHERE source = ?", [source])
         }
         first_line: dict[str, int] = {}
-        for line, eid in enumerate(segment.ids, start=1):  # a stored id is owned by its first line
-            if eid is not None and eid in stored and eid not in first_line:
+        # A stored id is owned by its first valid line (quarantined lines never insert).
+        for line, eid in enumerate(segment.ids, start=1):
+            if eid is not None and eid in stored and eid not in first_line and line not in bad:
                 first_line[eid] = line
         return [self._outcome(w, bad, stored, first_line) for w in segment.waiters]
 

@@ -67,7 +67,13 @@ def create_key(body: ApiKeyCreate, principal: AdminKey, services: ServicesDep) -
 
 
 @router.delete(
-    "/apikeys/{key_id}", status_code=204, summary="Revoke an API key", responses=PROBLEM_RESPONSES
+    "/apikeys/{key_id}",
+    status_code=204,
+    summary="Revoke an API key",
+    responses={
+        **PROBLEM_RESPONSES,
+        404: {"description": "no active key", "content": {"application/problem+json": {}}},
+    },
 )
 def revoke_key(key_id: str, principal: AdminKey, services: ServicesDep) -> Response:
     api_keys.revoke_key(services.workspace.store, key_id, actor=f"api:{principal.key_id}")

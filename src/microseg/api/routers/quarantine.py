@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC
 from typing import Annotated, Any
 
 import orjson
@@ -43,6 +44,8 @@ def quarantine(
         item = dict(zip(COLUMNS, row, strict=True))
         record = orjson.loads(item["record"]) if item["record"] else None
         item["record"] = {k: v for k, v in record.items() if v is not None} if record else None
+        # stored naive UTC; the schema promises an RFC 3339 date-time, which carries an offset
+        item["quarantined_at"] = item["quarantined_at"].replace(tzinfo=UTC)
         items.append(item)
     next_after = items[-1]["q_id"] if len(rows) > limit else None
     return json_response({"items": items, "next_after": next_after})

@@ -27,6 +27,10 @@ from microseg.segments.parse import dump_segment, parse_segment, project_segment
 from microseg.workspace import Workspace
 
 router = APIRouter(prefix="/segments", tags=["segments"])
+RESPONSES: dict[int | str, dict[str, Any]] = {
+    **PROBLEM_RESPONSES,
+    404: {"description": "no such segment", "content": {"application/problem+json": {}}},
+}
 
 DefinitionBody = Annotated[
     dict[str, Any],
@@ -75,21 +79,27 @@ def _write_atomically(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-@router.get("", summary="Segments with their current sizes", responses=PROBLEM_RESPONSES)
+@router.get("", summary="Segments with their current sizes", responses=RESPONSES)
 def list_segments(_key: AnalystKey, services: ServicesDep) -> Response:
     ws = services.workspace
     sizes = seg_api.sizes(ws)
-    saved = {str(r["name"]): r for r in sizes.to_dict(orient="records")} if len(sizes) else {}
+    # sizes() names the column "segment"; the API calls it "name"
+    saved = {
+        str(r["segment"]): {k: v for k, v in r.items() if k != "segment"}
+        for r in sizes.to_dict(orient="records")
+    }
     files = sorted(p.stem for p in project_segment_files(ws.project.root))
     items = [
         {"name": name, "file": f"segments/{name}.yaml", **saved.get(name, {"size": None})}
         for name in files
     ]
-    items += [row for name, row in saved.items() if name not in files]
+    items += [
+        {"name": name, "file": None, **row} for name, row in saved.items() if name not in files
+    ]
     return json_response({"items": items})
 
 
-@router.get("/{name}", summary="One segment's definition", responses=PROBLEM_RESPONSES)
+@router.get("/{name}", summary="One segment's definition", responses=RESPONSES)
 def get_segment(name: str, _key: AnalystKey, services: ServicesDep) -> Response:
     _, seg = _saved(services.workspace, name)
     return json_response({"name": name, "definition": seg_api.to_dict(seg)})
@@ -98,7 +108,7 @@ def get_segment(name: str, _key: AnalystKey, services: ServicesDep) -> Response:
 @router.post(
     "/preview",
     summary="Size of a definition before saving it (nothing is stored)",
-    responses=PROBLEM_RESPONSES,
+    responses=RESPONSES,
 )
 def preview_segment(
     body: DefinitionBody, _key: AnalystKey, services: ServicesDep, as_of: AsOf = None
@@ -111,7 +121,7 @@ def preview_segment(
 @router.put(
     "/{name}",
     summary="Create or replace a segment (validated, previewed, written to segments/<name>.yaml)",
-    responses=PROBLEM_RESPONSES,
+    responses=RESPONSES,
 )
 def put_segment(
     name: str, body: DefinitionBody, key: AnalystKey, services: ServicesDep
@@ -130,7 +140,7 @@ def put_segment(
     )
 
 
-@router.delete("/{name}", summary="Delete a segment file", responses=PROBLEM_RESPONSES)
+@router.delete("/{name}", summary="Delete a segment file", responses=RESPONSES)
 def delete_segment(name: str, key: AnalystKey, services: ServicesDep) -> Response:
     ws = services.workspace
     path, _ = _saved(ws, name)
@@ -142,7 +152,7 @@ def delete_segment(name: str, key: AnalystKey, services: ServicesDep) -> Respons
 @router.post(
     "/{name}/compute",
     summary="Compute one segment (and the segments it references) now",
-    responses=PROBLEM_RESPONSES,
+    responses=RESPONSES,
 )
 def compute_segment(
     name: str, key: AnalystKey, services: ServicesDep, as_of: AsOf = None
@@ -154,9 +164,7 @@ def compute_segment(
     return json_response({"as_of": report.as_of, "runs": [r.__dict__ for r in report.runs]})
 
 
-@router.get(
-    "/{name}/members", summary="Current members, by profile id", responses=PROBLEM_RESPONSES
-)
+@router.get("/{name}/members", summary="Current members, by profile id", responses=RESPONSES)
 def members(
     name: str,
     _key: AnalystKey,
@@ -175,7 +183,7 @@ def members(
 
 
 @router.get(
-    "/{name}/history", summary="Entered / exited changes, newest first", responses=PROBLEM_RESPONSES
+    "/{name}/history", summary="Entered / exited changes, newest first", responses=RESPONSES
 )
 def segment_history(
     name: str,
@@ -193,7 +201,7 @@ def segment_history(
 @router.get(
     "/{name}/explain/{ref}",
     summary="Why a profile is or is not in the segment, condition by condition",
-    responses=PROBLEM_RESPONSES,
+    responses=RESPONSES,
 )
 def explain(
     name: str, ref: str, _key: AnalystKey, services: ServicesDep, as_of: AsOf = None

@@ -1,0 +1,349 @@
+"""Soak + real-time latency: 2,000 events/s for N minutes against a real server.
+
+    python benchmarks/bench_soak.py [--minutes 10] [--rate 2000] [--batch 50] [--probes 5]
+
+A temporary project gets one real-time segment, ``live_viewers`` (``page_view`` count >= 1
+in the last hour), and a real server (``python -m microseg.api``: uvicorn, real-time
+evaluator on, spool fsync on). Then, in separate processes:
+
+* the load generator posts ``--rate`` events/s in batches of ``--batch`` on a steady schedule
+  (``?wait=false``: acknowledged once fsync'd to the spool), mixed event types over 50,000
+  returning users;
+* ``--probes`` times a second a batch also carries a ``page_view`` of a brand-new user; once
+  that batch is acknowledged, the reader polls ``GET /v1/decide/<user>`` (every 1 ms) until
+  ``live_viewers`` is among the served segments.
+
+**Membership-visible latency** = time of the first decision response listing the segment
+minus the time the batch's acknowledgement reached the client (also reported: minus the send
+time). It covers spool -> importer commit -> serving state -> real-time evaluator ->
+decision state. The main process samples the server's RSS every 5 s (``/proc``). At the end
+the load stops, the spool drains, the server stops gracefully and the store is compared with
+every acknowledged event: lost (acked, not stored) and duplicated events are counted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import multiprocessing as mp
+import os
+import queue
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+
+from microseg.api.keys import create_key
+from microseg.store import Store
+from microseg.workspace import Workspace
+
+SEGMENT = "live_viewers"
+SEGMENT_YAML = f"name: {SEGMENT}\nrule:\n  event: page_view\n  last: 1h\n  gte: 1\n"
+TYPES = ("page_view", "page_view", "product_view", "add_to_cart", "purchase")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def rss_mb(pid: int) -> float:
+    """Resident set size of a process in MiB (from /proc)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def setup(root: Path) -> dict[str, str]:
+    Workspace.init(root, "soak").close()
+    for f in (root / "segments").glob("*.yaml"):
+        f.unlink()
+    (root / "segments" / f"{SEGMENT}.yaml").write_text(SEGMENT_YAML)
+    with Workspace.open(root) as ws:
+        return {
+            role: create_key(ws.store, ws.keys, role, rate_per_second=1e9)[1]
+            for role in ("collector", "decision-reader", "admin")
+        }
+
+
+def start(root: Path, port: int) -> subprocess.Popen[bytes]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "microseg.api", "--project", str(root), "--port", str(port)],
+        stderr=subprocess.PIPE,
+    )
+    for _ in range(600):
+        if proc.poll() is not None:
+            raise SystemExit(f"server exited: {proc.stderr.read().decode() if proc.stderr else ''}")
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/v1/health", timeout=1).status_code == 200:
+                return proc
+        except httpx.TransportError:
+            time.sleep(0.1)
+    proc.kill()
+    raise SystemExit("server did not start")
+
+
+def batch_events(b: int, size: int, probe: bool) -> list[dict[str, Any]]:
+    ts = (datetime.now(UTC) - timedelta(seconds=1)).isoformat()
+    events = [
+        {
+            "event_id": f"s{b}-{i}",
+            "event_type": TYPES[(b + i) % len(TYPES)],
+            "timestamp": ts,
+            "user_id": f"u{(b * size + i) % 50_000}",
+            "price": 10.0,
+            "quantity": 1,
+            "url": "/x",
+        }
+        for i in range(size - 1 if probe else size)
+    ]
+    if probe:
+        events.append(
+            {"event_id": f"s{b}-p", "event_type": "page_view", "timestamp": ts, "user_id": f"p{b}"}
+        )
+    return events
+
+
+# ------------------------------------------------------------------------- load generator
+def generator(
+    port: int, key: str, rate: float, size: int, probes: float, seconds: float, q: Any, out: Any
+) -> None:
+    interval = size / rate
+    probe_every = max(1, round(rate / size / probes)) if probes > 0 else 0
+    acked: list[int] = []
+    status: dict[int, int] = {}
+    errors = 0
+    lag: list[float] = []
+
+    async def send(client: httpx.AsyncClient, b: int) -> None:
+        nonlocal errors
+        probe = bool(probe_every) and b % probe_every == 0
+        body = orjson.dumps({"events": batch_events(b, size, probe)})
+        sent = time.monotonic()
+        try:
+            r = await client.post(
+                "/v1/events/batch?wait=false",
+                content=body,
+                headers={"X-API-Key": key, "content-type": "application/json"},
+            )
+        except httpx.HTTPError:
+            errors += 1
+            return
+        status[r.status_code] = status.get(r.status_code, 0) + 1
+        if r.status_code in (200, 202):
+            acked.append(b)
+            if probe:
+                q.put((f"p{b}", sent, time.monotonic()))
+
+    async def main() -> None:
+        limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
+        async with httpx.AsyncClient(
+            base_url=f"http://127.0.0.1:{port}", limits=limits, timeout=60
+        ) as client:
+            start_t = time.monotonic()
+            tasks: set[asyncio.Task[None]] = set()
+            b = 0
+            while (now := time.monotonic()) < start_t + seconds:
+                due = start_t + b * interval
+                if due > now:
+                    await asyncio.sleep(due - now)
+                lag.append(max(0.0, time.monotonic() - due))
+                task = asyncio.create_task(send(client, b))
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
+                b += 1
+            await asyncio.gather(*tasks)
+
+    asyncio.run(main())
+    q.put(None)
+    lag.sort()
+    out.put(
+        {
+            "batches": len(status) and sum(status.values()),
+            "acked": acked,
+            "status": status,
+            "transport_errors": errors,
+            "schedule_lag_p99_ms": 1000 * lag[int(0.99 * (len(lag) - 1))] if lag else 0.0,
+        }
+    )
+
+
+# -------------------------------------------------------------------------------- reader
+def reader(port: int, key: str, q: Any, out: Any, timeout: float = 30.0) -> None:
+    from_ack: list[float] = []
+    from_send: list[float] = []
+    timeouts = 0
+    fivexx = 0
+
+    async def probe(client: httpx.AsyncClient, user: str, sent: float, acked: float) -> None:
+        nonlocal timeouts, fivexx
+        while time.monotonic() - acked < timeout:
+            r = await client.get(f"/v1/decide/{user}", headers={"X-API-Key": key})
+            if r.status_code >= 500:
+                fivexx += 1
+            if r.status_code == 200 and SEGMENT in r.json()["segments"]:
+                seen = time.monotonic()
+                from_ack.append(seen - acked)
+                from_send.append(seen - sent)
+                return
+            await asyncio.sleep(0.001)
+        timeouts += 1
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
+            tasks = []
+            while True:
+                item = await loop.run_in_executor(None, q.get)
+                if item is None:
+                    break
+                tasks.append(asyncio.create_task(probe(client, *item)))
+            await asyncio.gather(*tasks)
+
+    asyncio.run(main())
+    out.put({"from_ack": from_ack, "from_send": from_send, "timeouts": timeouts, "5xx": fivexx})
+
+
+def pct(values: list[float], p: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return 1000 * ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--minutes", type=float, default=10.0)
+    ap.add_argument("--rate", type=float, default=2000.0, help="events per second")
+    ap.add_argument("--batch", type=int, default=50, help="events per request")
+    ap.add_argument("--probes", type=float, default=5.0, help="latency probes per second")
+    ap.add_argument("--json", type=Path, help="also write the figures here")
+    args = ap.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="microseg-soak-"))
+    root = tmp / "proj"
+    keys = setup(root)
+    port = free_port()
+    server = start(root, port)
+    try:
+        run(args, root, keys, port, server)
+    finally:
+        if server.poll() is None:
+            server.kill()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def run(
+    args: argparse.Namespace,
+    root: Path,
+    keys: dict[str, str],
+    port: int,
+    server: subprocess.Popen[bytes],
+) -> None:
+    ctx = mp.get_context("spawn")
+    q, gen_out, read_out = ctx.Queue(), ctx.Queue(), ctx.Queue()
+    seconds = args.minutes * 60
+    gen = ctx.Process(
+        target=generator,
+        args=(port, keys["collector"], args.rate, args.batch, args.probes, seconds, q, gen_out),
+    )
+    rd = ctx.Process(target=reader, args=(port, keys["decision-reader"], q, read_out))
+    rss: list[tuple[float, float]] = []
+    t0 = time.monotonic()
+    rss.append((0.0, rss_mb(server.pid)))
+    rd.start()
+    gen.start()
+    g: dict[str, Any] | None = None
+    while g is None:  # read the result before joining: a child with queued data cannot exit
+        try:
+            g = gen_out.get(timeout=5)
+        except queue.Empty:
+            rss.append((time.monotonic() - t0, rss_mb(server.pid)))
+            if len(rss) % 12 == 0:
+                print(f"  t={rss[-1][0]:.0f}s rss={rss[-1][1]:.0f} MiB", flush=True)
+    load_seconds = time.monotonic() - t0
+    r = read_out.get()
+    gen.join()
+    rd.join()
+    # drain: wait until the importer has committed everything, then stop gracefully
+    admin = {"X-API-Key": keys["admin"]}
+    drain_t = time.monotonic()
+    while True:
+        stats = httpx.get(
+            f"http://127.0.0.1:{port}/v1/admin/stats", headers=admin, timeout=120
+        ).json()
+        if stats["collector"]["backlog_events"] == 0 or time.monotonic() - drain_t > 600:
+            break
+        time.sleep(0.5)
+    drain_seconds = time.monotonic() - drain_t
+    rss.append((time.monotonic() - t0, rss_mb(server.pid)))
+    server.send_signal(signal.SIGTERM)
+    server.wait(120)
+    store = Store(root / ".microseg" / "microseg.duckdb")
+    stored = dict(store.rows("SELECT event_id, count(*) FROM events GROUP BY 1"))
+    store.close()
+    expected = {
+        e["event_id"]
+        for b in g["acked"]
+        for e in batch_events(b, args.batch, False)  # ids only; probe id added below
+    }
+    probe_every = max(1, round(args.rate / args.batch / args.probes)) if args.probes > 0 else 0
+    for b in g["acked"]:
+        if probe_every and b % probe_every == 0:
+            expected.discard(f"s{b}-{args.batch - 1}")
+            expected.add(f"s{b}-p")
+    lost = len(expected - set(stored))
+    duplicates = sum(n - 1 for n in stored.values() if n > 1)
+    acked_events = len(expected)
+    # memory: start after warm-up (first minute or 10 % of the run), slope by least squares
+    warm = [(t, m) for t, m in rss if t >= min(60.0, load_seconds * 0.1)]
+    slope = (
+        statistics.linear_regression([t for t, _ in warm], [m for _, m in warm]).slope
+        if len(warm) > 2
+        else float("nan")
+    )
+    figures = {
+        "minutes": args.minutes,
+        "target_events_per_s": args.rate,
+        "acked_events": acked_events,
+        "achieved_events_per_s": acked_events / load_seconds,
+        "http_status": g["status"],
+        "5xx": sum(n for s, n in g["status"].items() if int(s) >= 500) + r["5xx"],
+        "transport_errors": g["transport_errors"],
+        "schedule_lag_p99_ms": g["schedule_lag_p99_ms"],
+        "lost": lost,
+        "duplicates": duplicates,
+        "drain_seconds": drain_seconds,
+        "latency_probes": len(r["from_ack"]),
+        "latency_timeouts": r["timeouts"],
+        "visible_after_ack_p50_ms": pct(r["from_ack"], 50),
+        "visible_after_ack_p99_ms": pct(r["from_ack"], 99),
+        "visible_after_send_p50_ms": pct(r["from_send"], 50),
+        "visible_after_send_p99_ms": pct(r["from_send"], 99),
+        "rss_start_mib": rss[0][1],
+        "rss_after_warmup_mib": warm[0][1] if warm else float("nan"),
+        "rss_end_mib": rss[-1][1],
+        "rss_max_mib": max(m for _, m in rss),
+        "rss_slope_mib_per_min_after_warmup": 60 * slope,
+        "cpu_count": os.cpu_count(),
+        "load_average": os.getloadavg(),
+    }
+    print(json.dumps(figures, indent=2))
+    if args.json:
+        args.json.write_text(json.dumps({**figures, "rss_samples": rss}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
