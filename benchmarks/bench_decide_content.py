@@ -249,6 +249,14 @@ def check_response(port: int, key: str, ref: str) -> None:
         print(f"  sample {dec['placement']}: rule={dec['rule']} rendered={dec['rendered']}")
 
 
+def _rss_kb(pid: int | str = "self") -> int:
+    status = Path(f"/proc/{pid}/status")
+    if not status.exists():
+        return 0
+    line = next(x for x in status.read_text().splitlines() if x.startswith("VmRSS"))
+    return int(line.split()[1])
+
+
 def engine_cost(root: Path, refs: list[str], n: int = 20_000) -> None:
     """CPU cost of the engine alone (no HTTP): decisions of random profiles in-process."""
     from microseg.api.serving import ServingState
@@ -256,10 +264,12 @@ def engine_cost(root: Path, refs: list[str], n: int = 20_000) -> None:
 
     with Workspace.open(root) as ws:
         state = ServingState.from_store(ws.store, ws.keys)
+        rss0 = _rss_kb()
         t0 = time.perf_counter()
         engine = engine_for_workspace(ws, state)
         assert engine is not None
         loaded = time.perf_counter() - t0
+        print(f"engine memory (RSS growth while loading it): {(_rss_kb() - rss0) / 1024:.0f} MB")
         rnd = random.Random(1)
         profiles = [state.get(refs[rnd.randrange(len(refs))]) for _ in range(n)]
         for label, names in (
@@ -325,10 +335,8 @@ def main() -> None:
                     f"  non-2xx {res['non2xx']}  errors {res['errors']}  ({res['tool']}){verdict}",
                     flush=True,
                 )
-        status = Path(f"/proc/{proc.pid}/status")
-        if status.exists():
-            rss = next(x for x in status.read_text().splitlines() if x.startswith("VmRSS"))
-            print(f"server memory after the runs: {rss.split(':')[1].strip()}")
+        if _rss_kb(proc.pid):
+            print(f"server memory after the runs: {_rss_kb(proc.pid) / 1024:.0f} MB RSS (all)")
         stats = httpx.get(
             f"http://127.0.0.1:{port}/v1/admin/stats", headers={"X-API-Key": keys["admin"]}
         )
