@@ -182,7 +182,7 @@ def generator(
 
 
 # -------------------------------------------------------------------------------- reader
-def reader(port: int, key: str, q: Any, out: Any, timeout: float = 30.0) -> None:
+def reader(port: int, key: str, q: Any, out: Any, timeout: float = 300.0) -> None:
     from_ack: list[float] = []
     from_send: list[float] = []
     timeouts = 0
@@ -318,7 +318,8 @@ def run(
         "minutes": args.minutes,
         "target_events_per_s": args.rate,
         "acked_events": acked_events,
-        "achieved_events_per_s": acked_events / load_seconds,
+        "acked_events_per_s": acked_events / seconds,
+        "load_seconds": load_seconds,
         "http_status": g["status"],
         "5xx": sum(n for s, n in g["status"].items() if int(s) >= 500) + r["5xx"],
         "transport_errors": g["transport_errors"],
