@@ -20,17 +20,17 @@ from engines_support import (  # noqa: F401 - pytest fixture
 from typer.testing import CliRunner
 
 from microseg.cli import spark as spark_cli
+from microseg.errors import ConfigError
 from microseg.segments import compute_segments
 from microseg.segments.membership import members
 from microseg.traits import compute_traits, load_traits, trait_frame
 
 pytestmark = pytest.mark.spark
-CHOSEN = ("t_contains_list", "q_top", "seq_drop", "g_store", "consent", "bucket", "nested")
+CHOSEN = ("t_contains_list", "seq_drop", "g_store", "bucket")
 # the traits these segments read (a lighter set than the full parity suite's)
 CLI_TRAITS = """
 traits:
   - {name: n_events, kind: count}
-  - {name: monetary, kind: sum, expression: quantity * price, events: [purchase]}
   - name: interests
     kind: interest_tags
     min_count: 2
@@ -38,7 +38,6 @@ traits:
     rules:
       - {tag: Electronics > Phones, events: [product_view], where: {category: {matches: phone}}}
       - {tag: Home > Kitchen, where: {category: kitchen}}
-  - {name: tier, kind: attribute, attribute: tier}
   - {name: latitude, kind: attribute, attribute: latitude, dtype: number}
   - {name: longitude, kind: attribute, attribute: longitude, dtype: number}
 """
@@ -53,7 +52,7 @@ def _project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
     (project.root / "traits.yaml").write_text(CLI_TRAITS)
     for old in (project.root / "segments").glob("*.yaml"):
         old.unlink()
-    wanted = {"nested", "q_top", "consent", "bucket", "t_missing", *CHOSEN}
+    wanted = set(CHOSEN)
     for d in SEGMENTS:
         if d["name"] in wanted:
             (project.root / "segments" / f"{d['name']}.yaml").write_text(yaml.safe_dump(d))
@@ -93,6 +92,7 @@ def test_spark_run_writes_traits_and_memberships(
             AS_OF.isoformat(),
             "--out",
             str(out),
+            "--no-codegen",
         ],
     )
     assert res.exit_code == 0, res.output
@@ -118,6 +118,37 @@ def test_spark_run_user_mistakes(
     res = runner.invoke(app, ["spark", "run", "--as-of", "yesterday"])
     assert res.exit_code == 2 and "--as-of expects an ISO time" in res.output
     missing = str(tmp_path / "nope" / "*.parquet")
-    res = runner.invoke(app, ["spark", "run", "--events", missing, "--as-of", AS_OF.isoformat()])
+    res = runner.invoke(
+        app, ["spark", "run", "--events", missing, "--as-of", AS_OF.isoformat(), "--no-codegen"]
+    )
     assert res.exit_code == 1
     assert isinstance(res.exception, Exception) and "cannot read events" in str(res.exception)
+
+
+def test_event_files_without_some_properties(spark: Any, tmp_path: Path) -> None:
+    """Declared properties absent from the Parquet files become typed NULL columns."""
+    from engines_support import settings
+
+    from microseg.engines.spark import SparkEngine
+
+    frame = pd.DataFrame(
+        {
+            "event_type": ["purchase"],
+            "ts": [pd.Timestamp(AS_OF)],
+            "id_key": ["user_id:x"],
+            "price": [3.5],
+        }
+    )
+    frame.to_parquet(tmp_path / "part-1.parquet")
+    engine = SparkEngine(spark, settings(), tmp_path / "work")
+    engine.load_events(str(tmp_path / "part-*.parquet"))
+    engine.ensure_event_columns()
+    schema = {f.name: f.dataType.simpleString() for f in spark.table("events").schema.fields}
+    assert schema["price"] == "double" and schema["quantity"] == "double"
+    assert schema["category"] == "string" and schema["ts"] == "timestamp"
+    assert schema["session_id"] == "string" and schema["event_id"] == "string"
+    row = spark.table("events").collect()[0]
+    assert row["quantity"] is None and row["ts"] == AS_OF
+    with pytest.raises(ConfigError, match="lack the columns"):
+        pd.DataFrame({"event_type": ["x"]}).to_parquet(tmp_path / "bad.parquet")
+        engine.load_events(str(tmp_path / "bad.parquet"))

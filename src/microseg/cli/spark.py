@@ -50,6 +50,11 @@ def register(app: typer.Typer) -> None:
         shuffle_partitions: int = typer.Option(
             4, "--shuffle-partitions", min=1, help="spark.sql.shuffle.partitions"
         ),
+        codegen: bool = typer.Option(
+            True,
+            "--codegen/--no-codegen",
+            help="whole-stage code generation (off is faster on small data)",
+        ),
     ) -> None:
         """Compute traits.yaml and segments/*.yaml on Spark and write the results as Parquet.
 
@@ -70,7 +75,9 @@ def register(app: typer.Typer) -> None:
             segments, _ = load_segments(project_segment_files(root))
             target = out or root / "spark_out"
             owned = SparkSession.getActiveSession() is None
-            spark = local_session(master=master, shuffle_partitions=shuffle_partitions)
+            spark = local_session(
+                master=master, shuffle_partitions=shuffle_partitions, codegen=codegen
+            )
             try:
                 with tempfile.TemporaryDirectory(prefix="microseg-spark-") as scratch:
                     engine = SparkEngine(spark, ws.settings, Path(scratch))

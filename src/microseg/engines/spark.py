@@ -248,10 +248,9 @@ class SparkEngine:
         df = self.spark.table("events")
         have = set(df.columns)
         added = False
-        for name, sql_type in self.settings.taxonomy.property_columns().items():
+        for name, base in self.settings.taxonomy.property_columns().items():
             if name not in have:
-                spark_type = exp.DataType.build(sql_type, dialect=q.DIALECT).sql(dialect="spark")
-                df = df.withColumn(name, F.lit(None).cast(spark_type))
+                df = df.withColumn(name, F.lit(None).cast(q.dtype(base).sql(dialect="spark")))
                 added = True
         for name in ("session_id", "event_id"):
             if name not in have:
