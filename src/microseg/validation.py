@@ -23,6 +23,7 @@ def validators() -> dict[str, Validator]:
     from microseg.experiments.assignment import ExperimentSpec
     from microseg.measure.guards import validate_campaign_document
     from microseg.personalize.content import validate_content_document
+    from microseg.personalize.decision_rules import validate_decisions_document
     from microseg.segments.parse import validate_segment_file
     from microseg.traits.compute import validate_traits_file
 
@@ -37,6 +38,7 @@ def validators() -> dict[str, Validator]:
         "experiments/*.yaml": _experiment,
         "campaigns/*.yaml": validate_campaign_document,
         "journeys/*.yaml": validate_journey_document,
+        "decisions/*.yaml": validate_decisions_document,
     }
 
 

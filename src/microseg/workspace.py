@@ -199,6 +199,59 @@ class Workspace:
 
         return project_engine(self, **kwargs)
 
+    # -- privacy ---------------------------------------------------------------------------
+    def record_consent(self, ref: str, purpose: str, granted: bool, **kwargs: Any) -> Any:
+        """Append a consent grant or revoke (audited, effective at once in live components)."""
+        from microseg.privacy.consent import record_consent
+
+        kwargs.setdefault("source", "library")
+        kwargs.setdefault("actor", self.actor)
+        return record_consent(
+            self.store, self.profile_id(ref), purpose, granted, settings=self.settings, **kwargs
+        )
+
+    def consent_state(self, ref: str, purpose: str, at: datetime | None = None) -> Any:
+        """The consent decision in force for a profile and purpose."""
+        from microseg.privacy.consent import consent_state
+
+        return consent_state(self.store, self.profile_id(ref), purpose, at)
+
+    def import_consents(self, path: str | Path, **kwargs: Any) -> Any:
+        """Append the consent decisions of a CSV file."""
+        from microseg.privacy.consent_import import import_consents
+
+        return import_consents(self, path, actor=self.actor, **kwargs)
+
+    def export_subject(self, ref: str) -> dict[str, Any]:
+        """Everything held about a person, as JSON-ready data (PII reads audited)."""
+        from microseg.privacy.subject import export_subject
+
+        return export_subject(self, ref, actor=self.actor)
+
+    def correct_subject(self, ref: str, field_name: str, value: str | None) -> dict[str, Any]:
+        """Correct (or remove with None) one attribute of a person; audited."""
+        from microseg.privacy.subject import correct_subject
+
+        return correct_subject(self, ref, field_name, value, actor=self.actor)
+
+    def erase_subject(self, ref: str, reason: str, **kwargs: Any) -> Any:
+        """Erase a person from every table and file, crypto-shredding their key; audited."""
+        from microseg.privacy.erasure import erase_subject
+
+        return erase_subject(self, ref, reason, actor=self.actor, **kwargs)
+
+    def run_retention(self, now: datetime | None = None, *, dry_run: bool = False) -> Any:
+        """Apply the retention periods of microseg.yaml (privacy.retention_days)."""
+        from microseg.privacy.retention import run_retention
+
+        return run_retention(self, now, dry_run=dry_run, actor=self.actor)
+
+    def audit(self, **kwargs: Any) -> pd.DataFrame:
+        """Audit-log rows, newest first (filters: actor, action, target, about, since)."""
+        from microseg.privacy.audit import audit_entries
+
+        return audit_entries(self.store, **kwargs)
+
     def kpis(self, **kwargs: Any) -> pd.DataFrame:
         """Per-segment KPIs over time (``measure.kpis.segment_kpis``)."""
         from microseg.measure.kpis import segment_kpis

@@ -18,6 +18,7 @@ from microseg.api import problems
 from microseg.api.auth import Authenticator, RateLimiter
 from microseg.api.collector import Collector
 from microseg.api.deps import SECURITY_SCHEMES, Services
+from microseg.api.privacy_hooks import install_privacy_hooks
 from microseg.api.realtime import RealtimeBridge
 from microseg.api.routers import (
     admin,
@@ -25,6 +26,7 @@ from microseg.api.routers import (
     decide,
     events,
     health,
+    privacy,
     profiles,
     quarantine,
     segments,
@@ -33,6 +35,7 @@ from microseg.api.schema import ensure_schema
 from microseg.api.serving import ServingState
 from microseg.api.settings import ApiSettings
 from microseg.personalize.decisions import load_engine
+from microseg.privacy.retention import retention_loop
 from microseg.workspace import Workspace
 
 API_PREFIX = "/v1"
@@ -83,6 +86,10 @@ def create_app(
         if realtime is not None:
             state.subscribe(realtime)
             sweeper = asyncio.create_task(_sweep_forever(realtime, state, settings.sweep_seconds))
+        unhook = install_privacy_hooks(workspace.store, state, realtime, decisions)
+        retention: asyncio.Task[None] | None = None
+        if workspace.settings.privacy.retention_days:
+            retention = asyncio.create_task(retention_loop(workspace, settings.retention_seconds))
         collector.start()
         if decisions is not None:
             decisions.start()
@@ -101,6 +108,9 @@ def create_app(
         finally:
             if sweeper is not None:
                 sweeper.cancel()
+            if retention is not None:
+                retention.cancel()
+            unhook()
             await run_in_threadpool(collector.stop)
             if decisions is not None:
                 await run_in_threadpool(decisions.stop)
@@ -122,7 +132,8 @@ def create_app(
     problems.install(app)
     secured: set[tuple[str, str]] = set()
     # Included straight under /v1 (no nested router: cheaper matching); the hot path first.
-    for module in (decide, events, profiles, quarantine, segments, health, admin, dashboard):
+    modules = (decide, events, profiles, quarantine, segments, privacy, health, admin, dashboard)
+    for module in modules:
         app.include_router(module.router, prefix=API_PREFIX)
         secured |= _secured_operations(module.router, API_PREFIX)
     app.include_router(dashboard.pages)  # HTML pages + local assets at /dashboard

@@ -281,6 +281,14 @@ class ServingState:
                 traits={k: json_value(v) for k, v in new.items()}, updated_at=utcnow()
             )
 
+    def forget(self, profile_id: str) -> None:
+        """Drop a profile and every id key pointing at it (after an erasure)."""
+        with self._write:
+            self._profiles.pop(profile_id, None)
+            stale = [k for k, pid in self._ids.items() if pid == profile_id]
+            for key in stale:
+                del self._ids[key]
+
     def apply_changes(self, changes: Iterable[tuple[str, str, bool]]) -> int:
         """Apply membership changes ``(profile_id, segment, entered)``; returns how many applied."""
         applied = 0

@@ -61,6 +61,9 @@ class ApiSettings(BaseSettings):
     import_retries: int = Field(default=3, ge=1, description="attempts before a segment is parked")
     realtime: bool = Field(default=True, description="`microseg serve`: evaluate segments live")
     sweep_seconds: float = Field(default=10.0, gt=0, description="real-time sweep interval")
+    retention_seconds: float = Field(
+        default=3600.0, gt=0, description="retention job interval (when retention_days is set)"
+    )
     traits_table: str = "traits"
     membership_table: str | None = Field(
         default=None, description="default: 'memberships', else 'segment_membership' if present"

@@ -92,6 +92,7 @@ SUBCOMMANDS: tuple[str, ...] = (
     "report",
     "recommend",
     "journeys",
+    "privacy",
 )
 
 

@@ -13,7 +13,7 @@ from microseg.errors import ConfigError
 
 SETTINGS_FILE = "microseg.yaml"
 TEMPLATE_FILES = ("microseg.yaml", "traits.yaml")
-PROJECT_DIRS = ("segments", "content", "campaigns", "experiments", "journeys")
+PROJECT_DIRS = ("segments", "content", "campaigns", "experiments", "journeys", "decisions")
 # Journey examples need their content blocks: `microseg journeys examples` installs both.
 EMPTY_DIRS = frozenset({"journeys"})
 

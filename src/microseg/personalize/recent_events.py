@@ -75,6 +75,11 @@ class RecentEvents:
         self._lock = threading.Lock()
         self.events_seen = 0
 
+    def forget(self, profile_id: str) -> None:
+        """Drop everything kept about a profile (after an erasure)."""
+        with self._lock:
+            self._rings.pop(profile_id, None)
+
     # -- writing ----------------------------------------------------------------------------
     def add(self, profile_id: str, event_type: str, ts: datetime, props: Mapping[str, Any]) -> bool:
         """Keep one event if its type is watched; returns whether it was kept."""

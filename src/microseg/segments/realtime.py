@@ -175,6 +175,16 @@ class RealtimeEvaluator:
         return out
 
     # -- inputs ---------------------------------------------------------------------------
+    def forget(self, profile_id: str) -> None:
+        """Drop everything known about a profile (after an erasure); no change is emitted."""
+        self.profiles.pop(profile_id, None)
+        for members in self.members.values():
+            members.discard(profile_id)
+        for name in self.segments:
+            self.leaf_state.pop((profile_id, name), None)
+        self._next.pop(profile_id, None)
+        self._due.pop(profile_id, None)  # its heap entry is skipped when popped
+
     def profile(self, profile_id: str) -> ProfileData:
         return self.profiles[profile_id]
 

@@ -24,6 +24,8 @@ def stats(_key: AdminKey, services: ServicesDep) -> Response:
         "collector": services.collector.stats(),
         "serving": services.state.stats(),
         "store": services.workspace.counts(),
+        "decisions": services.decisions.stats() if services.decisions else None,
+        "decisions_error": services.decisions_error,
         "started_at": services.started_at,
     }
     return json_response(body)
