@@ -147,6 +147,10 @@ def test_golden_template_segments_on_spark(spark: Any, tmp_path: Path) -> None:
     engine.load_store(store, with_traits=True)
     run: SparkRun = engine.run(None, segs, sup.AS_OF)
     got = run.member_sets()
+    frame = run.membership_frame()
+    assert list(frame.columns) == ["segment", "profile_id"] and len(frame) == sum(
+        run.sizes.values()
+    )
     for name, expected in golden.EXPECTED.items():
         assert got[name] == expected, name
     from microseg.segments.evaluate import bucket_of

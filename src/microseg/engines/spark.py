@@ -141,6 +141,11 @@ class SparkRun:
             return pd.DataFrame()
         return to_pandas(self.traits).sort_values("profile_id", ignore_index=True)
 
+    def membership_frame(self) -> pd.DataFrame:
+        """Memberships as pandas (segment, profile_id), ordered."""
+        frame = to_pandas(self.memberships.select("segment", "profile_id"))
+        return frame.sort_values(["segment", "profile_id"], ignore_index=True)
+
     def member_sets(self) -> dict[str, set[str]]:
         """Segment name -> set of member profile ids (every computed segment present)."""
         found: dict[str, set[str]] = {name: set() for name in self.sizes}
