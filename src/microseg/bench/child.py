@@ -5,9 +5,8 @@ from __future__ import annotations
 import json
 import sys
 
+from microseg.bench.runner import MARKER
 from microseg.bench.steps import STEPS, peak_rss_mb
-
-MARKER = "BENCH-RESULT "
 
 
 def main(argv: list[str]) -> int:

@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from microseg.bench.bandwidth import floor_seconds, read_bandwidth
-from microseg.bench.child import MARKER
 from microseg.console import Progress, SilentProgress
 from microseg.errors import ConfigError, MicrosegError
 
+MARKER = "BENCH-RESULT "  # the child prints its JSON result after this
 STEP_ORDER = ("import", "traits", "segments", "realtime", "decide")
 PANDAS_TWIN = {"import": "import_pandas", "traits": "traits_pandas", "segments": "segments_pandas"}
 SYNTH_START = datetime(2024, 1, 1)
