@@ -3,7 +3,8 @@
     python benchmarks/bench_soak.py [--minutes 10] [--rate 2000] [--batch 50] [--probes 5]
 
 A temporary project gets one real-time segment, ``live_viewers`` (``page_view`` count >= 1
-in the last hour), and a real server (``python -m microseg.api``: uvicorn, real-time
+in the last ``--window``, default 2 minutes: the evaluator keeps every page_view of the window
+in memory, so a 1 h window could not show a plateau in a 10-minute soak), and a real server (``python -m microseg.api``: uvicorn, real-time
 evaluator on, spool fsync on). Then, in separate processes:
 
 * the load generator posts ``--rate`` events/s in batches of ``--batch`` on a steady schedule
@@ -49,7 +50,6 @@ from microseg.store import Store
 from microseg.workspace import Workspace
 
 SEGMENT = "live_viewers"
-SEGMENT_YAML = f"name: {SEGMENT}\nrule:\n  event: page_view\n  last: 1h\n  gte: 1\n"
 TYPES = ("page_view", "page_view", "product_view", "add_to_cart", "purchase")
 
 
@@ -67,11 +67,13 @@ def rss_mb(pid: int) -> float:
     return float("nan")
 
 
-def setup(root: Path) -> dict[str, str]:
+def setup(root: Path, window: str) -> dict[str, str]:
     Workspace.init(root, "soak").close()
     for f in (root / "segments").glob("*.yaml"):
         f.unlink()
-    (root / "segments" / f"{SEGMENT}.yaml").write_text(SEGMENT_YAML)
+    (root / "segments" / f"{SEGMENT}.yaml").write_text(
+        f"name: {SEGMENT}\nrule:\n  event: page_view\n  last: {window}\n  gte: 1\n"
+    )
     with Workspace.open(root) as ws:
         return {
             role: create_key(ws.store, ws.keys, role, rate_per_second=1e9)[1]
@@ -230,11 +232,17 @@ def main() -> None:
     ap.add_argument("--rate", type=float, default=2000.0, help="events per second")
     ap.add_argument("--batch", type=int, default=50, help="events per request")
     ap.add_argument("--probes", type=float, default=5.0, help="latency probes per second")
+    ap.add_argument(
+        "--window",
+        default="2m",
+        help="the segment's window; the real-time evaluator keeps each profile's page_views"
+        " for this long, so memory can only plateau once a window has passed",
+    )
     ap.add_argument("--json", type=Path, help="also write the figures here")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="microseg-soak-"))
     root = tmp / "proj"
-    keys = setup(root)
+    keys = setup(root, args.window)
     port = free_port()
     server = start(root, port)
     try:
@@ -316,6 +324,7 @@ def run(
     )
     figures = {
         "minutes": args.minutes,
+        "segment_window": args.window,
         "target_events_per_s": args.rate,
         "acked_events": acked_events,
         "acked_events_per_s": acked_events / seconds,
