@@ -77,7 +77,9 @@ def main(argv: list[str]) -> int:
         return subprocess.call([str(BIN / "microseg"), "demo", *rest], cwd=ROOT)
     ensure_installed("dev,spark")
     ensure_chromium()
-    workers = ["-n", "2"] if not any(a.startswith("-n") for a in rest) else []
+    # loadfile: a file's tests share one worker, so module-scoped fixtures (projects, the
+    # Spark session) are built once rather than once per worker
+    workers = ["-n", "2", "--dist", "loadfile"] if not any(a.startswith("-n") for a in rest) else []
     return subprocess.call([str(PY), "-m", "pytest", *workers, *rest], cwd=ROOT)
 
 

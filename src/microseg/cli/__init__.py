@@ -93,6 +93,7 @@ SUBCOMMANDS: tuple[str, ...] = (
     "recommend",
     "journeys",
     "privacy",
+    "spark",
 )
 
 
