@@ -4,8 +4,10 @@ Hypothesis generates hostile batches (see fuzz_support: wrong types, NUL / emoji
 missing and extra fields, bad / future / ancient timestamps, nested junk, duplicate ids,
 non-objects, oversized events) and hostile requests (bad JSON and encodings, wrong content
 types, oversized bodies, bad query parameters, bad keys), plus CSV / JSON Lines files for the
-bulk importer. Each test counts what it generated; together they send more than 10,000
-fuzzed events and requests (asserted per test, summed in the module docstring of the report).
+bulk importer. Each test asserts a floor on what it generated: >= 6,800 events in API
+batches, >= 40 single events, >= 760 raw requests, >= 3,000 import rows; with >= 150
+schemathesis calls (test_reliability_schemathesis.py) the suite fuzzes >= 10,750 items.
+Shrinking is off (large batches shrink slowly): a failure shows the generated example.
 """
 
 from __future__ import annotations
@@ -80,7 +82,7 @@ def test_fuzzed_event_batches_are_stored_or_quarantined_with_a_reason(rig: Rig) 
     headers = {"X-API-Key": rig.keys["collector"]}
 
     @fast(40)
-    @given(st.lists(case(ids), min_size=150, max_size=250))
+    @given(st.lists(case(ids), min_size=170, max_size=260))
     def run(cases: list[Case]) -> None:
         items = [c.item for c in cases]
         events_before = rig.count("SELECT count(*) FROM events")
@@ -120,7 +122,7 @@ def test_fuzzed_event_batches_are_stored_or_quarantined_with_a_reason(rig: Rig) 
             assert {v["event_id"] for v in valid} <= set(stored)
 
     run()
-    assert rig.sent >= 6000, rig.sent
+    assert rig.sent >= 6800, rig.sent
     reasons = dict(rig.ws.store.rows("SELECT reason, count(*) FROM quarantine GROUP BY 1"))
     assert set(reasons) <= REASONS and len(reasons) >= 10, reasons
     print(f"fuzzed events via the API: {rig.sent}; quarantine reasons: {reasons}")
@@ -254,7 +256,7 @@ def test_fuzzed_requests_never_answer_5xx(tmp_path: Path) -> None:
 # ---------------------------------------------------------------------------------- imports
 @st.composite
 def file_rows(draw: st.DrawFn) -> list[Case]:
-    return draw(st.lists(case(ids), min_size=120, max_size=200))
+    return draw(st.lists(case(ids), min_size=150, max_size=220))
 
 
 def _flat(item: Any) -> dict[str, str]:
@@ -282,7 +284,7 @@ def test_fuzzed_import_files_account_for_every_row(tmp_path: Path) -> None:
     ws = Workspace.open(new_project(tmp_path / "proj"))
     totals = {"rows": 0, "files": 0}
 
-    @fast(25)
+    @fast(20)
     @given(file_rows(), st.sampled_from(["jsonl", "csv"]), st.integers(0, 3))
     def run(cases: list[Case], fmt: str, broken: int) -> None:
         path = tmp_path / f"fuzz.{fmt}"
@@ -362,7 +364,7 @@ def test_strategies_cover_every_case_kind() -> None:
     """The generator really produces each kind (guards against a silently narrowed strategy)."""
     seen: set[str | None] = set()
 
-    @settings(max_examples=300, database=None, deadline=None)
+    @settings(max_examples=100, database=None, deadline=None)
     @given(case(ids), valid_event(ids), hostile_text, json_junk)
     def run(c: Case, _v: Any, _t: str, _j: Any) -> None:
         seen.add(c.expect)
