@@ -22,7 +22,9 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-console = Console()
+# Piped or captured output has no terminal width to respect: give tables room (a terminal
+# keeps its own width).
+console = Console(width=None if sys.stdout.isatty() else 160)
 err_console = Console(stderr=True)
 STATE: dict[str, Any] = {"debug": False, "project": Path(".")}
 

@@ -34,7 +34,7 @@ from sqlglot import exp
 from microseg.config.models import Taxonomy
 from microseg.errors import ConfigError, NotFoundError, did_you_mean
 from microseg.store import sql as q
-from microseg.store.duckdb_store import Store, utcnow
+from microseg.store.duckdb_store import Store, naive_utc, utcnow
 
 ALL = "(all)"
 COLUMNS = ["segment", "period", "metric", "value", "users"]
@@ -259,7 +259,9 @@ def segment_kpis(
         raise ConfigError(f"unknown KPI frequency {freq!r}; use one of {', '.join(FREQS)}")
     part, pfreq = FREQS[code]
     cfg = events or (KpiEvents.from_taxonomy(taxonomy) if taxonomy else KpiEvents())
-    as_of = as_of or utcnow()
+    as_of = naive_utc(as_of) if as_of is not None else utcnow()
+    start = naive_utc(start) if start is not None else None
+    end = naive_utc(end) if end is not None else None
     with store.lock:
         names, with_all = _segment_names(store, segments)
         if start is None:

@@ -25,6 +25,11 @@ def utcnow() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)
 
 
+def naive_utc(value: datetime) -> datetime:
+    """An aware time converted to naive UTC; a naive time is taken as UTC already."""
+    return value if value.tzinfo is None else value.astimezone(UTC).replace(tzinfo=None)
+
+
 class Store:
     """A DuckDB database file (or in-memory database) holding everything microseg keeps."""
 
