@@ -18,11 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
-import multiprocessing as mp
 import os
-import random
-import re
 import shutil
 import signal
 import socket
@@ -39,6 +35,7 @@ import httpx
 import orjson
 
 from microseg.api.keys import create_key
+from microseg.bench.load import decide_load
 from microseg.workspace import Workspace
 
 
@@ -117,110 +114,6 @@ def start(root: Path, port: int) -> subprocess.Popen[bytes]:
             time.sleep(0.1)
     proc.kill()
     raise SystemExit("server did not start")
-
-
-# ------------------------------------------------------------------------------ decision
-WRK_SCRIPT = """
-local refs = {}
-for line in io.lines("%s") do refs[#refs + 1] = line end
-wrk.headers["X-API-Key"] = "%s"
-request = function()
-  return wrk.format("GET", "/v1/decide/" .. refs[math.random(#refs)])
-end
-done = function(summary, latency, requests)
-  io.write(string.format("JSON {\\"requests\\": %%d, \\"seconds\\": %%f, \\"p50_ms\\": %%f, \\"p90_ms\\": %%f, \\"p99_ms\\": %%f, \\"non2xx\\": %%d, \\"errors\\": %%d}\\n",
-    summary.requests, summary.duration / 1e6, latency:percentile(50) / 1e3,
-    latency:percentile(90) / 1e3, latency:percentile(99) / 1e3,
-    summary.errors.status, summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout))
-end
-"""
-
-
-def decide_wrk(
-    port: int, key: str, refs: list[str], seconds: int, connections: int, tmp: Path
-) -> dict[str, Any]:
-    (tmp / "refs.txt").write_text("\n".join(refs))
-    (tmp / "bench.lua").write_text(WRK_SCRIPT % (tmp / "refs.txt", key))
-    out = subprocess.run(
-        [
-            "wrk",
-            "-t1",
-            f"-c{connections}",
-            f"-d{seconds}s",
-            "-s",
-            str(tmp / "bench.lua"),
-            f"http://127.0.0.1:{port}",
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    match = re.search(r"^JSON (.*)$", out, re.M)
-    assert match, out
-    res = json.loads(match.group(1))
-    res["rps"] = res["requests"] / res["seconds"]
-    res["tool"] = f"wrk -t1 -c{connections}"
-    return res
-
-
-async def _worker(
-    port: int, key: str, refs: list[str], until: float, lat: list[float], bad: list[int]
-) -> None:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    rnd = random.Random()
-    while time.perf_counter() < until:
-        ref = refs[rnd.randrange(len(refs))]
-        t0 = time.perf_counter()
-        writer.write(
-            f"GET /v1/decide/{ref} HTTP/1.1\r\nHost: b\r\nX-API-Key: {key}\r\n\r\n".encode()
-        )
-        head = await reader.readuntil(b"\r\n\r\n")
-        length = int(re.search(rb"(?i)content-length: (\d+)", head).group(1))  # type: ignore[union-attr]
-        await reader.readexactly(length)
-        lat.append(time.perf_counter() - t0)
-        if not head.startswith(b"HTTP/1.1 200"):
-            bad.append(1)
-    writer.close()
-
-
-def _asyncio_load(
-    port: int, key: str, refs: list[str], seconds: int, connections: int, q: Any
-) -> None:
-    lat: list[float] = []
-    bad: list[int] = []
-    until = time.perf_counter() + seconds
-
-    async def main() -> None:
-        await asyncio.gather(
-            *(_worker(port, key, refs, until, lat, bad) for _ in range(connections))
-        )
-
-    asyncio.run(main())
-    lat.sort()
-    q.put(
-        {
-            "requests": len(lat),
-            "seconds": seconds,
-            "p50_ms": lat[len(lat) // 2] * 1e3,
-            "p90_ms": lat[int(len(lat) * 0.9)] * 1e3,
-            "p99_ms": lat[int(len(lat) * 0.99)] * 1e3,
-            "non2xx": len(bad),
-            "errors": 0,
-        }
-    )
-
-
-def decide_asyncio(
-    port: int, key: str, refs: list[str], seconds: int, connections: int
-) -> dict[str, Any]:
-    q: Any = mp.Queue()
-    proc = mp.Process(target=_asyncio_load, args=(port, key, refs, seconds, connections, q))
-    proc.start()
-    res = q.get()
-    proc.join()
-    res["rps"] = res["requests"] / res["seconds"]
-    res["tool"] = f"asyncio load generator, {connections} connections"
-    return res
 
 
 # ------------------------------------------------------------------------------ collection
@@ -307,15 +200,17 @@ def main() -> None:
                 headers={"X-API-Key": keys["decision-reader"]},
             )
         for connections in (int(c) for c in args.connections.split(",")):
-            if shutil.which("wrk") and not args.no_wrk:
-                dec = decide_wrk(
-                    port, keys["decision-reader"], refs, args.seconds, connections, tmp
-                )
-            else:
-                dec = decide_asyncio(port, keys["decision-reader"], refs, args.seconds, connections)
+            dec = decide_load(
+                port,
+                keys["decision-reader"],
+                refs,
+                args.seconds,
+                connections,
+                tool="asyncio" if args.no_wrk else "auto",
+            )
             print(
                 f"decide: {dec['rps']:,.0f} req/s  p50 {dec['p50_ms']:.2f} ms"
-                f"  p90 {dec['p90_ms']:.2f} ms  p99 {dec['p99_ms']:.2f} ms  non-2xx {dec['non2xx']}"
+                f"  p99 {dec['p99_ms']:.2f} ms  non-2xx {dec['non2xx']}"
                 f"  errors {dec['errors']}  ({dec['tool']})"
             )
         for wait in (False, True):

@@ -38,10 +38,18 @@ _LENGTH = re.compile(rb"(?i)content-length: (\d+)")
 
 
 def decide_load(
-    port: int, key: str, refs: list[str], seconds: float, connections: int
+    port: int,
+    key: str,
+    refs: list[str],
+    seconds: float,
+    connections: int,
+    *,
+    tool: str = "auto",
 ) -> dict[str, Any]:
-    """Requests/s and latency percentiles of ``GET /v1/decide/{ref}`` for random refs."""
-    if shutil.which("wrk"):
+    """Requests/s and latency percentiles of ``GET /v1/decide/{ref}`` for random refs.
+
+    ``tool``: ``wrk``, ``asyncio`` or ``auto`` (wrk when installed)."""
+    if tool == "wrk" or (tool == "auto" and shutil.which("wrk")):
         return _wrk(port, key, refs, seconds, connections)
     queue: Any = mp.get_context("spawn").Queue()
     proc = mp.get_context("spawn").Process(
