@@ -382,25 +382,45 @@ def _apply(
 
 
 def apply_changes(store: Store, changes: Iterable[MembershipChange]) -> int:
-    """Persist real-time membership changes (memberships + history); returns how many."""
+    """Persist real-time membership changes (memberships + history); returns how many.
+
+    Set-based: three statements per call whatever the number of changes (the real-time path
+    calls this once per committed batch, with thousands of changes at high event rates)."""
     rows = list(changes)
     if not rows:
         return 0
-    now = utcnow()
-    with store.transaction():
-        for c in rows:
+    frame = pd.DataFrame(
+        {
+            "seq": range(len(rows)),
+            "segment": [c.segment for c in rows],
+            "profile_id": [c.profile_id for c in rows],
+            "change": [c.change for c in rows],
+            "changed_at": [c.at for c in rows],
+            "reason": [c.reason for c in rows],
+            "source": [c.source for c in rows],
+        }
+    )
+    frame["recorded_at"] = utcnow()
+    with store.lock, store.transaction():
+        store.con.register("_ms_changes", frame)
+        try:
             store.execute(
-                "INSERT INTO membership_history VALUES (?, ?, ?, ?, ?, ?, ?)",
-                [c.segment, c.profile_id, c.change, c.at, c.reason, c.source, now],
+                "INSERT INTO membership_history (segment, profile_id, change, changed_at, reason,"
+                " source, recorded_at) SELECT segment, profile_id, change, changed_at, reason,"
+                " source, recorded_at FROM _ms_changes ORDER BY seq"
             )
             store.execute(
-                "DELETE FROM memberships WHERE segment = ? AND profile_id = ?",
-                [c.segment, c.profile_id],
+                "DELETE FROM memberships WHERE (segment, profile_id) IN"
+                " (SELECT DISTINCT segment, profile_id FROM _ms_changes)"
             )
-            if c.change == "entered":
-                store.execute(
-                    "INSERT INTO memberships VALUES (?, ?, ?)", [c.segment, c.profile_id, c.at]
-                )
+            store.execute(
+                "INSERT INTO memberships (segment, profile_id, entered_at)"
+                " SELECT segment, profile_id, changed_at FROM _ms_changes"
+                " QUALIFY ROW_NUMBER() OVER (PARTITION BY segment, profile_id ORDER BY seq DESC) = 1"
+                " AND change = 'entered'"
+            )
+        finally:
+            store.con.unregister("_ms_changes")
     return len(rows)
 
 
