@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import APIRouter
@@ -40,9 +41,17 @@ def stats(_key: AdminKey, services: ServicesDep) -> Response:
 def list_keys(_key: AdminKey, services: ServicesDep) -> Response:
     df = api_keys.list_keys(services.workspace.store)
     rows = [
-        {k: (None if v != v else v) for k, v in r.items()} for r in df.to_dict(orient="records")
+        {k: _aware(None if v != v else v) for k, v in r.items()}
+        for r in df.to_dict(orient="records")
     ]
     return json_response(rows)
+
+
+def _aware(value: Any) -> Any:
+    """Stored times are naive UTC; the API's date-times carry their offset (RFC 3339)."""
+    if isinstance(value, datetime) and value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value
 
 
 @router.post(
