@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from microseg.config.models import ProjectSettings
+from microseg.config.models import NAME_RE, ProjectSettings
 from microseg.config.yamlio import Document, Loc
 from microseg.errors import DefinitionError, Problem, did_you_mean
 from microseg.segments.ast import (
@@ -214,6 +214,8 @@ class _Checker:
         traits = self.catalog.traits
         if traits is None or name in traits:
             return
+        if name.startswith(SCORE_PREFIX) and NAME_RE.match(name[len(SCORE_PREFIX) :]):
+            return  # a model not scored yet: nobody has a score (preview warns)
         self.problem(f"unknown trait '{name}'{did_you_mean(name, traits)}", loc)
 
     def where(self, where: Mapping[str, Any], types: list[str], loc: Loc) -> None:

@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Any
 
 from microseg.config.models import ProjectSettings
-from microseg.segments.ast import Segment
+from microseg.segments.ast import Segment, TraitCond, walk
 from microseg.segments.catalog import (
     Catalog,
     check_all,
@@ -137,6 +137,17 @@ def preview(
         )
     if population and len(ids) == population:
         warnings.append("every profile matches: is the rule too broad?")
+    for seg in segs.values():
+        for _, node in walk(seg.rule):
+            if (
+                isinstance(node, TraitCond)
+                and node.trait.startswith("score.")
+                and node.trait not in (catalog.traits or {})
+            ):
+                warnings.append(
+                    f"no scores stored yet for model '{node.trait[6:]}' (segment '{seg.name}'):"
+                    " nobody qualifies through it until the model is scored"
+                )
     return Preview(
         segment.name,
         len(ids),

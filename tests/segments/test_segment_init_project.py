@@ -1,0 +1,28 @@
+"""A fresh `microseg init` project computes every example segment on its default traits."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+
+from microseg.segments import load_segment, preview
+from microseg.synth import generate_events
+from microseg.workspace import Workspace
+
+AS_OF = datetime(2024, 3, 31)
+
+
+def test_example_segments_compute_on_a_fresh_project(tmp_path: Path) -> None:
+    events = tmp_path / "events.parquet"
+    generate_events(events, 5_000, 300, seed=2)
+    with Workspace.init(tmp_path / "proj", "fresh") as ws:
+        ws.import_events(events)
+        ws.compute_traits(AS_OF)
+        report = ws.compute_segments(AS_OF)
+        computed = {run.name for run in report.runs}
+        assert computed == {p.stem for p in (ws.project.root / "segments").glob("*.yaml")}
+        sizes = dict(ws.store.rows("SELECT segment, count(*) FROM memberships GROUP BY 1"))
+        assert sizes["top_spenders"] > 0 and sizes["above_median_spenders"] > sizes["top_spenders"]
+        # a model that has not been scored yet: accepted, empty, and said so
+        churn = preview(ws, load_segment(ws.project.root / "segments" / "churn_risk.yaml"), AS_OF)
+        assert churn.size == 0 and any("no scores stored yet" in w for w in churn.warnings)
