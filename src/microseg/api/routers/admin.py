@@ -48,9 +48,11 @@ def list_keys(_key: AdminKey, services: ServicesDep) -> Response:
 
 
 def _aware(value: Any) -> Any:
-    """Stored times are naive UTC; the API's date-times carry their offset (RFC 3339)."""
-    if isinstance(value, datetime) and value.tzinfo is None:
-        return value.replace(tzinfo=UTC)
+    """Stored times are naive UTC; the API's date-times are RFC 3339 with their offset
+    (``2026-01-02T03:04:05+00:00``; pandas Timestamps would print with a space)."""
+    if isinstance(value, datetime):
+        plain = value.to_pydatetime() if hasattr(value, "to_pydatetime") else value
+        return (plain if plain.tzinfo else plain.replace(tzinfo=UTC)).isoformat()
     return value
 
 
