@@ -69,7 +69,7 @@ def serve(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     settings = settings or ApiSettings()
-    workspace = Workspace.open(project, actor="api")
+    workspace = Workspace.open(project, actor="api", memory_limit=settings.store_memory_limit)
     try:
         bridge = bridge_for(workspace, settings.realtime)
         app = create_app(workspace, settings, realtime=bridge, close_workspace=True, freeze_gc=True)

@@ -61,6 +61,11 @@ class ApiSettings(BaseSettings):
     import_retries: int = Field(default=3, ge=1, description="attempts before a segment is parked")
     realtime: bool = Field(default=True, description="`microseg serve`: evaluate segments live")
     sweep_seconds: float = Field(default=10.0, gt=0, description="real-time sweep interval")
+    store_memory_limit: str | None = Field(
+        default=None,
+        pattern=r"^\d+(\.\d+)?\s*(KB|MB|GB|TB|KiB|MiB|GiB|TiB)$",
+        description="DuckDB memory cap for the server's store, e.g. 2GB (default: DuckDB's, 80% of RAM)",
+    )
     retention_seconds: float = Field(
         default=3600.0, gt=0, description="retention job interval (when retention_days is set)"
     )

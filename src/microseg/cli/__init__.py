@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+import pydantic
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -135,6 +136,11 @@ def main(argv: list[str] | None = None) -> None:
             raise
         err_console.print(f"[red]Error:[/red] {exc}", highlight=False)
         raise SystemExit(1) from None
+    except pydantic.ValidationError as exc:  # settings from the environment (MICROSEG_API_*)
+        for error in exc.errors():
+            where = ".".join(str(p) for p in error["loc"]) or exc.title
+            err_console.print(f"[red]Error:[/red] setting {where}: {error['msg']}", highlight=False)
+        _exit(exc)
 
 
 def _exit(exc: BaseException) -> None:
