@@ -14,13 +14,13 @@ import time
 from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlglot import exp
 
 from microseg.config.models import CORE_EVENT_COLUMNS
-from microseg.store import Store, utcnow
+from microseg.store import Store, naive_utc, utcnow
 from microseg.store.sql import col, ident
 
 Matchers = Mapping[str, Any]
@@ -39,11 +39,6 @@ class RecentEvent:
 
     def as_dict(self) -> dict[str, Any]:
         return {"event_type": self.event_type, "ts": self.ts.isoformat(), **self.props}
-
-
-def naive_utc(value: datetime) -> datetime:
-    """Aware datetimes converted to naive UTC (the store's convention)."""
-    return value if value.tzinfo is None else value.astimezone(UTC).replace(tzinfo=None)
 
 
 def matches(props: Mapping[str, Any], where: Matchers) -> bool:

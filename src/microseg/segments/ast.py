@@ -22,7 +22,7 @@ Each condition is a mapping recognised by its leading key (``all``, ``any``, ``n
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from functools import cached_property
 from typing import Annotated, Any, ClassVar, Literal, Union
 
@@ -37,6 +37,7 @@ from pydantic import (
 )
 
 from microseg.config.models import check_name, check_regex
+from microseg.store import naive_utc as to_naive_utc
 
 Scalar = Union[bool, int, float, str]  # noqa: UP007 - pydantic smart-mode union order
 DURATION_RE = re.compile(r"^(\d+)(s|m|h|d|w)$")
@@ -64,13 +65,6 @@ def parse_distance_km(text: str) -> float:
 def _duration(value: Any) -> Any:
     if value is not None:
         parse_duration(value)
-    return value
-
-
-def to_naive_utc(value: datetime) -> datetime:
-    """Aware datetimes are converted to UTC; naive ones are taken as UTC already."""
-    if value.tzinfo is not None:
-        return value.astimezone(UTC).replace(tzinfo=None)
     return value
 
 

@@ -22,6 +22,7 @@ from sqlglot.errors import ParseError
 from microseg.config.models import Strict, Taxonomy, check_name, check_regex
 from microseg.config.yamlio import Document, Loc, validate_model
 from microseg.errors import DefinitionError, Problem, did_you_mean
+from microseg.store import naive_utc
 
 DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(m|h|d|w)\s*$")
 DURATION_UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
@@ -62,14 +63,6 @@ class Window(Strict):
         assert self.between is not None
         start, end = (naive_utc(t) for t in self.between)
         return start, end, True
-
-
-def naive_utc(value: datetime) -> datetime:
-    if value.tzinfo is None:
-        return value
-    from datetime import UTC
-
-    return value.astimezone(UTC).replace(tzinfo=None)
 
 
 class Condition(Strict):
