@@ -45,8 +45,7 @@ def install_privacy_hooks(
         for pid in profile_ids:
             state.forget(pid)
             if realtime is not None:
-                with realtime._lock:
-                    realtime.evaluator.forget(pid)  # type: ignore[attr-defined]
+                realtime.forget(pid)
             if decisions is not None:
                 decisions.recent.forget(pid)
                 if decisions.contexts is not None:

@@ -33,6 +33,15 @@ class Evaluator(Protocol):
 
     def on_event(self, event: Mapping[str, Any], now: datetime | None = None) -> list[Any]: ...
     def sweep(self, now: datetime) -> list[Any]: ...
+    def on_consent(
+        self,
+        profile_id: str,
+        purpose: str,
+        granted: bool,
+        recorded_at: datetime,
+        expires_at: datetime | None = None,
+    ) -> list[Any]: ...
+    def forget(self, profile_id: str) -> None: ...
 
 
 def bridge_for(workspace: Any, enabled: bool = True) -> RealtimeBridge | None:
@@ -82,6 +91,27 @@ class RealtimeBridge:
         with self._lock:
             changes = [c for row in rows for c in self.evaluator.on_event(row)]
             self._apply(changes, state)
+
+    def consent(
+        self,
+        state: ServingState,
+        profile_id: str,
+        purpose: str,
+        granted: bool,
+        recorded_at: datetime,
+        expires_at: datetime | None = None,
+    ) -> int:
+        """Apply a consent decision at once; returns the number of membership changes."""
+        with self._lock:
+            changes = self.evaluator.on_consent(
+                profile_id, purpose, granted, recorded_at, expires_at
+            )
+            return self._apply(changes, state)
+
+    def forget(self, profile_id: str) -> None:
+        """Drop a profile from the evaluator (after an erasure)."""
+        with self._lock:
+            self.evaluator.forget(profile_id)
 
     def sweep(self, state: ServingState, now: datetime | None = None) -> int:
         """Settle time boundaries up to ``now``; returns the number of membership changes."""

@@ -226,14 +226,13 @@ def realtime_subscriber(bridge: Any, state: Any) -> Subscriber:
     makes segments needing that purpose drop the profile before the next request."""
 
     def on_change(change: ConsentChange) -> None:
-        with bridge._lock:
-            changes = bridge.evaluator.on_consent(
-                change.profile_id,
-                change.purpose,
-                change.granted,
-                change.recorded_at,
-                change.expires_at,
-            )
-            bridge._apply(changes, state)
+        bridge.consent(
+            state,
+            change.profile_id,
+            change.purpose,
+            change.granted,
+            change.recorded_at,
+            change.expires_at,
+        )
 
     return on_change

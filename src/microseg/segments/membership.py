@@ -401,7 +401,7 @@ def apply_changes(store: Store, changes: Iterable[MembershipChange]) -> int:
         }
     )
     frame["recorded_at"] = utcnow()
-    with store.lock, store.transaction():
+    with store.transaction():  # holds the store lock for the registered frame too
         store.con.register("_ms_changes", frame)
         try:
             store.execute(
