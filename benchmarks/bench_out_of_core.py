@@ -19,7 +19,7 @@ from pathlib import Path
 
 import yaml
 
-from microseg.bench.runner import SYNTH_DAYS, SYNTH_START, _child, ensure_events
+from microseg.bench.runner import SYNTH_DAYS, SYNTH_START, ensure_events, run_child
 from microseg.bench.segments import definitions
 from microseg.bench.steps import peak_rss_mb
 from microseg.workspace import Workspace
@@ -93,7 +93,7 @@ def main() -> None:
         "memory_limit": args.memory_limit,
     }
     for step in ("traits", "segments"):
-        result[step] = _child(step, base)
+        result[step] = run_child(step, base)
         print(step, json.dumps(result[step], default=str), flush=True)
     print(json.dumps(result, indent=2, default=str))
     if args.json:

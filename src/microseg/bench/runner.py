@@ -53,7 +53,8 @@ class BenchOptions:
             raise ConfigError("every bench run starts with the import step (it builds the project)")
 
 
-def _child(step: str, args: dict[str, Any]) -> dict[str, Any]:
+def run_child(step: str, args: dict[str, Any]) -> dict[str, Any]:
+    """Run one step in a fresh Python process; its JSON result (with its own peak RSS)."""
     proc = subprocess.run(
         [sys.executable, "-m", "microseg.bench.child", step, json.dumps(args)],
         capture_output=True,
@@ -163,7 +164,7 @@ def run_bench(options: BenchOptions, progress: Progress | None = None) -> dict[s
                     args["events"] = options.realtime_events
                 if step == "decide":
                     args.update(seconds=options.decide_seconds, connections=options.connections)
-                result = _child(step, args)
+                result = run_child(step, args)
                 _rates(step, result, n)
                 nbytes = int(result.get("bytes") or nbytes)
                 if step in PANDAS_TWIN and nbytes:
@@ -172,7 +173,7 @@ def run_bench(options: BenchOptions, progress: Progress | None = None) -> dict[s
                 progress.update(1)
                 if step in twins:
                     progress.update(0, note=f"{step} (pandas)")
-                    twin = _child(PANDAS_TWIN[step], base)
+                    twin = run_child(PANDAS_TWIN[step], base)
                     result["pandas"] = twin
                     result["x_pandas"] = twin["seconds"] / result["seconds"]
                     progress.update(1)
