@@ -33,7 +33,6 @@ import queue
 import shutil
 import signal
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -46,6 +45,8 @@ import httpx
 import orjson
 
 from microseg.api.keys import create_key
+from microseg.bench import soak_diag
+from microseg.segments.ast import parse_duration
 from microseg.store import Store
 from microseg.workspace import Workspace
 
@@ -81,14 +82,24 @@ def setup(root: Path, window: str) -> dict[str, str]:
         }
 
 
-def start(root: Path, port: int) -> subprocess.Popen[bytes]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "microseg.api", "--project", str(root), "--port", str(port)],
-        stderr=subprocess.PIPE,
-    )
+def start(
+    root: Path, port: int, env: dict[str, str] | None = None, diag: bool = False
+) -> subprocess.Popen[bytes]:
+    """The real server; with ``diag`` through ``soak_server.py`` (same server + sampler).
+
+    Its stderr goes to ``server.log`` beside the project (a pipe nobody reads would block the
+    server once 64 KiB of log lines accumulate)."""
+    entry = [str(Path(__file__).with_name("soak_server.py"))] if diag else ["-m", "microseg.api"]
+    log_path = root.parent / "server.log"
+    with log_path.open("wb") as log_file:
+        proc = subprocess.Popen(
+            [sys.executable, *entry, "--project", str(root), "--port", str(port)],
+            stderr=log_file,
+            env={**os.environ, **(env or {})},
+        )
     for _ in range(600):
         if proc.poll() is not None:
-            raise SystemExit(f"server exited: {proc.stderr.read().decode() if proc.stderr else ''}")
+            raise SystemExit(f"server exited: {log_path.read_text(errors='replace')}")
         try:
             if httpx.get(f"http://127.0.0.1:{port}/v1/health", timeout=1).status_code == 200:
                 return proc
@@ -255,19 +266,67 @@ def main() -> None:
         help="the segment's window; the real-time evaluator keeps each profile's page_views"
         " for this long, so memory can only plateau once a window has passed",
     )
+    ap.add_argument(
+        "--warmup",
+        type=float,
+        default=None,
+        help="seconds excluded from the slope (default: the window + 60 s: the evaluator's"
+        " window fills and every returning user has been seen)",
+    )
+    ap.add_argument("--memory-limit", help="DuckDB cap of the server (e.g. 256MB)")
+    ap.add_argument("--malloc-arena-max", type=int, help="MALLOC_ARENA_MAX for the server")
+    ap.add_argument(
+        "--diag",
+        action="store_true",
+        help="sample the server's memory breakdown (microseg.bench.soak_diag) every"
+        " --diag-seconds into --diag-out",
+    )
+    ap.add_argument("--diag-seconds", type=float, default=30.0)
+    ap.add_argument("--diag-out", type=Path, help="JSON lines (default: beside --json or /tmp)")
+    ap.add_argument("--tracemalloc", action="store_true", help="with --diag: trace the Python heap")
+    ap.add_argument("--trim", action="store_true", help="with --diag: malloc_trim(0) per sample")
     ap.add_argument("--json", type=Path, help="also write the figures here")
     args = ap.parse_args()
+    if args.warmup is None:
+        args.warmup = parse_duration(args.window).total_seconds() + 60
+    if args.diag and args.diag_out is None:
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        args.diag_out = (
+            args.json.with_suffix(".diag.jsonl")
+            if args.json
+            else Path(tempfile.gettempdir()) / f"microseg-soak-diag-{stamp}.jsonl"
+        )
+    env = server_env(args)
     tmp = Path(tempfile.mkdtemp(prefix="microseg-soak-"))
     root = tmp / "proj"
     keys = setup(root, args.window)
     port = free_port()
-    server = start(root, port)
+    server = start(root, port, env, diag=args.diag)
     try:
         run(args, root, keys, port, server)
     finally:
         if server.poll() is None:
             server.kill()
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def server_env(args: argparse.Namespace) -> dict[str, str]:
+    """Environment of the server process for the chosen options."""
+    env: dict[str, str] = {}
+    if args.memory_limit:
+        env["MICROSEG_API_STORE_MEMORY_LIMIT"] = args.memory_limit
+    if args.malloc_arena_max:
+        env["MALLOC_ARENA_MAX"] = str(args.malloc_arena_max)
+    if args.diag:
+        args.diag_out.unlink(missing_ok=True)
+        env |= {
+            soak_diag.ENV_ON: "1",
+            soak_diag.ENV_FILE: str(args.diag_out),
+            soak_diag.ENV_SECONDS: str(args.diag_seconds),
+            soak_diag.ENV_TRACEMALLOC: "1" if args.tracemalloc else "0",
+            soak_diag.ENV_TRIM: "1" if args.trim else "0",
+        }
+    return env
 
 
 def run(
@@ -332,12 +391,10 @@ def run(
     lost = len(expected - set(stored))
     duplicates = sum(n - 1 for n in stored.values() if n > 1)
     acked_events = len(expected)
-    # memory: start after warm-up (first minute or 10 % of the run), slope by least squares
-    warm = [(t, m) for t, m in rss if t >= min(60.0, load_seconds * 0.1)]
-    slope = (
-        statistics.linear_regression([t for t, _ in warm], [m for _, m in warm]).slope
-        if len(warm) > 2
-        else float("nan")
+    # memory: RSS samples every 5 s; "flat" = slopes after the warm-up (see soak_diag.plateau)
+    rss_plateau = soak_diag.plateau(rss, args.warmup)
+    diag = (
+        soak_diag.summarize(soak_diag.read_samples(args.diag_out), args.warmup) if args.diag else {}
     )
     figures = {
         "minutes": args.minutes,
@@ -360,11 +417,17 @@ def run(
         "visible_after_ack_p99_ms": pct(r["from_ack"], 99),
         "visible_after_send_p50_ms": pct(r["from_send"], 50),
         "visible_after_send_p99_ms": pct(r["from_send"], 99),
-        "rss_start_mib": rss[0][1],
-        "rss_after_warmup_mib": warm[0][1] if warm else float("nan"),
-        "rss_end_mib": rss[-1][1],
-        "rss_max_mib": max(m for _, m in rss),
-        "rss_slope_mib_per_min_after_warmup": 60 * slope,
+        "warmup_seconds": args.warmup,
+        "duckdb_memory_limit": args.memory_limit,
+        "malloc_arena_max": args.malloc_arena_max,
+        "rss_start_mib": round(rss[0][1], 1),
+        "rss_after_warmup_mib": rss_plateau["after_warmup"],
+        "rss_end_mib": round(rss[-1][1], 1),
+        "rss_max_mib": round(max(m for _, m in rss), 1),
+        "rss_slope_mib_per_min_after_warmup": rss_plateau["slope"],
+        "rss_slope_mib_per_min_last_half": rss_plateau["last_half_slope"],
+        "diagnostics": diag,
+        "diagnostics_file": str(args.diag_out) if args.diag else None,
         "cpu_count": os.cpu_count(),
         "load_average": os.getloadavg(),
     }
