@@ -187,6 +187,26 @@ class ImpressionCounter:
     def pending(self) -> int:
         return len(self._pending)
 
+    def __len__(self) -> int:
+        return len(self._hits)
+
+    def prune(self, now: datetime | None = None) -> int:
+        """Forget (profile, cap key) counters whose newest impression is outside the key's
+        window (they count 0 anyway); returns how many were dropped.
+
+        Without it every profile ever served a capped decision keeps an entry for the life
+        of the server."""
+        at = now or utcnow()
+        with self._lock:
+            stale = [
+                k
+                for k, hits in self._hits.items()
+                if not hits or k[1] not in self.limits or hits[-1] < at - self.limits[k[1]][1]
+            ]
+            for k in stale:
+                del self._hits[k]
+        return len(stale)
+
     def load(self, store: Store, now: datetime | None = None) -> int:
         """Impressions still inside their cap window, from ``decision_impressions``."""
         if not self.limits or not store.table_exists("decision_impressions"):

@@ -269,6 +269,7 @@ class DecisionEngine:
         at = now or utcnow()
         if self._pruned_at is None or (at - self._pruned_at) >= PRUNE_EVERY:
             self.recent.prune(at)
+            self.impressions.prune(at)
             self._pruned_at = at
         if self.contexts is not None:
             if contexts:
