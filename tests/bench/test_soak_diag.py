@@ -161,3 +161,31 @@ def test_summarize_reads_every_series() -> None:
     assert "tracemalloc_mib" not in s  # not traced: not reported
     assert s["sizes_after_warmup"] == {"serving.profiles": 1180}
     assert s["sizes_end"] == {"serving.profiles": 1570}
+
+
+def test_attach_samples_for_the_life_of_the_app(tmp_path: Path) -> None:
+    root = tmp_path / "proj"
+    Workspace.init(root, "attach").close()
+    ws = Workspace.open(root, actor="api")
+    try:
+        key = create_key(ws.store, ws.keys, "admin", rate_per_second=1e6)[1]
+        target = tmp_path / "diag.jsonl"
+        app = create_app(ws, ApiSettings(fsync=False))
+        assert not soak_diag.attach(app, None, ws.store, env={})
+        env = {soak_diag.ENV_ON: "1", soak_diag.ENV_FILE: str(target), soak_diag.ENV_SECONDS: "60"}
+        assert soak_diag.attach(app, None, ws.store, env=env)
+        with TestClient(app) as client:
+            r = client.post(
+                "/v1/events/batch?wait=true",
+                json={"events": _events(6, 3)},
+                headers={"X-API-Key": key},
+            )
+            assert r.status_code == 200, r.text
+        rows = soak_diag.read_samples(target)
+        assert len(rows) == 1  # the last sample, written at shutdown (the period is 60 s)
+        assert rows[0]["sizes"]["serving.profiles"] == 3
+        assert rows[0]["sizes"]["collector"]["committed_events"] == 6
+        assert "rt.profiles" not in rows[0]["sizes"]  # no real-time bridge
+        assert rows[0]["asyncio_tasks"] >= 1
+    finally:
+        ws.close()

@@ -33,7 +33,8 @@ import sys
 import threading
 import time
 import tracemalloc
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -340,6 +341,38 @@ def install_from_env(
     thread = DiagThread(sampler, every, Path(target) if target else None)
     thread.start()
     return thread
+
+
+def attach(app: Any, bridge: Any, store: Any, env: Mapping[str, str] | None = None) -> bool:
+    """Run the sampler for the life of a FastAPI ``app`` when ``MICROSEG_DIAG=1``.
+
+    Wraps the app's lifespan: the sampler starts once the services exist and writes its last
+    sample before shutdown. Returns whether it was attached (False: diagnostics off). This
+    is the one call a server needs (``api/server.py``: after ``create_app``)."""
+    env = dict(os.environ if env is None else env)
+    if not enabled(env):
+        return False
+    inner = app.router.lifespan_context
+
+    @asynccontextmanager
+    async def lifespan(a: Any) -> AsyncIterator[Any]:
+        loop = asyncio.get_running_loop()
+        async with inner(a) as value:
+            thread = install_from_env(
+                lambda: getattr(app.state, "services", None),
+                lambda: bridge,
+                lambda: store,
+                lambda: loop,
+                env=env,
+            )
+            try:
+                yield value
+            finally:
+                if thread is not None:
+                    await asyncio.to_thread(thread.stop)
+
+    app.router.lifespan_context = lifespan
+    return True
 
 
 # ------------------------------------------------------------------------------ analysis
