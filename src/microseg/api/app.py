@@ -85,6 +85,7 @@ def create_app(
         sweeper: asyncio.Task[None] | None = None
         if realtime is not None:
             state.subscribe(realtime)
+            collector.realtime = realtime
             sweeper = asyncio.create_task(_sweep_forever(realtime, state, settings.sweep_seconds))
         unhook = install_privacy_hooks(workspace.store, state, realtime, decisions)
         retention: asyncio.Task[None] | None = None

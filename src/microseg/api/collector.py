@@ -20,6 +20,7 @@ from typing import Any
 import duckdb
 import orjson
 
+from microseg.api.realtime import RealtimeBridge
 from microseg.api.schema import ensure_schema
 from microseg.api.serving import CommittedBatch, ServingState
 from microseg.api.settings import ApiSettings
@@ -67,6 +68,7 @@ class Collector:
         self.workspace = workspace
         self.settings = settings
         self.state = state
+        self.realtime: RealtimeBridge | None = None  # evaluates events at acknowledgement
         directory = settings.spool_dir or (workspace.project.root / ".microseg" / "spool")
         self.spool = Spool(
             Path(directory), fsync=settings.fsync, max_segment_events=settings.max_segment_events
@@ -162,12 +164,26 @@ class Collector:
         return lines, ids, indexes, rejected
 
     def submit(
-        self, lines: list[bytes], ids: list[str | None], indexes: list[int], wait: bool
+        self,
+        lines: list[bytes],
+        ids: list[str | None],
+        indexes: list[int],
+        wait: bool,
+        items: list[Any] | None = None,
     ) -> Ticket | None:
-        """Durably spool encoded lines (blocking: call from a worker thread)."""
+        """Durably spool encoded lines (blocking: call from a worker thread).
+
+        With a real-time bridge and the request's ``items``, the spooled events are then
+        offered to it, so their segment memberships change before the request is answered."""
         if not lines:
             return None
-        return self.spool.append(lines, ids, indexes if wait else None)
+        ticket = self.spool.append(lines, ids, indexes if wait else None)
+        if self.realtime is not None and self.state is not None and items is not None:
+            try:
+                self.realtime.offer(ticket.segment, [items[i] for i in indexes], self.state)
+            except Exception:  # the import still evaluates them; never fail an acknowledged write
+                log.exception("real-time evaluation at acknowledgement failed")
+        return ticket
 
     # -- importer side --------------------------------------------------------------------------
     def _committed(self, name: str) -> bool:
@@ -196,6 +212,11 @@ class Collector:
             self.failed_dir.mkdir(exist_ok=True)
             segment.path.rename(self.failed_dir / segment.name)
             self.parked_segments += 1
+            if self.realtime is not None and self.state is not None:
+                try:
+                    self.realtime.discard(segment.name, self.state)
+                except Exception:  # keep the importer alive; the evaluator heals on restart
+                    log.exception("undoing the real-time evaluation of %s failed", segment.name)
             for waiter in segment.waiters:
                 waiter.future.set_result({"status": "spooled", "detail": self.last_error})
             return

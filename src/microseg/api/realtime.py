@@ -1,20 +1,33 @@
 """Plug the real-time segment evaluator into the collector and the serving state.
 
-Every durably committed batch is fed, event by event in time order, to a
-``RealtimeEvaluator`` (``microseg.segments``); its membership changes update the serving
-state at once (so ``/v1/decide`` reflects them) and are persisted to ``memberships`` /
-``membership_history``. A periodic ``sweep(now)`` settles time-based conditions
-("no purchase within 24 h") without waiting for another event.
+Two ways in, one evaluator:
+
+* **At acknowledgement** (:meth:`RealtimeBridge.offer`): once a request's events are fsync'd
+  to the spool, the ones :class:`~microseg.api.fastcheck.FastValidator` can validate exactly
+  as the import will are evaluated at once, so ``/v1/decide`` shows the new membership
+  before the response leaves. They are remembered as *pending* under their spool segment.
+* **At commit** (``__call__``, a serving-state subscriber): the import's committed rows are
+  the truth. Pending events it stored for the same profile are not evaluated twice; the
+  others (events the fast check left to the import) are evaluated now. A pending event the
+  import did not store (a duplicate of an old event, quarantined) or stored under another
+  profile makes the bridge re-read the profiles involved from the store (``corrections``).
+
+Membership changes update the serving state at once and are persisted to ``memberships`` /
+``membership_history`` when the batch commits (after its events are stored). A periodic
+``sweep(now)`` settles time-based conditions ("no purchase within 24 h") without waiting for
+another event.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterable, Mapping
-from datetime import datetime
+from collections import OrderedDict
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime, timedelta
 from typing import Any, Protocol
 
+from microseg.api.fastcheck import FastValidator, profile_id_for_new_key
 from microseg.api.serving import CommittedBatch, ServingState
 from microseg.errors import DefinitionError
 from microseg.store import Store, utcnow
@@ -42,6 +55,7 @@ class Evaluator(Protocol):
         expires_at: datetime | None = None,
     ) -> list[Any]: ...
     def forget(self, profile_id: str) -> None: ...
+    def replace(self, profile_id: str, data: Any, now: datetime) -> list[Any]: ...
 
 
 def bridge_for(workspace: Any, enabled: bool = True) -> RealtimeBridge | None:
@@ -61,14 +75,37 @@ def bridge_for(workspace: Any, enabled: bool = True) -> RealtimeBridge | None:
         return None
 
 
+SOURCE_PREFIX = "http:"  # the collector's source name prefix for spool segments
+REMEMBERED_IDS = 100_000  # committed event ids kept to refuse late provisional duplicates
+REMEMBERED_SEGMENTS = 1_000
+
+
 class RealtimeBridge:
     """A serving-state subscriber driving an evaluator; thread-safe (one lock)."""
 
-    def __init__(self, evaluator: Evaluator, store: Store | None = None) -> None:
+    def __init__(
+        self,
+        evaluator: Evaluator,
+        store: Store | None = None,
+        validator: FastValidator | None = None,
+        event_types: Iterable[str] = (),
+        session_types: Iterable[str] = (),
+    ) -> None:
         self.evaluator = evaluator
         self.store = store  # where changes are persisted; None keeps them in memory only
+        self.validator = validator  # None: events are evaluated only when committed
+        self.event_types = sorted(event_types)  # what a correction re-reads per profile
+        # types read per session: without a client session id they wait for the import's
+        self.session_types = frozenset(session_types)
         self._lock = threading.Lock()
+        self._pending: dict[str, dict[str, str]] = {}  # spool segment -> event id -> profile
+        self._pending_ids: dict[str, str] = {}  # event id -> spool segment
+        self._committed_ids: OrderedDict[str, None] = OrderedDict()
+        self._delivered: OrderedDict[str, None] = OrderedDict()
+        self._unsaved: list[Change] = []
         self.changes_applied = 0
+        self.provisional_events = 0
+        self.corrections = 0
 
     @classmethod
     def from_workspace(cls, workspace: Any, now: datetime | None = None) -> RealtimeBridge | None:
@@ -83,15 +120,137 @@ class RealtimeBridge:
         evaluator = RealtimeEvaluator.from_store(
             workspace.store, workspace.settings, segments, start=now or utcnow(), history=True
         )
-        return cls(evaluator, workspace.store)
+        markers = [r[0] for r in workspace.store.rows("SELECT marker FROM erasure_markers")]
+        validator = FastValidator(workspace.settings, workspace.keys, markers)
+        return cls(
+            evaluator, workspace.store, validator, evaluator.horizon, evaluator.session_types
+        )
 
+    # -- at acknowledgement -----------------------------------------------------------------
+    def offer(
+        self, segment: str, items: Sequence[Any], state: ServingState, now: datetime | None = None
+    ) -> int:
+        """Evaluate acknowledged (spooled, not yet imported) events; returns how many were.
+
+        Events the fast check is not sure about, duplicates of pending or recently committed
+        events, and events of a segment already committed are left to the import."""
+        if self.validator is None or not items:
+            return 0
+        now = now or utcnow()
+        checked = [(item, self.validator.check(item, now)) for item in items]
+        rows = [
+            row
+            for _, row in checked
+            if row is not None
+            and (row["session_id"] is not None or row["event_type"] not in self.session_types)
+        ]
+        if not rows:
+            return 0
+        source = SOURCE_PREFIX + segment
+        with self._lock:
+            if segment in self._delivered:
+                return 0  # the import got there first: its commit already evaluated them
+            pending = self._pending.setdefault(segment, {})
+            fresh: list[dict[str, Any]] = []
+            for row in rows:
+                eid = row["event_id"]
+                if eid in self._pending_ids or eid in self._committed_ids:
+                    continue
+                pid = state.profile_for_key(row["id_key"]) or profile_id_for_new_key(row["id_key"])
+                row.update(received_at=now, source=source, profile_id=pid)
+                pending[eid] = pid
+                self._pending_ids[eid] = segment
+                fresh.append(row)
+            if not fresh:
+                return 0
+            state.add_keys((row["id_key"], row["profile_id"]) for row in fresh)
+            fresh.sort(key=lambda r: r["ts"])
+            changes = [c for row in fresh for c in self.evaluator.on_event(row)]
+            self._apply(changes, state, persist=False)  # saved when the batch commits
+            self.provisional_events += len(fresh)
+            return len(fresh)
+
+    # -- at commit --------------------------------------------------------------------------
     def __call__(self, batch: CommittedBatch, state: ServingState) -> None:
         rows = [r for r in batch.events.to_pylist() if r.get("profile_id") is not None]
         rows.sort(key=lambda r: r["ts"])
         with self._lock:
-            changes = [c for row in rows for c in self.evaluator.on_event(row)]
-            self._apply(changes, state)
+            pending = self._settle(batch.segment)
+            fresh, stale = [], set()
+            for row in rows:
+                eid, pid = row["event_id"], row["profile_id"]
+                self._remember(self._committed_ids, eid, REMEMBERED_IDS)
+                seen_as = pending.pop(eid, None)
+                if seen_as is None and eid in self._pending_ids:
+                    # pending under a later segment (a re-send): this commit stores it
+                    later = self._pending_ids.pop(eid)
+                    seen_as = self._pending.get(later, {}).pop(eid, None)
+                if seen_as == pid:
+                    continue  # evaluated at acknowledgement
+                if seen_as is not None:
+                    stale.add(seen_as)  # evaluated under another profile
+                fresh.append(row)
+            stale.update(pending.values())  # evaluated, but the import did not store them
+            changes = [c for row in fresh for c in self.evaluator.on_event(row)]
+            changes.extend(self._correct(stale, state))
+            self._apply(changes, state, persist=True)
 
+    def discard(self, segment: str, state: ServingState) -> int:
+        """A spool segment will not be imported now (parked after failed imports): undo what
+        its pending events did. Returns the number of profiles re-read."""
+        with self._lock:
+            stale = set(self._settle(segment).values())
+            self._apply(self._correct(stale, state), state, persist=True)
+            return len(stale)
+
+    def _settle(self, segment: str) -> dict[str, str]:
+        """Pending events of a segment (now leaving the pending set); marks it delivered."""
+        self._remember(self._delivered, segment, REMEMBERED_SEGMENTS)
+        pending = self._pending.pop(segment, {})
+        for eid in pending:
+            if self._pending_ids.get(eid) == segment:
+                del self._pending_ids[eid]
+        return pending
+
+    @staticmethod
+    def _remember(seen: OrderedDict[str, None], key: str, limit: int) -> None:
+        seen[key] = None
+        seen.move_to_end(key)
+        while len(seen) > limit:
+            seen.popitem(last=False)
+
+    def _correct(self, profile_ids: set[str], state: ServingState) -> list[Change]:
+        """Re-derive profiles from the store after the import disagreed with the fast path."""
+        if not profile_ids:
+            return []
+        if self.store is None:
+            log.warning("cannot correct %d profiles without a store", len(profile_ids))
+            return []
+        from microseg.segments.snapshot import load_profile
+
+        now = utcnow()
+        horizon = now + timedelta(days=1)  # events may be a little ahead of the clock
+        with self.store.lock:
+            wanted = sorted(profile_ids)
+            stored = {
+                str(r[0])
+                for r in self.store.rows(
+                    "SELECT profile_id FROM profiles WHERE merged_into IS NULL"
+                    " AND list_contains(?, profile_id)",
+                    [wanted],
+                )
+            }
+            data = {pid: load_profile(self.store, pid, self.event_types, horizon) for pid in stored}
+        changes: list[Change] = []
+        for pid in wanted:
+            changes.extend(self.evaluator.replace(pid, data.get(pid), now))
+            if pid not in stored:
+                state.forget(pid)
+        self.corrections += len(wanted)
+        log.info("re-read %d profiles after the import disagreed with the fast path", len(wanted))
+        return changes
+
+    # -- other inputs -----------------------------------------------------------------------
     def consent(
         self,
         state: ServingState,
@@ -106,28 +265,45 @@ class RealtimeBridge:
             changes = self.evaluator.on_consent(
                 profile_id, purpose, granted, recorded_at, expires_at
             )
-            return self._apply(changes, state)
+            return self._apply(changes, state, persist=True)
 
     def forget(self, profile_id: str) -> None:
-        """Drop a profile from the evaluator (after an erasure)."""
+        """Drop a profile from the evaluator (after an erasure); refresh the erasure markers."""
         with self._lock:
             self.evaluator.forget(profile_id)
+            self._unsaved = [c for c in self._unsaved if c.profile_id != profile_id]
+            if self.validator is not None and self.store is not None:
+                markers = self.store.rows("SELECT marker FROM erasure_markers")
+                self.validator.set_markers(str(r[0]) for r in markers)
 
     def sweep(self, state: ServingState, now: datetime | None = None) -> int:
         """Settle time boundaries up to ``now``; returns the number of membership changes."""
         with self._lock:
             changes = self.evaluator.sweep(now or utcnow())
-            return self._apply(changes, state)
+            return self._apply(changes, state, persist=True)
 
-    def _apply(self, changes: Iterable[Change], state: ServingState) -> int:
+    def stats(self) -> dict[str, int]:
+        with self._lock:
+            return {
+                "changes_applied": self.changes_applied,
+                "provisional_events": self.provisional_events,
+                "pending_events": len(self._pending_ids),
+                "corrections": self.corrections,
+                "unsaved_changes": len(self._unsaved),
+            }
+
+    def _apply(self, changes: Iterable[Change], state: ServingState, *, persist: bool) -> int:
         changes = list(changes)
-        if not changes:
-            return 0
-        state.apply_changes((c.profile_id, c.segment, c.change == "entered") for c in changes)
-        if self.store is not None:
+        if changes:
+            state.apply_changes((c.profile_id, c.segment, c.change == "entered") for c in changes)
+            self.changes_applied += len(changes)
+            self._unsaved.extend(changes)
+        if persist and self._unsaved and self.store is not None:
             from microseg.segments import apply_changes
 
             with self.store.lock:
-                apply_changes(self.store, changes)  # type: ignore[arg-type]
-        self.changes_applied += len(changes)
+                apply_changes(self.store, self._unsaved)  # type: ignore[arg-type]
+            self._unsaved = []
+        elif self.store is None:
+            self._unsaved = []
         return len(changes)

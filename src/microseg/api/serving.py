@@ -222,6 +222,10 @@ class ServingState:
             raise NotFoundError(f"no profile for '{ref}'")
         return pid
 
+    def profile_for_key(self, id_key: str) -> str | None:
+        """The profile an id key belongs to, if the state knows the key."""
+        return self._ids.get(id_key)
+
     def get(self, ref: str) -> ProfileState:
         return self._profiles[self.resolve(ref)]
 
@@ -271,6 +275,16 @@ class ServingState:
                 callback(batch, self)
             except Exception:  # a plug-in's bug must not stop ingestion or other plug-ins
                 log.exception("serving-state subscriber %r failed on %s", callback, batch.segment)
+
+    def add_keys(self, keys: Iterable[tuple[str, str]]) -> None:
+        """Register id keys (and their profiles) seen on an acknowledged, not yet imported
+        event, so the decision API resolves a new visitor at once; the import confirms them."""
+        now = utcnow()
+        with self._write:
+            for key, pid in keys:
+                self._ids.setdefault(key, pid)
+                if pid not in self._profiles:
+                    self._profiles[pid] = ProfileState(pid, updated_at=now)
 
     def set_traits(self, profile_id: str, traits: Mapping[str, Any], *, merge: bool = True) -> None:
         """Replace (or merge into) a profile's traits."""

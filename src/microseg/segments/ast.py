@@ -22,6 +22,7 @@ Each condition is a mapping recognised by its leading key (``all``, ``any``, ``n
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from datetime import datetime, timedelta
 from functools import cached_property
 from typing import Annotated, Any, ClassVar, Literal, Union
@@ -580,3 +581,21 @@ def describe(cond: Any) -> str:
     if isinstance(cond, Not):
         return "not"
     return ", ".join(f"{k}: {v}" for k, v in data.items())
+
+
+def event_columns(segments: Iterable[Segment]) -> tuple[set[str], set[str]]:
+    """The event types the segments read and the event columns their conditions use."""
+    types: set[str] = set()
+    cols = {"event_type", "ts", "session_id"}
+    for seg in segments:
+        for _, node in walk(seg.rule):
+            if isinstance(node, EventCond):
+                types.update(event_list(node.event))
+                cols.update(node.where, node.same, [node.of] if node.of else [])
+            elif isinstance(node, SequenceCond):
+                types.update([*event_list(node.first), *node.second])
+                cols.update(node.first_where, node.then_where)
+            elif isinstance(node, RecencyCond):
+                types.update(event_list(node.recency))
+                cols.update(node.where)
+    return types, cols

@@ -17,14 +17,13 @@ from typing import Any
 
 from sqlglot import exp
 
-from microseg.segments.ast import Segment
+from microseg.segments.ast import Segment, event_columns
 from microseg.segments.catalog import Catalog
 from microseg.segments.compiler import compile_segment, ts
 from microseg.segments.evaluate import Ev
 from microseg.segments.membership import (
     EVENTS_TEMP,
     _dependency_order,
-    _event_columns,
     prepare_events,
 )
 from microseg.store import Store, sql
@@ -61,7 +60,7 @@ def history_events(
     """profile id -> event type -> events (sorted by time) the evaluator must remember."""
     if not horizon:
         return {}
-    _, wanted = _event_columns(segments.values())
+    _, wanted = event_columns(segments.values())
     have = set(store.columns("events"))
     columns = sorted((wanted | {"event_type", "ts", "session_id"}) & have)
     per_type = []

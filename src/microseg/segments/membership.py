@@ -22,7 +22,7 @@ from microseg.segments.ast import (
     Segment,
     SegmentRef,
     SequenceCond,
-    event_list,
+    event_columns,
     to_dict,
     walk,
 )
@@ -133,23 +133,6 @@ def _lower_bound(segments: Iterable[Segment], as_of: datetime) -> datetime | Non
     return min(lows) if lows else as_of
 
 
-def _event_columns(segments: Iterable[Segment]) -> tuple[set[str], set[str]]:
-    types: set[str] = set()
-    cols = {"event_type", "ts", "session_id"}
-    for seg in segments:
-        for _, node in walk(seg.rule):
-            if isinstance(node, EventCond):
-                types.update(event_list(node.event))
-                cols.update(node.where, node.same, [node.of] if node.of else [])
-            elif isinstance(node, SequenceCond):
-                types.update([*event_list(node.first), *node.second])
-                cols.update(node.first_where, node.then_where)
-            elif isinstance(node, RecencyCond):
-                types.update(event_list(node.recency))
-                cols.update(node.where)
-    return types, cols
-
-
 def events_query(segments: Iterable[Segment], as_of: datetime, have: Iterable[str]) -> exp.Select:
     """The rows and columns of events the segments read, with their profile id.
 
@@ -157,7 +140,7 @@ def events_query(segments: Iterable[Segment], as_of: datetime, have: Iterable[st
     table lacks are left out). Shared by the DuckDB path and the Spark engine.
     """
     segs = list(segments)
-    types, cols = _event_columns(segs)
+    types, cols = event_columns(segs)
     present = set(have)
     select = exp.select(sql.col(PID, "i"), *(sql.col(c, "e") for c in sorted(cols) if c in present))
     select = select.from_(

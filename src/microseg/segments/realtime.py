@@ -23,6 +23,7 @@ from microseg.segments.ast import (
     RecencyCond,
     Segment,
     SequenceCond,
+    event_columns,
     event_list,
     parse_duration,
     walk,
@@ -89,6 +90,16 @@ class RealtimeEvaluator:
                 self.by_consent.setdefault(c, set()).add(name)
         self.timed = sorted(n for n, d in self.deps.items() if d.time_based)
         self.horizon = self._horizons()
+        # event types whose conditions group by session (they need the import's session id)
+        self.session_types = frozenset(
+            t
+            for seg in self.segments.values()
+            for _, node in walk(seg.rule)
+            if isinstance(node, EventCond) and node.per_session
+            for t in event_list(node.event)
+        )
+        # the event fields a condition can read (an event keeps only these in memory)
+        self.fields = frozenset({"profile_id", *event_columns(self.segments.values())[1]})
         self.profiles: dict[str, ProfileData] = {}
         self.members: dict[str, set[str]] = {n: set() for n in self.segments}
         self.leaf_state: dict[tuple[str, str], dict[str, bool]] = {}
@@ -185,6 +196,33 @@ class RealtimeEvaluator:
         self._next.pop(profile_id, None)
         self._due.pop(profile_id, None)  # its heap entry is skipped when popped
 
+    def replace(
+        self, profile_id: str, data: ProfileData | None, now: datetime
+    ) -> list[MembershipChange]:
+        """Swap in a profile's state as re-read from the store (``None``: it is not stored).
+
+        Used when the import disagreed with an event the evaluator saw provisionally (a
+        duplicate of an old event, a quarantined one): memberships are re-derived from the
+        stored data and the resulting changes returned."""
+        at = max(now, self.clock or now)
+        changes = self.sweep(at)
+        if data is None:
+            for name in self.segments:
+                if profile_id in self.members[name]:
+                    changes.append(
+                        MembershipChange(name, profile_id, "exited", at, "event not stored")
+                    )
+            self.forget(profile_id)
+            return changes
+        for etype in list(data.events):
+            self._prune(data, etype, at)
+        self.profiles[profile_id] = data
+        for name in self.segments:
+            self.leaf_state.pop((profile_id, name), None)
+        changes.extend(self._evaluate(profile_id, list(self.segments), at))
+        self._schedule(profile_id, at, self.timed)
+        return changes
+
     def profile(self, profile_id: str) -> ProfileData:
         return self.profiles[profile_id]
 
@@ -208,7 +246,8 @@ class RealtimeEvaluator:
         data, new = self._ensure(pid, at)
         affected = set(self.segments) if new else set(self.by_event.get(etype, ()))
         if etype in self.horizon:
-            data.add_event(etype, Ev(ts, dict(event)))
+            fields = self.fields
+            data.add_event(etype, Ev(ts, {k: v for k, v in event.items() if k in fields}))
             self._prune(data, etype, at)
         if affected:
             changes.extend(self._evaluate(pid, sorted(affected), at))
@@ -331,6 +370,10 @@ class RealtimeEvaluator:
             return
         self._due[pid] = due
         heapq.heappush(self._heap, (due, pid))
+        if len(self._heap) > 2 * len(self._due) + 1024:
+            # superseded entries are only skipped when popped: drop them before they pile up
+            self._heap = [(d, p) for p, d in self._due.items()]
+            heapq.heapify(self._heap)
 
     # -- reading --------------------------------------------------------------------------
     def members_of(self, segment: str) -> set[str]:

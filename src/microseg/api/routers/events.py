@@ -73,7 +73,7 @@ def parse(body: bytes) -> Any:
 async def collect(services: Services, items: list[Any], wait: bool) -> Response:
     collector = services.collector
     lines, ids, indexes, rejected = collector.encode(items)
-    ticket = await run_in_threadpool(collector.submit, lines, ids, indexes, wait)
+    ticket = await run_in_threadpool(collector.submit, lines, ids, indexes, wait, items)
     outcome: dict[str, Any] | None = None
     if ticket is None and wait:
         outcome = {

@@ -1,0 +1,205 @@
+"""Real-time evaluation at acknowledgement: visible before the import, never counted twice,
+and corrected from the store when the import disagrees."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import orjson
+from api_support import event, make_keys
+from fastapi.testclient import TestClient
+
+from microseg.api import ApiSettings, create_app
+from microseg.api.collector import Collector
+from microseg.api.fastcheck import FastValidator
+from microseg.api.realtime import RealtimeBridge
+from microseg.api.serving import ServingState
+from microseg.errors import NotFoundError
+from microseg.segments import RealtimeEvaluator, parse_segment
+from microseg.store import utcnow
+from microseg.workspace import Workspace
+
+BUSY = {"name": "busy", "rule": {"event": "page_view", "last": "1h", "gte": 2}}
+SEEN = {"name": "seen", "rule": {"event": "page_view", "last": "1h", "gte": 1}}
+
+
+def bridge_for(ws: Workspace, *segments: dict[str, Any]) -> RealtimeBridge:
+    parsed = [parse_segment(s) for s in segments]
+    evaluator = RealtimeEvaluator.from_store(
+        ws.store, ws.settings, parsed, start=utcnow(), history=True
+    )
+    return RealtimeBridge(
+        evaluator,
+        ws.store,
+        FastValidator(ws.settings, ws.keys),
+        evaluator.horizon,
+        evaluator.session_types,
+    )
+
+
+def collector_for(ws: Workspace, bridge: RealtimeBridge) -> tuple[Collector, ServingState]:
+    state = ServingState.from_store(ws.store, ws.keys)
+    state.subscribe(bridge)
+    collector = Collector(ws, ApiSettings(), state)
+    collector.realtime = bridge
+    return collector, state
+
+
+def spool(collector: Collector, items: list[dict[str, Any]]) -> None:
+    lines, ids, indexes, rejected = collector.encode(items)
+    assert not rejected
+    collector.submit(lines, ids, indexes, False, items)
+
+
+def import_spooled(collector: Collector) -> None:
+    """Run the importer over what is spooled (it was not started: nothing imported before)."""
+    collector.start()
+    collector.stop()
+
+
+def segments_of(state: ServingState, ref: str) -> set[str]:
+    return set(state.get(ref).segments)
+
+
+def test_events_count_at_acknowledgement_and_once_after_the_import(project: Path) -> None:
+    with Workspace.open(project) as ws:
+        bridge = bridge_for(ws, BUSY, SEEN)
+        collector, state = collector_for(ws, bridge)
+        spool(collector, [event(1, user="r1")])
+        # visible before any import: a brand-new visitor resolves and is in 'seen'
+        assert segments_of(state, "user_id:r1") == {"seen"}
+        assert ws.store.scalar("SELECT count(*) FROM events") == 0
+        import_spooled(collector)
+        assert ws.store.scalar("SELECT count(*) FROM events") == 1
+        # the import's commit does not evaluate the same event again (else: 2 views -> busy)
+        assert segments_of(state, "user_id:r1") == {"seen"}
+        assert bridge.stats()["provisional_events"] == 1
+        assert bridge.stats()["pending_events"] == 0
+        # memberships are persisted with the commit
+        pid = ws.profile_id("user_id:r1")
+        assert ws.store.rows("SELECT segment FROM memberships WHERE profile_id = ?", [pid]) == [
+            ("seen",)
+        ]
+        collector, _ = collector_for(ws, bridge)
+        collector.state = state
+        spool(collector, [event(2, user="r1")])
+        assert segments_of(state, "user_id:r1") == {"seen", "busy"}
+        import_spooled(collector)
+        assert segments_of(state, "user_id:r1") == {"seen", "busy"}
+        assert bridge.corrections == 0
+
+
+def test_events_the_fast_check_leaves_are_evaluated_at_commit(project: Path) -> None:
+    with Workspace.open(project) as ws:
+        bridge = bridge_for(ws, SEEN)
+        collector, state = collector_for(ws, bridge)
+        odd = event(1, user="r9")
+        odd["timestamp"] = (utcnow() - timedelta(minutes=3)).strftime("%Y-%m-%d %H:%M")
+        spool(collector, [odd])
+        assert bridge.stats()["provisional_events"] == 0
+        import_spooled(collector)
+        assert segments_of(state, "user_id:r9") == {"seen"}
+
+
+def test_a_resent_old_event_is_corrected_from_the_store(project: Path, tmp_path: Path) -> None:
+    with Workspace.open(project) as ws:
+        old = event("old", user="r2")
+        path = tmp_path / "old.jsonl"
+        path.write_bytes(orjson.dumps(old) + b"\n")
+        assert ws.import_events(path).inserted == 1
+        bridge = bridge_for(ws, BUSY)  # knows r2's stored view from history
+        collector, state = collector_for(ws, bridge)
+        spool(collector, [old])  # a client re-sends it: its id is not in recent memory
+        assert segments_of(state, "user_id:r2") == {"busy"}  # provisionally two views
+        import_spooled(collector)
+        # the import stored nothing new: the profile is re-read and leaves 'busy'
+        assert segments_of(state, "user_id:r2") == set()
+        assert bridge.corrections == 1
+        pid = ws.profile_id("user_id:r2")
+        assert not bridge.evaluator.is_member("busy", pid)  # type: ignore[attr-defined]
+        assert ws.store.rows("SELECT segment FROM memberships WHERE profile_id = ?", [pid]) == []
+        history = ws.store.rows(
+            "SELECT change FROM membership_history WHERE profile_id = ? ORDER BY recorded_at", [pid]
+        )
+        assert [h[0] for h in history] == ["entered", "exited"]
+
+
+def test_a_provisional_profile_the_import_never_creates_is_dropped(
+    project: Path, tmp_path: Path
+) -> None:
+    with Workspace.open(project) as ws:
+        path = tmp_path / "old.jsonl"
+        path.write_bytes(orjson.dumps(event("x", user="known")) + b"\n")
+        ws.import_events(path)
+        bridge = bridge_for(ws, SEEN)
+        collector, state = collector_for(ws, bridge)
+        # a buggy client re-uses a stored event id for another, new user
+        spool(collector, [event("x", user="ghost")])
+        assert segments_of(state, "user_id:ghost") == {"seen"}
+        import_spooled(collector)
+        try:
+            state.get("user_id:ghost")
+            raise AssertionError("the never-stored profile is still served")
+        except NotFoundError:
+            pass
+        assert all(
+            pid == ws.profile_id("user_id:known") for pid in bridge.evaluator.members_of("seen")
+        )  # type: ignore[attr-defined]
+
+
+def test_duplicates_and_already_imported_segments_are_not_evaluated_twice(project: Path) -> None:
+    with Workspace.open(project) as ws:
+        bridge = bridge_for(ws, BUSY)
+        state = ServingState.from_store(ws.store, ws.keys)
+        first = event(1, user="r3")
+        assert bridge.offer("seg-a", [first, first], state) == 1  # same id twice in a request
+        assert bridge.offer("seg-b", [first], state) == 0  # re-sent while pending
+        assert segments_of(state, "user_id:r3") == set()
+        # a segment whose commit was already delivered is left alone (its commit evaluated it)
+        bridge.discard("seg-c", state)
+        assert bridge.offer("seg-c", [event(2, user="r3")], state) == 0
+        assert bridge.stats()["pending_events"] == 1
+
+
+def test_a_parked_segment_is_undone(project: Path) -> None:
+    with Workspace.open(project) as ws:
+        bridge = bridge_for(ws, SEEN)
+        state = ServingState.from_store(ws.store, ws.keys)
+        assert bridge.offer("seg-a", [event(1, user="r4")], state) == 1
+        assert segments_of(state, "user_id:r4") == {"seen"}
+        assert bridge.discard("seg-a", state) == 1  # the import gave up on the segment
+        assert bridge.stats()["pending_events"] == 0
+        assert not bridge.evaluator.members_of("seen")  # type: ignore[attr-defined]
+
+
+def test_per_session_event_types_wait_for_the_import_session_id(project: Path) -> None:
+    per_session = {
+        "name": "binge",
+        "rule": {"event": "page_view", "per_session": True, "gte": 3, "last": "1h"},
+    }
+    with Workspace.open(project) as ws:
+        bridge = bridge_for(ws, per_session)
+        state = ServingState.from_store(ws.store, ws.keys)
+        assert bridge.offer("seg-a", [event(1, user="r5")], state) == 0
+        assert bridge.offer("seg-a", [event(2, user="r5", session_id="s-1")], state) == 1
+
+
+def test_membership_is_served_when_the_collector_answers(project: Path) -> None:
+    """Through HTTP with the importer running: no waiting, no polling."""
+    ws = Workspace.open(project)
+    keys = make_keys(ws)
+    bridge = bridge_for(ws, SEEN)
+    app = create_app(ws, ApiSettings(sweep_seconds=3600), realtime=bridge)
+    with TestClient(app) as client:
+        collect = {"X-API-Key": keys["collector"]}
+        decide = {"X-API-Key": keys["decision-reader"]}
+        for i in range(15):
+            r = client.post("/v1/events?wait=false", json=event(i, user=f"v{i}"), headers=collect)
+            assert r.status_code == 202
+            assert client.get(f"/v1/decide/v{i}", headers=decide).json()["segments"] == ["seen"]
+    # leaving the client stopped the server, which imported everything spooled
+    assert ws.store.scalar("SELECT count(*) FROM memberships WHERE segment = 'seen'") == 15
+    assert bridge.corrections == 0
+    ws.close()
