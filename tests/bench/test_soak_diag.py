@@ -78,6 +78,9 @@ def test_sampler_counts_what_the_server_holds(served: Any) -> None:
     assert duck["memory_mib"] >= 0 and "database_size" in duck and "error" not in duck
     assert after["rss_mib"] > 0 and after["py_blocks"] > 0 and after["threads"] >= 1
     assert after["arrow"]["allocated_mib"] >= 0
+    py = after["pymalloc"]
+    assert py is not None and py["arenas"] >= py["allocated_mib"] > 1  # 1 MiB arenas
+    assert after["smaps"]["anonymous"] > 0 and after["smaps"]["file_backed"] > 0
     info = soak_diag.mallinfo()
     if info is not None:  # glibc
         assert info["in_use"] > 0 and after["malloc"] is not None

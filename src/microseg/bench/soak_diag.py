@@ -8,8 +8,10 @@ thread that every ``MICROSEG_DIAG_SECONDS`` (default 30) appends one JSON line t
 * Python heap: ``sys.getallocatedblocks()``, GC object count, and with
   ``MICROSEG_DIAG_TRACEMALLOC=1`` tracemalloc's current/peak size and the top growth by
   file:line since the previous sample (tracemalloc slows the server; off by default);
-* native: glibc ``mallinfo2`` (arena, in-use, free, mmap'd), the pyarrow memory pool and
-  DuckDB (``duckdb_memory()`` by tag, ``pragma database_size``);
+* pymalloc: arenas (1 MiB each) and bytes in allocated / free blocks;
+* native: glibc ``mallinfo2`` (arena, in-use, free, mmap'd), anonymous vs file-backed RSS
+  (``smaps_rollup``), the pyarrow memory pool and DuckDB (``duckdb_memory()`` by tag,
+  ``pragma database_size``);
 * ``len()`` of every big in-memory structure of the server: serving state profiles / id keys,
   the real-time evaluator's profiles, retained events, heap, ``_due``, ``_next``,
   ``leaf_state``, members, the decision engine's rings / consent cache / profile fields, the
@@ -101,6 +103,61 @@ def malloc_trim() -> bool:
     """Ask glibc to give free heap pages back to the OS; True when something was released."""
     fn = getattr(_LIBC, "malloc_trim", None)
     return bool(fn(0)) if fn is not None else False
+
+
+_STATS_LOCK = threading.Lock()
+_PYMALLOC_KEYS = {
+    "# arenas allocated current": "arenas",
+    "# bytes in allocated blocks": "allocated_mib",
+    "# bytes in available blocks": "available_mib",
+}
+
+
+def pymalloc() -> dict[str, float] | None:
+    """pymalloc's arenas (1 MiB each on 3.10+; an arena returns to the OS only when every
+    block in it is free, so allocated blocks can fall while its RSS does not) and the bytes
+    in allocated / free blocks, parsed from ``sys._debugmallocstats()`` (written to fd 2,
+    captured through a temporary file). None when unavailable."""
+    stats = getattr(sys, "_debugmallocstats", None)
+    if stats is None:
+        return None
+    import tempfile
+
+    with _STATS_LOCK, tempfile.TemporaryFile() as tmp:
+        sys.stderr.flush()
+        saved = os.dup(2)
+        try:
+            os.dup2(tmp.fileno(), 2)
+            stats()
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+        tmp.seek(0)
+        text = tmp.read().decode(errors="replace")
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        key, _, value = line.partition("=")
+        name = _PYMALLOC_KEYS.get(key.strip())
+        if name is not None and name not in out:
+            number = float(value.strip().replace(",", ""))
+            out[name] = number if name == "arenas" else number / MIB
+    return out or None
+
+
+def smaps_rollup() -> dict[str, float]:
+    """Anonymous vs file-backed resident memory in MiB (``/proc/self/smaps_rollup``)."""
+    out: dict[str, float] = {}
+    try:
+        lines = Path("/proc/self/smaps_rollup").read_text().splitlines()
+    except OSError:
+        return out
+    for line in lines:
+        key, _, rest = line.partition(":")
+        if key in {"Rss", "Anonymous", "Private_Dirty"}:
+            out[key.lower()] = int(rest.split()[0]) / 1024
+    if "rss" in out and "anonymous" in out:
+        out["file_backed"] = out["rss"] - out["anonymous"]
+    return out
 
 
 def rss_mib(pid: int | str = "self") -> float:
@@ -247,6 +304,8 @@ class Sampler:
             out["tracemalloc_peak_mib"] = peak / MIB
             out["tracemalloc_growth"] = self._growth()
         out["malloc"] = mallinfo()
+        out["pymalloc"] = pymalloc()
+        out["smaps"] = smaps_rollup()
         out["arrow"] = _arrow_pool()
         store = self._store()
         if store is not None:
@@ -429,6 +488,9 @@ def summarize(rows: list[dict[str, Any]], warmup: float) -> dict[str, Any]:
         "malloc_in_use_mib": lambda r: r["malloc"]["in_use"],
         "malloc_free_mib": lambda r: r["malloc"]["free"],
         "malloc_mmapped_mib": lambda r: r["malloc"]["mmapped"],
+        "pymalloc_arenas_mib": lambda r: r["pymalloc"]["arenas"],
+        "pymalloc_allocated_mib": lambda r: r["pymalloc"]["allocated_mib"],
+        "anonymous_mib": lambda r: r["smaps"]["anonymous"],
         "arrow_pool_mib": lambda r: r["arrow"]["allocated_mib"],
         "duckdb_memory_mib": lambda r: r["duckdb"]["memory_mib"],
     }
