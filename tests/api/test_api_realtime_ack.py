@@ -203,3 +203,19 @@ def test_membership_is_served_when_the_collector_answers(project: Path) -> None:
     assert ws.store.scalar("SELECT count(*) FROM memberships WHERE segment = 'seen'") == 15
     assert bridge.corrections == 0
     ws.close()
+
+
+def test_changes_wait_for_their_profile_and_die_with_an_erasure(project: Path) -> None:
+    with Workspace.open(project) as ws:
+        bridge = bridge_for(ws, SEEN)
+        collector, state = collector_for(ws, bridge)
+        spool(collector, [event(1, user="w1"), event(2, user="w2")])
+        bridge.sweep(state)  # persists what it can: neither profile is stored yet
+        assert ws.store.scalar("SELECT count(*) FROM memberships") == 0
+        assert bridge.stats()["unsaved_changes"] == 2
+        gone = state.get("user_id:w2").profile_id
+        bridge.forget(gone)  # erased before its events were imported
+        import_spooled(collector)
+        rows = ws.store.rows("SELECT profile_id FROM memberships WHERE segment = 'seen'")
+        assert rows == [(ws.profile_id("user_id:w1"),)]
+        assert bridge.stats()["unsaved_changes"] == 0

@@ -56,6 +56,7 @@ class Evaluator(Protocol):
     ) -> list[Any]: ...
     def forget(self, profile_id: str) -> None: ...
     def replace(self, profile_id: str, data: Any, now: datetime) -> list[Any]: ...
+    def knows(self, profile_id: str) -> bool: ...
 
 
 def bridge_for(workspace: Any, enabled: bool = True) -> RealtimeBridge | None:
@@ -98,6 +99,7 @@ class RealtimeBridge:
         # types read per session: without a client session id they wait for the import's
         self.session_types = frozenset(session_types)
         self._lock = threading.Lock()
+        self._persist_lock = threading.Lock()
         self._pending: dict[str, dict[str, str]] = {}  # spool segment -> event id -> profile
         self._pending_ids: dict[str, str] = {}  # event id -> spool segment
         self._committed_ids: OrderedDict[str, None] = OrderedDict()
@@ -166,13 +168,18 @@ class RealtimeBridge:
             state.add_keys((row["id_key"], row["profile_id"]) for row in fresh)
             fresh.sort(key=lambda r: r["ts"])
             changes = [c for row in fresh for c in self.evaluator.on_event(row)]
-            self._apply(changes, state, persist=False)  # saved when the batch commits
+            self._apply(changes, state)  # saved when the batch commits
             self.provisional_events += len(fresh)
             return len(fresh)
 
     # -- at commit --------------------------------------------------------------------------
     def __call__(self, batch: CommittedBatch, state: ServingState) -> None:
-        rows = [r for r in batch.events.to_pylist() if r.get("profile_id") is not None]
+        table = batch.events
+        fields = getattr(self.evaluator, "fields", None)
+        if fields is not None:  # only what conditions read (to_pylist is the costly part)
+            keep = {*fields, "event_id", "event_type", "ts", "profile_id", "session_id"}
+            table = table.select([c for c in table.column_names if c in keep])
+        rows = [r for r in table.to_pylist() if r.get("profile_id") is not None]
         rows.sort(key=lambda r: r["ts"])
         with self._lock:
             pending = self._settle(batch.segment)
@@ -193,15 +200,17 @@ class RealtimeBridge:
             stale.update(pending.values())  # evaluated, but the import did not store them
             changes = [c for row in fresh for c in self.evaluator.on_event(row)]
             changes.extend(self._correct(stale, state))
-            self._apply(changes, state, persist=True)
+            self._apply(changes, state)
+        self.persist()
 
     def discard(self, segment: str, state: ServingState) -> int:
         """A spool segment will not be imported now (parked after failed imports): undo what
         its pending events did. Returns the number of profiles re-read."""
         with self._lock:
             stale = set(self._settle(segment).values())
-            self._apply(self._correct(stale, state), state, persist=True)
-            return len(stale)
+            self._apply(self._correct(stale, state), state)
+        self.persist()
+        return len(stale)
 
     def _settle(self, segment: str) -> dict[str, str]:
         """Pending events of a segment (now leaving the pending set); marks it delivered."""
@@ -265,7 +274,9 @@ class RealtimeBridge:
             changes = self.evaluator.on_consent(
                 profile_id, purpose, granted, recorded_at, expires_at
             )
-            return self._apply(changes, state, persist=True)
+            applied = self._apply(changes, state)
+        self.persist()
+        return applied
 
     def forget(self, profile_id: str) -> None:
         """Drop a profile from the evaluator (after an erasure); refresh the erasure markers."""
@@ -279,8 +290,9 @@ class RealtimeBridge:
     def sweep(self, state: ServingState, now: datetime | None = None) -> int:
         """Settle time boundaries up to ``now``; returns the number of membership changes."""
         with self._lock:
-            changes = self.evaluator.sweep(now or utcnow())
-            return self._apply(changes, state, persist=True)
+            applied = self._apply(self.evaluator.sweep(now or utcnow()), state)
+        self.persist()
+        return applied
 
     def stats(self) -> dict[str, int]:
         with self._lock:
@@ -292,18 +304,50 @@ class RealtimeBridge:
                 "unsaved_changes": len(self._unsaved),
             }
 
-    def _apply(self, changes: Iterable[Change], state: ServingState, *, persist: bool) -> int:
+    def _apply(self, changes: Iterable[Change], state: ServingState) -> int:
+        """Serve the changes at once; they are saved by the next :meth:`persist`."""
         changes = list(changes)
         if changes:
             state.apply_changes((c.profile_id, c.segment, c.change == "entered") for c in changes)
             self.changes_applied += len(changes)
-            self._unsaved.extend(changes)
-        if persist and self._unsaved and self.store is not None:
-            from microseg.segments import apply_changes
-
-            with self.store.lock:
-                apply_changes(self.store, self._unsaved)  # type: ignore[arg-type]
-            self._unsaved = []
-        elif self.store is None:
-            self._unsaved = []
+            if self.store is not None:
+                self._unsaved.extend(changes)
         return len(changes)
+
+    def persist(self) -> int:
+        """Write the unsaved membership changes to the store, in order; returns how many.
+
+        Runs outside the evaluation lock (acknowledgements never wait for the store);
+        its own lock keeps batches taken by different threads in order."""
+        if self.store is None:
+            return 0
+        from microseg.segments import apply_changes
+
+        with self._persist_lock:
+            with self._lock:
+                changes, self._unsaved = self._unsaved, []
+            if not changes:
+                return 0
+            try:
+                with self.store.lock:
+                    # only profiles the store has: an erased one (forgotten while this batch
+                    # was taken) must not come back; a provisional one waits for its import
+                    stored = {
+                        str(r[0])
+                        for r in self.store.rows(
+                            "SELECT profile_id FROM profiles WHERE list_contains(?, profile_id)",
+                            [sorted({c.profile_id for c in changes})],
+                        )
+                    }
+                    ready = [c for c in changes if c.profile_id in stored]
+                    if ready:
+                        apply_changes(self.store, ready)  # type: ignore[arg-type]
+            except BaseException:
+                with self._lock:  # keep them for the next attempt
+                    self._unsaved[:0] = changes
+                raise
+            later = [c for c in changes if c.profile_id not in stored]
+            if later:
+                with self._lock:
+                    self._unsaved[:0] = [c for c in later if self.evaluator.knows(c.profile_id)]
+            return len(ready)

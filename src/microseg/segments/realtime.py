@@ -223,6 +223,10 @@ class RealtimeEvaluator:
         self._schedule(profile_id, at, self.timed)
         return changes
 
+    def knows(self, profile_id: str) -> bool:
+        """True while the evaluator holds state for the profile (not forgotten)."""
+        return profile_id in self.profiles
+
     def profile(self, profile_id: str) -> ProfileData:
         return self.profiles[profile_id]
 
