@@ -276,6 +276,11 @@ def main() -> None:
     ap.add_argument("--memory-limit", help="DuckDB cap of the server (e.g. 256MB)")
     ap.add_argument("--malloc-arena-max", type=int, help="MALLOC_ARENA_MAX for the server")
     ap.add_argument(
+        "--duckdb-malloc-conf",
+        help="DUCKDB_JE_MALLOC_CONF for the server (DuckDB's own jemalloc on Linux), e.g."
+        " dirty_decay_ms:0,muzzy_decay_ms:0 to return freed pages at once",
+    )
+    ap.add_argument(
         "--diag",
         action="store_true",
         help="sample the server's memory breakdown (microseg.bench.soak_diag) every"
@@ -317,6 +322,8 @@ def server_env(args: argparse.Namespace) -> dict[str, str]:
         env["MICROSEG_API_STORE_MEMORY_LIMIT"] = args.memory_limit
     if args.malloc_arena_max:
         env["MALLOC_ARENA_MAX"] = str(args.malloc_arena_max)
+    if args.duckdb_malloc_conf:
+        env["DUCKDB_JE_MALLOC_CONF"] = args.duckdb_malloc_conf
     if args.diag:
         args.diag_out.unlink(missing_ok=True)
         env |= {
@@ -420,6 +427,8 @@ def run(
         "warmup_seconds": args.warmup,
         "duckdb_memory_limit": args.memory_limit,
         "malloc_arena_max": args.malloc_arena_max,
+        "duckdb_malloc_conf": args.duckdb_malloc_conf,
+        "diag_trim": args.diag and args.trim,
         "rss_start_mib": round(rss[0][1], 1),
         "rss_after_warmup_mib": rss_plateau["after_warmup"],
         "rss_end_mib": round(rss[-1][1], 1),

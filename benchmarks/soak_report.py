@@ -26,6 +26,7 @@ COLUMNS = (
     ("pyarena", lambda r: r["pymalloc"]["arenas"], "{:>7.0f}"),
     ("pyused", lambda r: r["pymalloc"]["allocated_mib"], "{:>7.0f}"),
     ("anon", lambda r: r["smaps"]["anonymous"], "{:>6.0f}"),
+    ("lazy", lambda r: r["smaps"].get("lazyfree"), "{:>5.0f}"),
     ("m_used", lambda r: r["malloc"]["in_use"], "{:>7.0f}"),
     ("m_free", lambda r: r["malloc"]["free"], "{:>7.0f}"),
     ("m_mmap", lambda r: r["malloc"]["mmapped"], "{:>7.0f}"),

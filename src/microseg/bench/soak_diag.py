@@ -145,7 +145,10 @@ def pymalloc() -> dict[str, float] | None:
 
 
 def smaps_rollup() -> dict[str, float]:
-    """Anonymous vs file-backed resident memory in MiB (``/proc/self/smaps_rollup``)."""
+    """Anonymous vs file-backed resident memory in MiB (``/proc/self/smaps_rollup``).
+
+    ``lazyfree``: pages freed with MADV_FREE (jemalloc's "muzzy" pages, e.g. DuckDB's) that
+    still count in RSS until the kernel needs them."""
     out: dict[str, float] = {}
     try:
         lines = Path("/proc/self/smaps_rollup").read_text().splitlines()
@@ -153,7 +156,7 @@ def smaps_rollup() -> dict[str, float]:
         return out
     for line in lines:
         key, _, rest = line.partition(":")
-        if key in {"Rss", "Anonymous", "Private_Dirty"}:
+        if key in {"Rss", "Anonymous", "Private_Dirty", "LazyFree"}:
             out[key.lower()] = int(rest.split()[0]) / 1024
     if "rss" in out and "anonymous" in out:
         out["file_backed"] = out["rss"] - out["anonymous"]
@@ -491,6 +494,7 @@ def summarize(rows: list[dict[str, Any]], warmup: float) -> dict[str, Any]:
         "pymalloc_arenas_mib": lambda r: r["pymalloc"]["arenas"],
         "pymalloc_allocated_mib": lambda r: r["pymalloc"]["allocated_mib"],
         "anonymous_mib": lambda r: r["smaps"]["anonymous"],
+        "lazyfree_mib": lambda r: r["smaps"]["lazyfree"],
         "arrow_pool_mib": lambda r: r["arrow"]["allocated_mib"],
         "duckdb_memory_mib": lambda r: r["duckdb"]["memory_mib"],
     }
