@@ -64,8 +64,14 @@ def make_events(prefix: str, n: int, users: int) -> list[dict[str, Any]]:
     ]
 
 
-def seed(root: Path, profiles: int) -> tuple[dict[str, str], list[str]]:
+def seed(root: Path, profiles: int, realtime: bool = False) -> tuple[dict[str, str], list[str]]:
     Workspace.init(root, "bench").close()
+    if realtime:  # one segment the server evaluates in real time (the templates need traits)
+        for f in (root / "segments").glob("*.yaml"):
+            f.unlink()
+        (root / "segments" / "viewers.yaml").write_text(
+            "name: viewers\nrule:\n  event: page_view\n  last: 1h\n  gte: 1\n"
+        )
     with Workspace.open(root) as ws:
         path = root / "seed.jsonl"
         path.write_bytes(
@@ -185,10 +191,16 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=1000)
     ap.add_argument("--clients", type=int, default=8)
     ap.add_argument("--no-wrk", action="store_true", help="use the asyncio load generator")
+    ap.add_argument(
+        "--realtime",
+        action="store_true",
+        help="a real-time segment: collected events are also evaluated at acknowledgement",
+    )
+    ap.add_argument("--collect-only", action="store_true", help="skip the decide runs")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="microseg-bench-api-"))
     root = tmp / "proj"
-    keys, refs = seed(root, args.profiles)
+    keys, refs = seed(root, args.profiles, args.realtime)
     ADMIN.append(keys["admin"])
     port = free_port()
     proc = start(root, port)
@@ -199,7 +211,8 @@ def main() -> None:
                 f"http://127.0.0.1:{port}/v1/decide/{ref}",
                 headers={"X-API-Key": keys["decision-reader"]},
             )
-        for connections in (int(c) for c in args.connections.split(",")):
+        runs = [] if args.collect_only else [int(c) for c in args.connections.split(",")]
+        for connections in runs:
             dec = decide_load(
                 port,
                 keys["decision-reader"],
@@ -240,6 +253,7 @@ def main() -> None:
         proc.wait(timeout=120)
         shutil.rmtree(tmp, ignore_errors=True)
     print(f"machine: {os.cpu_count()} CPUs; server and load generator share them")
+    print("real-time segment evaluated at acknowledgement" if args.realtime else "no real-time")
 
 
 if __name__ == "__main__":

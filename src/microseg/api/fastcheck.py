@@ -69,6 +69,7 @@ class FastValidator:
                 synonyms = tax.synonyms(c.taxonomy) if c.taxonomy else {}
                 rules[prop] = (self.props[prop], pspec.required, c.enum, c.min, c.max, pattern)
                 rules[prop] += (synonyms,)
+        self._nulls = dict.fromkeys(self.props)
         self._lock = threading.Lock()
         self._markers: frozenset[str] = frozenset(markers)
 
@@ -122,12 +123,8 @@ class FastValidator:
         if key is None or self._erased(row):
             return None
         row["id_key"] = key
-        declared = self.declared.get(etype, {})
-        for prop in self.props:
-            rule = declared.get(prop)
-            if rule is None:
-                row[prop] = None
-                continue
+        row.update(self._nulls)  # properties other event types declare
+        for prop, rule in self.declared.get(etype, {}).items():
             value = _typed(item.get(prop), rule)
             if value is _UNSURE:
                 return None
