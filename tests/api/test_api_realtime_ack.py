@@ -219,3 +219,20 @@ def test_changes_wait_for_their_profile_and_die_with_an_erasure(project: Path) -
         rows = ws.store.rows("SELECT profile_id FROM memberships WHERE segment = 'seen'")
         assert rows == [(ws.profile_id("user_id:w1"),)]
         assert bridge.stats()["unsaved_changes"] == 0
+
+
+def test_events_recovered_after_a_crash_reach_the_realtime_evaluator(project: Path) -> None:
+    """A spool segment left by a killed server is imported at start, through the evaluator."""
+    ws = Workspace.open(project)
+    keys = make_keys(ws)
+    spool_dir = project / ".microseg" / "spool"
+    spool_dir.mkdir(parents=True, exist_ok=True)
+    left = spool_dir / "seg-00000000000000000001-1-000001.jsonl"
+    left.write_bytes(orjson.dumps(event("crash", user="c1")) + b"\n")
+    bridge = bridge_for(ws, SEEN)  # bootstrapped before the leftover is imported, as serve does
+    app = create_app(ws, ApiSettings(sweep_seconds=3600), realtime=bridge)
+    with TestClient(app) as client:
+        decide = {"X-API-Key": keys["decision-reader"]}
+        assert client.get("/v1/decide/c1", headers=decide).json()["segments"] == ["seen"]
+    assert not left.exists()
+    ws.close()

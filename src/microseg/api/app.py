@@ -69,7 +69,6 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         collector = Collector(workspace, settings)
-        await run_in_threadpool(collector.recover)
         state = await run_in_threadpool(
             ServingState.from_store,
             workspace.store,
@@ -78,14 +77,17 @@ def create_app(
             membership_table=settings.membership_table,
         )
         collector.state = state
+        if realtime is not None:
+            state.subscribe(realtime)
+            collector.realtime = realtime
+        # segments a crash left behind go through the state and the real-time evaluator too
+        await run_in_threadpool(collector.recover)
         decisions, decisions_error = await run_in_threadpool(load_engine, workspace, state)
         if freeze_gc:  # the loaded state is long-lived: keep it out of GC scans (p99 latency)
             gc.collect()
             gc.freeze()
         sweeper: asyncio.Task[None] | None = None
         if realtime is not None:
-            state.subscribe(realtime)
-            collector.realtime = realtime
             sweeper = asyncio.create_task(_sweep_forever(realtime, state, settings.sweep_seconds))
         unhook = install_privacy_hooks(workspace.store, state, realtime, decisions)
         retention: asyncio.Task[None] | None = None
