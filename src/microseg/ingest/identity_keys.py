@@ -58,6 +58,8 @@ def profile_id_expr(key: exp.Expr) -> exp.Expr:
 
 def register(store: Store, table: str, now: datetime) -> None:
     """Register the id keys of newly inserted events (in ``table``) and their co-occurrence."""
+    # One row per (primary key, key) with its first and last time: every step below reads
+    # these (a few per profile) instead of one row per event and id.
     parts = []
     for id_type, column in ID_COLUMNS:
         sel = (
@@ -75,11 +77,23 @@ def register(store: Store, table: str, now: datetime) -> None:
     union: exp.Expr = parts[0]
     for p in parts[1:]:
         union = exp.union(union, p, distinct=False)
+    pairs = (
+        exp.select(
+            q.col("primary_key"),
+            q.col("id_key"),
+            exp.alias_(q.func("any_value", q.col("id_type")), "id_type", quoted=True),
+            exp.alias_(q.func("any_value", q.col("id_value")), "id_value", quoted=True),
+            exp.alias_(q.func("min", q.col("ts")), "ts", quoted=True),
+            exp.alias_(q.func("max", q.col("ts")), "max_ts", quoted=True),
+        )
+        .from_(exp.Subquery(this=union, alias=exp.TableAlias(this=q.ident("u"))))
+        .group_by(q.col("primary_key"), q.col("id_key"))
+    )
     store.execute(
         exp.Create(
             this=q.table("_ms_keys"),
             kind="TABLE",
-            expression=union,
+            expression=pairs,
             properties=exp.Properties(expressions=[exp.TemporaryProperty()]),
             replace=True,
         )
@@ -90,7 +104,7 @@ def register(store: Store, table: str, now: datetime) -> None:
         """
         INSERT INTO identities
         SELECT k.id_key, any_value(k.id_type), any_value(k.id_value),
-               'p_' || substr(md5(k.id_key), 1, 20), min(k.ts), max(k.ts), 'new', NULL
+               'p_' || substr(md5(k.id_key), 1, 20), min(k.ts), max(k.max_ts), 'new', NULL
         FROM _ms_keys k
         WHERE k.id_key = k.primary_key
           AND NOT EXISTS (SELECT 1 FROM identities i WHERE i.id_key = k.id_key)
@@ -102,7 +116,7 @@ def register(store: Store, table: str, now: datetime) -> None:
         """
         INSERT INTO identities
         SELECT k.id_key, any_value(k.id_type), any_value(k.id_value),
-               arg_min(p.profile_id, k.ts), min(k.ts), max(k.ts), 'same_event', NULL
+               arg_min(p.profile_id, k.ts), min(k.ts), max(k.max_ts), 'same_event', NULL
         FROM _ms_keys k JOIN identities p ON p.id_key = k.primary_key
         WHERE k.id_key <> k.primary_key
           AND NOT EXISTS (SELECT 1 FROM identities i WHERE i.id_key = k.id_key)
@@ -114,7 +128,7 @@ def register(store: Store, table: str, now: datetime) -> None:
         """
         UPDATE identities SET last_seen = greatest(identities.last_seen, s.max_ts),
                               first_seen = least(identities.first_seen, s.min_ts)
-        FROM (SELECT id_key, min(ts) AS min_ts, max(ts) AS max_ts FROM _ms_keys GROUP BY id_key) s
+        FROM (SELECT id_key, min(ts) AS min_ts, max(max_ts) AS max_ts FROM _ms_keys GROUP BY id_key) s
         WHERE identities.id_key = s.id_key
           AND (s.max_ts > identities.last_seen OR s.min_ts < identities.first_seen
                OR identities.last_seen IS NULL OR identities.first_seen IS NULL)

@@ -20,19 +20,22 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from sqlglot import exp
 
-from microseg.config.models import CORE_EVENT_COLUMNS, ProjectSettings, Taxonomy
+from microseg.config.models import ProjectSettings, Taxonomy
 from microseg.config.sources import FieldMap, SourceSpec, detect_format, resolve_fields
 from microseg.console import Progress, SilentProgress
 from microseg.errors import ImportFileError, display_path
-from microseg.ingest import identity_keys, sessions
+from microseg.ingest import commit
 from microseg.privacy.crypto import KeyRing, normalise_email
 from microseg.privacy.markers import quarantine_erased, register_marker_udf
 from microseg.store import Store, utcnow
 from microseg.store import sql as q
 
 STAGE = "_ms_stage"
+KEYS = "_ms_batch_keys"
 PARQUET_CHUNK_ROWS = 10_000_000  # larger Parquet files are imported range by range
-NEW = "_ms_new"
+# Parquet batches are streamed (narrow key table + second read) unless this is False (tests
+# compare both shapes).
+STREAM_PARQUET = True
 REJECTS = "_ms_rejects"
 REJECT_SCANS = "_ms_reject_scans"
 EMAIL_RE = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
@@ -685,35 +688,68 @@ def _import_range(
             source_columns = [c for c in columns if c != "file_row_number"]
         fields = resolve_fields(spec, source_columns, list(settings.taxonomy.property_columns()))
         builder = _Builder(settings, fmt, columns, fields, source_name, now)
-        stage = builder.stage_select(reader)
+        keyed = commit.keyed_select(builder.stage_select(reader))
         progress.update(note=f"read + validate {path.name}")
         with store.lock:
             _register_token_udf(store.con, keys)
             register_marker_udf(store.con, keys)  # erased subjects' events -> quarantine
-            try:
-                store.execute(
-                    exp.Create(
-                        this=q.table(STAGE),
-                        kind="TABLE",
-                        expression=stage,
-                        properties=exp.Properties(expressions=[exp.TemporaryProperty()]),
-                        replace=True,
-                    ),
-                    params,
-                )
-            except duckdb.Error as exc:
-                raise ImportFileError(f"{shown}: {_explain_read_error(exc)}") from None
+            batch = _stage(store, keyed, params, fmt, shown)
             rejects = _csv_rejects(store) if fmt in {"csv", "jsonl"} else []
             progress.update(note="store")
-            result = _commit(
-                store, settings, batch_id, source_name, shown, spec, rejects, now, progress
-            )
+            with store.transaction():
+                if batch.keys == STAGE:
+                    quarantine_erased(store, STAGE)
+                done = commit.commit(
+                    store,
+                    batch,
+                    props=list(settings.taxonomy.property_columns()),
+                    timeout_minutes=settings.sessions.timeout_minutes,
+                    batch_id=batch_id,
+                    source_name=source_name,
+                    now=now,
+                )
+                result = _record(store, done, rejects, batch_id, source_name, shown, spec, now)
     finally:
         progress.stop()
+        commit.cleanup(store)
         store.execute("DROP TABLE IF EXISTS _ms_stage")
-        _drop_new(store)
+        store.execute("DROP TABLE IF EXISTS _ms_batch_keys")
     result.seconds = time.perf_counter() - started
     return result
+
+
+def _stage(
+    store: Store, keyed: exp.Select, params: list[Any], fmt: str, shown: str
+) -> commit.Batch:
+    """Read and validate the file once into a temp table.
+
+    Parquet (when nobody was erased) keeps only the narrow key table and re-reads the file
+    for the INSERT: reading Parquet again is cheaper than holding every column of millions
+    of rows. Other formats (read once: their reject tables, row numbers) and batches that
+    may hold erased subjects (the guard updates the stage) keep the whole stage."""
+    streamed = (
+        fmt == "parquet"
+        and STREAM_PARQUET
+        and not store.scalar("SELECT count(*) FROM erasure_markers")
+    )
+    name = KEYS if streamed else STAGE
+    select = commit.key_table_select(keyed) if streamed else keyed
+    try:
+        store.execute(
+            exp.Create(
+                this=q.table(name),
+                kind="TABLE",
+                expression=select,
+                properties=exp.Properties(expressions=[exp.TemporaryProperty()]),
+                replace=True,
+            ),
+            params,
+        )
+    except duckdb.Error as exc:
+        raise ImportFileError(f"{shown}: {_explain_read_error(exc)}") from None
+    if streamed:
+        return commit.Batch(rows=keyed, params=params, keys=KEYS)
+    return commit.Batch(rows=q.table(STAGE), params=[], keys=STAGE)
 
 
 def _csv_rejects(store: Store) -> list[tuple[int, str, str]]:
@@ -727,242 +763,68 @@ def _csv_rejects(store: Store) -> list[tuple[int, str, str]]:
     ]
 
 
-def _commit(
+def _record(
     store: Store,
-    settings: ProjectSettings,
+    done: commit.Committed,
+    rejects: list[tuple[int, str, str]],
     batch_id: str,
     source_name: str,
     shown: str,
     spec: SourceSpec,
-    rejects: list[tuple[int, str, str]],
     now: datetime,
-    progress: Progress,
 ) -> ImportResult:
-    """Move the stage into events / quarantine inside one transaction."""
-    props = list(settings.taxonomy.property_columns())
-    with store.transaction():
-        # Emails become keyed tokens here; the clear value never reaches a stored table.
-        store.execute("ALTER TABLE _ms_stage ADD COLUMN email_token VARCHAR")
+    """Quarantine the rows the reader rejected, then write the batch row and the audit."""
+    reasons = dict(done.reasons)
+    for line, error_type, csv_line in rejects:
+        reason = "malformed_row" if error_type != "INVALID ENCODING" else "invalid_encoding"
+        reasons[reason] = reasons.get(reason, 0) + 1
         store.execute(
-            "UPDATE _ms_stage SET email_token = coalesce(ms_email_token(_email), _email_token_in)"
-            " WHERE _email IS NOT NULL OR _email_token_in IS NOT NULL"
-        )
-        store.execute("ALTER TABLE _ms_stage DROP COLUMN _email")
-        store.execute("ALTER TABLE _ms_stage ADD COLUMN id_key VARCHAR")
-        store.execute(q.render(identity_keys.update_stage_keys(STAGE)))
-        quarantine_erased(store, STAGE)
-        counts = dict(
-            store.rows("SELECT coalesce(_reason, ''), count(*) FROM _ms_stage GROUP BY 1")
-        )
-        rows_staged = sum(counts.values())
-        reasons = {k: int(v) for k, v in counts.items() if k}
-        _quarantine_stage(store, batch_id, source_name, props, now)
-        for line, error_type, csv_line in rejects:
-            reason = "malformed_row" if error_type != "INVALID ENCODING" else "invalid_encoding"
-            reasons[reason] = reasons.get(reason, 0) + 1
-            store.execute(
-                "INSERT INTO quarantine (batch_id, source, row_number, reason, detail, record,"
-                " quarantined_at) SELECT ?, ?, ?, ?, ?, NULL, ? WHERE NOT EXISTS (SELECT 1 FROM"
-                " quarantine WHERE status = 'open' AND source = ? AND row_number = ? AND reason = ?)",
-                [
-                    batch_id,
-                    source_name,
-                    line,
-                    reason,
-                    f"line {line}: {error_type}: {csv_line[:200]}",
-                    now,
-                    source_name,
-                    line,
-                    reason,
-                ],
-            )
-        inserted, duplicates = _stage_new_events(store, props, source_name, now)
-        progress.update(note="sessions + identities")
-        # Sessions are joined in while the new events are inserted (one pass, no UPDATE).
-        sessions.assign_sessions(store, NEW, settings.sessions.timeout_minutes, insert=True)
-        identity_keys.register(store, NEW, now)
-        quarantined = sum(reasons.values())
-        rows_read = rows_staged + len(rejects)
-        store.execute(
-            "INSERT INTO import_batches VALUES (?, 'events', ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO quarantine (batch_id, source, row_number, reason, detail, record,"
+            " quarantined_at) SELECT ?, ?, ?, ?, ?, NULL, ? WHERE NOT EXISTS (SELECT 1 FROM"
+            " quarantine WHERE status = 'open' AND source = ? AND row_number = ? AND reason = ?)",
             [
                 batch_id,
-                shown,
-                rows_read,
-                inserted,
-                duplicates,
-                quarantined,
+                source_name,
+                line,
+                reason,
+                f"line {line}: {error_type}: {csv_line[:200]}",
                 now,
-                utcnow(),
-                spec.model_dump_json(),
+                source_name,
+                line,
+                reason,
             ],
         )
-        store.audit(
-            "import",
-            "import_events",
+    quarantined = sum(reasons.values())
+    rows_read = done.rows_staged + len(rejects)
+    store.execute(
+        "INSERT INTO import_batches VALUES (?, 'events', ?, ?, ?, ?, ?, ?, ?, ?)",
+        [
+            batch_id,
             shown,
-            {"batch_id": batch_id, "inserted": inserted, "quarantined": quarantined},
-        )
+            rows_read,
+            done.inserted,
+            done.duplicates,
+            quarantined,
+            now,
+            utcnow(),
+            spec.model_dump_json(),
+        ],
+    )
+    store.audit(
+        "import",
+        "import_events",
+        shown,
+        {"batch_id": batch_id, "inserted": done.inserted, "quarantined": quarantined},
+    )
     return ImportResult(
         batch_id,
         source_name,
         rows_read,
-        inserted,
-        duplicates,
+        done.inserted,
+        done.duplicates,
         quarantined,
         dict(sorted(reasons.items())),
     )
-
-
-def _quarantine_stage(
-    store: Store, batch_id: str, source_name: str, props: list[str], now: datetime
-) -> None:
-    """Invalid rows go to quarantine with the mapped record (email only as token)."""
-    record_fields = [
-        "event_id",
-        "event_type",
-        "_ts_raw",
-        "user_id",
-        "anonymous_id",
-        "device_id",
-        "email_token",
-        "session_id",
-    ]
-    pairs: list[exp.Expr] = []
-    for name in record_fields:
-        key = "timestamp" if name == "_ts_raw" else name
-        pairs.extend([q.lit(key), q.col(name)])
-    for prop in props:
-        pairs.extend([q.lit(prop), q.col(f"_raw_{prop}")])
-    record = q.func("json_object", *pairs)
-    select = (
-        exp.select(
-            q.lit(batch_id),
-            q.lit(source_name),
-            q.col("_row"),
-            q.col("_reason"),
-            q.col("_detail"),
-            record,
-            exp.cast(q.lit(now.isoformat(sep=" ")), "TIMESTAMP"),
-        )
-        .from_(q.table(STAGE))
-        .where(exp.Not(this=exp.Is(this=q.col("_reason"), expression=exp.Null())))
-    )
-    # Re-importing a file must not quarantine the same bad row twice.
-    known = exp.Exists(
-        this=exp.select(q.lit(1))
-        .from_(exp.Table(this=q.ident("quarantine"), alias=exp.TableAlias(this=q.ident("o"))))
-        .where(
-            exp.and_(
-                exp.EQ(this=q.col("status", "o"), expression=q.lit("open")),
-                exp.EQ(this=q.col("source", "o"), expression=q.lit(source_name)),
-                exp.EQ(this=q.col("row_number", "o"), expression=q.col("_row")),
-                exp.EQ(this=q.col("reason", "o"), expression=q.col("_reason")),
-            )
-        )
-    )
-    select = select.where(exp.Not(this=known))
-    insert = exp.Insert(
-        this=exp.Schema(
-            this=q.table("quarantine"),
-            expressions=[
-                q.ident(c)
-                for c in (
-                    "batch_id",
-                    "source",
-                    "row_number",
-                    "reason",
-                    "detail",
-                    "record",
-                    "quarantined_at",
-                )
-            ],
-        ),
-        expression=select,
-    )
-    store.execute(insert)
-
-
-def _stage_new_events(
-    store: Store, props: list[str], source_name: str, now: datetime
-) -> tuple[int, int]:
-    """Copy valid rows whose event id is new (in the store and earlier in the batch) to NEW."""
-    valid = int(store.scalar("SELECT count(*) FROM _ms_stage WHERE _reason IS NULL"))
-    target_cols = [*CORE_EVENT_COLUMNS, *props]
-    values: list[exp.Expr] = []
-    for c in target_cols:
-        if c == "received_at":
-            value: exp.Expr = exp.cast(q.lit(now.isoformat(sep=" ")), "TIMESTAMP")
-        elif c == "source":
-            value = q.lit(source_name)
-        else:
-            value = q.col(c, "s")
-        values.append(exp.alias_(value, c, quoted=True))
-    # The window (first occurrence of an id in the file) and the anti-join with stored events
-    # are the costly steps: skip them when the batch has no repeated id / the store no event.
-    repeats = int(
-        store.scalar(
-            "SELECT count(event_id) - count(DISTINCT event_id) FROM _ms_stage WHERE _reason IS NULL"
-        )
-        or 0
-    )
-    stored_any = store.scalar("SELECT 1 FROM events LIMIT 1") is not None
-    valid_rows = (
-        exp.select(exp.Star())
-        .from_(q.table(STAGE))
-        .where(exp.Is(this=q.col("_reason"), expression=exp.Null()))
-    )
-    first_in_batch = (
-        valid_rows
-        if not repeats
-        else (
-            valid_rows.qualify(
-                exp.EQ(
-                    this=exp.Window(
-                        this=exp.RowNumber(),
-                        partition_by=[q.col("event_id")],
-                        order=exp.Order(expressions=[exp.Ordered(this=q.col("_row"))]),
-                    ),
-                    expression=q.lit(1),
-                )
-            )
-        )
-    )
-    stored = exp.Table(this=q.ident("events"), alias=exp.TableAlias(this=q.ident("e")))
-    already = exp.Exists(
-        this=exp.select(q.lit(1))
-        .from_(stored)
-        .where(exp.EQ(this=q.col("event_id", "e"), expression=q.col("event_id", "s")))
-    )
-    select = exp.select(*values).from_(first_in_batch.subquery("s"))
-    if stored_any:
-        select = select.where(exp.Not(this=already))
-    # Nothing to drop: a view over the stage saves copying every valid row once more.
-    as_view = not repeats and not stored_any
-    _drop_new(store)
-    store.execute(
-        exp.Create(
-            this=q.table(NEW),
-            kind="VIEW" if as_view else "TABLE",
-            expression=select,
-            properties=exp.Properties(expressions=[exp.TemporaryProperty()]),
-        )
-    )
-    inserted = valid if as_view else int(store.scalar("SELECT count(*) FROM _ms_new"))
-    return inserted, valid - inserted
-
-
-def _drop_new(store: Store) -> None:
-    """Drop the new-events temp table or view, whichever exists."""
-    kind = store.scalar(
-        "SELECT table_type FROM information_schema.tables WHERE table_name = ?", [NEW]
-    )
-    if kind is not None:
-        store.execute(
-            "DROP VIEW IF EXISTS _ms_new"
-            if "VIEW" in str(kind).upper()
-            else "DROP TABLE IF EXISTS _ms_new"
-        )
 
 
 def record_json(record: dict[str, Any]) -> str:

@@ -5,36 +5,42 @@ events without one get a computed id ``ms-<hash of key and session start>``. New
 sessionised together with the stored events just before them, so a batch continues the
 session a previous batch left open; a late event that bridges two stored sessions makes
 their ids be recomputed.
+
+The import works on a narrow table of its new events (``_row``, event id, time, id key,
+session id): :func:`compute_sessions` fills ``_ms_sess``, :func:`final_sessions` gives the
+session of every new row to join into the events INSERT by ``_row`` (an integer join), and
+:func:`update_stored_sessions` fixes the stored events whose computed session changed.
 """
 
 from __future__ import annotations
 
+from sqlglot import exp
+
 from microseg.store import Store
+from microseg.store import sql as q
 
 COMPUTED_PREFIX = "ms-"
+SESS = "_ms_sess"
 
 
-def assign_sessions(
-    store: Store, table: str, timeout_minutes: float, *, insert: bool = False
-) -> None:
-    """Give the new events in ``table`` (the import's temp table, same columns as events)
-    their session ids and fix stored computed sessions that the new events change.
+def compute_sessions(store: Store, table: str, timeout_minutes: float) -> bool:
+    """Compute the session ids of the new events in ``table`` that have none (and of the
+    stored computed sessions they touch) into ``_ms_sess``.
 
-    With ``insert=False`` the temp table is rebuilt with the ids filled in; with
-    ``insert=True`` the new events are inserted into ``events`` with their ids instead (one
-    pass instead of two — what the import does)."""
+    Returns False, computing nothing, when every new event brought its own session id
+    (then nothing computed can change)."""
     if table != "_ms_new":  # the SQL below names the temp table directly
-        raise ValueError("assign_sessions works on the import's _ms_new table")
+        raise ValueError("compute_sessions works on the import's _ms_new table")
     seconds = float(timeout_minutes) * 60.0
     if store.scalar("SELECT 1 FROM _ms_new WHERE session_id IS NULL LIMIT 1") is None:
-        # every new event brought its own session id; nothing computed can change
-        if insert:
-            store.execute("INSERT INTO events BY NAME SELECT * FROM _ms_new")
-        return
+        return False
     # Context: the stored computed sessions of the affected keys that have events from
     # (first new ts - timeout) on, taken whole so that a session keeps its start (and id).
-    # Two window passes over (id_key, ts, event_id): gap flags, then the running start of the
-    # session (= its min ts, since rows are in time order) which names it.
+    # Two window passes over (id_key, ts): gap flags, then the running start of the session
+    # (= its min ts, since rows are in time order) which names it. Events at the same time
+    # need no tie-break: the gap between them is 0, so only the first of them (whichever it
+    # is) can start a session, with their common time, and the RANGE frame shows that start
+    # to all of them. The session's name (an md5) is computed later, in parallel scans.
     store.execute(
         """
         CREATE OR REPLACE TEMP TABLE _ms_sess AS
@@ -47,44 +53,81 @@ def assign_sessions(
             WHERE starts_with(e.session_id, 'ms-')
         ),
         timeline AS (
-            SELECT n.event_id, n.id_key, n.ts, n.session_id, TRUE AS is_new FROM _ms_new n
+            SELECT n._row, n.event_id, n.id_key, n.ts, n.session_id, TRUE AS is_new
+            FROM _ms_new n
             WHERE n.session_id IS NULL
             UNION ALL
-            SELECT e.event_id, e.id_key, e.ts, e.session_id, FALSE FROM events e
+            SELECT NULL, e.event_id, e.id_key, e.ts, e.session_id, FALSE FROM events e
             WHERE e.session_id IN (SELECT session_id FROM touched)
         ),
         gaps AS (
             SELECT *, CASE WHEN lag(ts) OVER w IS NULL
                             OR epoch(ts) - epoch(lag(ts) OVER w) > ? THEN ts END AS start_ts
             FROM timeline
-            WINDOW w AS (PARTITION BY id_key ORDER BY ts, event_id)
+            WINDOW w AS (PARTITION BY id_key ORDER BY ts)
         ),
         started AS (
-            SELECT *, max(start_ts) OVER (PARTITION BY id_key ORDER BY ts, event_id
-                                          ROWS UNBOUNDED PRECEDING) AS sess_start
+            SELECT *, max(start_ts) OVER (PARTITION BY id_key ORDER BY ts
+                                          RANGE UNBOUNDED PRECEDING) AS sess_start
             FROM gaps
         )
-        SELECT event_id, id_key, is_new, session_id AS old_session,
-               'ms-' || substr(md5(id_key || '|' || CAST(sess_start AS VARCHAR)), 1, 16) AS new_session
+        SELECT is_new, _row, id_key, sess_start,
+               CASE WHEN NOT is_new THEN event_id END AS event_id,
+               CASE WHEN NOT is_new THEN session_id END AS old_session
         FROM started
         """,
         [seconds, seconds],
     )
-    # Rebuilding the temp table (or inserting) with a join is much faster than an UPDATE.
-    target = "INSERT INTO events BY NAME" if insert else "CREATE OR REPLACE TEMP TABLE _ms_new AS"
-    store.execute(
-        target
-        + """
-        SELECT n.* REPLACE (coalesce(n.session_id, s.new_session) AS session_id)
-        FROM _ms_new n LEFT JOIN (SELECT event_id, new_session FROM _ms_sess WHERE is_new) s
-          ON n.session_id IS NULL AND s.event_id = n.event_id
-        """
+    return True
+
+
+def final_sessions(table: str, computed: bool) -> exp.Query:
+    """``(_row, _sid)``: the session id of every row of the new-events ``table`` — the one
+    it brought, else the computed one (from ``_ms_sess``)."""
+    given = exp.select(q.col("_row"), exp.alias_(q.col("session_id"), "_sid", quoted=True)).from_(
+        q.table(table)
+    )
+    if not computed:
+        return given
+    given = given.where(exp.Not(this=exp.Is(this=q.col("session_id"), expression=exp.Null())))
+    made = (
+        exp.select(q.col("_row"), exp.alias_(session_name(), "_sid", quoted=True))
+        .from_(q.table(SESS))
+        .where(q.col("is_new"))
+    )
+    return exp.union(made, given, distinct=False)
+
+
+def session_name() -> exp.Expr:
+    """``'ms-' || first 16 hex of md5(id_key || '|' || session start)`` of a ``_ms_sess`` row."""
+    text = exp.DPipe(
+        this=exp.DPipe(this=q.col("id_key"), expression=q.lit("|")),
+        expression=exp.cast(q.col("sess_start"), "VARCHAR"),
+    )
+    digest = exp.Substring(this=exp.MD5(this=text), start=q.lit(1), length=q.lit(16))
+    return exp.DPipe(this=q.lit(COMPUTED_PREFIX), expression=digest)
+
+
+def update_stored_sessions(store: Store) -> None:
+    """Give stored events the recomputed id of a session the new events changed."""
+    changed = (
+        exp.select(
+            q.col("event_id"),
+            q.col("id_key"),
+            exp.alias_(session_name(), "new_session", quoted=True),
+            q.col("old_session"),
+        )
+        .from_(q.table(SESS))
+        .where(exp.Not(this=q.col("is_new")))
     )
     store.execute(
-        """
-        UPDATE events SET session_id = s.new_session FROM _ms_sess s
-        WHERE NOT s.is_new AND events.event_id = s.event_id AND events.id_key = s.id_key
-          AND s.old_session IS DISTINCT FROM s.new_session
-        """
+        "UPDATE events SET session_id = s.new_session FROM ("
+        + q.render(changed)
+        + """) s
+        WHERE events.event_id = s.event_id AND events.id_key = s.id_key
+          AND s.old_session IS DISTINCT FROM s.new_session"""
     )
+
+
+def drop(store: Store) -> None:
     store.execute("DROP TABLE IF EXISTS _ms_sess")

@@ -1,0 +1,331 @@
+"""Committing one validated batch: quarantine, dedup, sessions, events, identities, ledger.
+
+A batch is read from its *key table*: one row per source row with ``_row``, the event id,
+time, ids, id key, session id and quarantine reason. The full rows come from ``rows``:
+
+* materialised (CSV, JSON Lines, or when erasure markers exist): ``rows`` is the stage
+  table, which is also the key table;
+* streamed (Parquet): only the narrow key table is materialised; ``rows`` is the stage
+  SELECT over the file, read again by the events INSERT (and by the quarantine pass when a
+  row is invalid). Nothing wide is materialised, so 10 M events fit in little memory.
+
+Either way the same statements decide what is stored, so both give the same result.
+Every step runs inside the caller's transaction.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlglot import exp
+
+from microseg.config.models import CORE_EVENT_COLUMNS
+from microseg.ingest import identity_keys, sessions
+from microseg.store import Store
+from microseg.store import sql as q
+
+NEW = "_ms_new"
+HITS = "_ms_hits"
+# What the key table holds (the stage has these columns too).
+KEY_COLUMNS: tuple[str, ...] = (
+    "_row",
+    "event_id",
+    "ts",
+    "user_id",
+    "anonymous_id",
+    "device_id",
+    "email_token",
+    "id_key",
+    "session_id",
+    "_reason",
+)
+RECORD_FIELDS: tuple[str, ...] = (
+    "event_id",
+    "event_type",
+    "_ts_raw",
+    "user_id",
+    "anonymous_id",
+    "device_id",
+    "email_token",
+    "session_id",
+)
+
+
+@dataclass
+class Batch:
+    """Where a batch's rows are: ``rows`` (a table or a SELECT reading the file with
+    ``params`` bound) and ``keys`` (the key table's name)."""
+
+    rows: exp.Expr
+    params: list[Any]
+    keys: str
+
+
+@dataclass
+class Committed:
+    """What the commit did (the caller adds rows the reader rejected before the stage)."""
+
+    rows_staged: int
+    inserted: int
+    duplicates: int
+    reasons: dict[str, int] = field(default_factory=dict)
+
+
+def keyed_select(stage: exp.Select) -> exp.Select:
+    """The stage SELECT plus ``email_token`` (a keyed token: the clear ``_email`` is not
+    kept) and ``id_key`` (the highest-priority id), computed in the same pass."""
+    email = q.col("_email")
+    token = exp.Coalesce(
+        this=exp.Case(
+            ifs=[
+                exp.If(
+                    this=exp.Not(this=exp.Is(this=email, expression=exp.Null())),
+                    true=q.func("ms_email_token", email),
+                )
+            ]
+        ),
+        expressions=[q.col("_email_token_in")],
+    )
+    tokened = exp.select(
+        exp.Star(except_=[q.col("_email")]), exp.alias_(token, "email_token", quoted=True)
+    ).from_(stage.subquery("_s"))
+    return exp.select(
+        exp.Star(), exp.alias_(identity_keys.primary_key_expr(), "id_key", quoted=True)
+    ).from_(tokened.subquery("_t"))
+
+
+def key_table_select(keyed: exp.Select) -> exp.Select:
+    """The narrow key table of a streamed batch."""
+    return exp.select(*(q.col(c) for c in KEY_COLUMNS)).from_(keyed.subquery("_k"))
+
+
+def commit(
+    store: Store,
+    batch: Batch,
+    *,
+    props: list[str],
+    timeout_minutes: float,
+    batch_id: str,
+    source_name: str,
+    now: datetime,
+) -> Committed:
+    """Quarantine invalid rows, store the new events with their sessions and register
+    their identities. Call inside a transaction."""
+    keys = q.table(batch.keys)
+    counts = {
+        str(k): int(v)
+        for k, v in store.rows(
+            exp.select(
+                exp.Coalesce(this=q.col("_reason"), expressions=[q.lit("")]),
+                exp.Count(this=exp.Star()),
+            )
+            .from_(keys)
+            .group_by(q.lit(1))
+        )
+    }
+    rows_staged = sum(counts.values())
+    reasons = {k: v for k, v in counts.items() if k}
+    if reasons:  # an all-valid batch skips the (re-)reading quarantine pass
+        quarantine_rows(store, batch, batch_id, source_name, props, now)
+    valid = counts.get("", 0)
+    filtered = _select_new(store, batch.keys, valid, all_valid=not reasons)
+    inserted = valid if not filtered else int(store.scalar("SELECT count(*) FROM _ms_new"))
+    computed = sessions.compute_sessions(store, NEW, timeout_minutes)
+    _insert_events(store, batch, props, source_name, now, filtered=filtered, computed=computed)
+    if computed:
+        sessions.update_stored_sessions(store)
+    identity_keys.register(store, NEW, now)
+    return Committed(rows_staged, inserted, valid - inserted, reasons)
+
+
+def cleanup(store: Store) -> None:
+    """Drop the commit's temp tables and views (after success or failure)."""
+    for name in (NEW, HITS):
+        drop_relation(store, name)
+    sessions.drop(store)
+
+
+def drop_relation(store: Store, name: str) -> None:
+    """Drop a temp table or view of ours, whichever exists under ``name``."""
+    kind = store.scalar(
+        "SELECT table_type FROM information_schema.tables WHERE table_name = ?", [name]
+    )
+    if kind is not None:
+        what = "VIEW" if "VIEW" in str(kind).upper() else "TABLE"
+        store.execute(f"DROP {what} IF EXISTS {q.render(q.table(name))}")
+
+
+# -- quarantine -------------------------------------------------------------------------------
+def quarantine_rows(
+    store: Store, batch: Batch, batch_id: str, source_name: str, props: list[str], now: datetime
+) -> None:
+    """Invalid rows go to quarantine with the mapped record (email only as token)."""
+    pairs: list[exp.Expr] = []
+    for name in RECORD_FIELDS:
+        key = "timestamp" if name == "_ts_raw" else name
+        pairs.extend([q.lit(key), q.col(name)])
+    for prop in props:
+        pairs.extend([q.lit(prop), q.col(f"_raw_{prop}")])
+    select = (
+        exp.select(
+            q.lit(batch_id),
+            q.lit(source_name),
+            q.col("_row"),
+            q.col("_reason"),
+            q.col("_detail"),
+            q.func("json_object", *pairs),
+            exp.cast(q.lit(now.isoformat(sep=" ")), "TIMESTAMP"),
+        )
+        .from_(_rows_from(batch, "r"))
+        .where(exp.Not(this=exp.Is(this=q.col("_reason"), expression=exp.Null())))
+    )
+    # Re-importing a file must not quarantine the same bad row twice.
+    known = exp.Exists(
+        this=exp.select(q.lit(1))
+        .from_(exp.Table(this=q.ident("quarantine"), alias=exp.TableAlias(this=q.ident("o"))))
+        .where(
+            exp.and_(
+                exp.EQ(this=q.col("status", "o"), expression=q.lit("open")),
+                exp.EQ(this=q.col("source", "o"), expression=q.lit(source_name)),
+                exp.EQ(this=q.col("row_number", "o"), expression=q.col("_row")),
+                exp.EQ(this=q.col("reason", "o"), expression=q.col("_reason")),
+            )
+        )
+    )
+    select = select.where(exp.Not(this=known))
+    columns = ("batch_id", "source", "row_number", "reason", "detail", "record", "quarantined_at")
+    insert = exp.Insert(
+        this=exp.Schema(this=q.table("quarantine"), expressions=[q.ident(c) for c in columns]),
+        expression=select,
+    )
+    store.execute(insert, batch.params)
+
+
+def _rows_from(batch: Batch, alias: str) -> exp.Expr:
+    """The batch's full rows as a FROM item named ``alias``."""
+    if isinstance(batch.rows, exp.Table):
+        return exp.Table(this=batch.rows.this.copy(), alias=exp.TableAlias(this=q.ident(alias)))
+    assert isinstance(batch.rows, exp.Select)
+    return batch.rows.subquery(alias)
+
+
+# -- dedup --------------------------------------------------------------------------------------
+def _select_new(store: Store, keys: str, valid: int, *, all_valid: bool) -> bool:
+    """Make ``_ms_new``: the key rows of valid events whose id is new (not stored, not
+    earlier in the batch). Returns whether it differs from "every key row"."""
+    valid_rows = (
+        exp.select(*(q.col(c) for c in KEY_COLUMNS if c != "_reason"))
+        .from_(q.table(keys))
+        .where(exp.Is(this=q.col("_reason"), expression=exp.Null()))
+    )
+    # Repeated ids within the batch: a hash-distinct count proves there are none (equal
+    # counts cannot hide a repeat); otherwise the exact first-occurrence window decides.
+    repeats = valid and int(
+        store.scalar(
+            exp.select(
+                exp.Sub(
+                    this=exp.Count(this=q.col("event_id")),
+                    expression=exp.Count(
+                        this=exp.Distinct(expressions=[q.func("hash", q.col("event_id"))])
+                    ),
+                )
+            )
+            .from_(q.table(keys))
+            .where(exp.Is(this=q.col("_reason"), expression=exp.Null()))
+        )
+        or 0
+    )
+    # Ids already stored: found by probing the stored ids against the batch's (the batch
+    # is the small side of the join); usually none, and then no anti-join is needed.
+    hits = 0
+    if valid and store.scalar("SELECT 1 FROM events LIMIT 1") is not None:
+        store.execute(
+            exp.Create(
+                this=q.table(HITS),
+                kind="TABLE",
+                replace=True,
+                properties=exp.Properties(expressions=[exp.TemporaryProperty()]),
+                expression=exp.select(q.col("event_id"))
+                .from_("events")
+                .where(
+                    exp.In(
+                        this=q.col("event_id"),
+                        query=exp.Subquery(this=exp.select(q.col("event_id")).from_(q.table(keys))),
+                    )
+                )
+                .distinct(),
+            )
+        )
+        hits = int(store.scalar("SELECT count(*) FROM _ms_hits"))
+    new = valid_rows
+    if repeats:
+        first = exp.Window(
+            this=exp.RowNumber(),
+            partition_by=[q.col("event_id")],
+            order=exp.Order(expressions=[exp.Ordered(this=q.col("_row"))]),
+        )
+        new = new.qualify(exp.EQ(this=first, expression=q.lit(1)))
+    if hits:
+        seen = exp.select(q.col("event_id")).from_(q.table(HITS))
+        new = new.where(exp.Not(this=exp.In(this=q.col("event_id"), query=exp.Subquery(this=seen))))
+    filtered = bool(repeats or hits or not all_valid)
+    drop_relation(store, NEW)
+    store.execute(
+        exp.Create(
+            this=q.table(NEW),
+            # a view when nothing is dropped: no copy of the key rows
+            kind="TABLE" if repeats or hits else "VIEW",
+            expression=new,
+            properties=exp.Properties(expressions=[exp.TemporaryProperty()]),
+        )
+    )
+    return filtered
+
+
+# -- events -------------------------------------------------------------------------------------
+def _insert_events(
+    store: Store,
+    batch: Batch,
+    props: list[str],
+    source_name: str,
+    now: datetime,
+    *,
+    filtered: bool,
+    computed: bool,
+) -> None:
+    """Insert the new events, their session ids joined in by ``_row`` (one pass, no UPDATE).
+
+    The join keeps only the rows of ``_ms_new``; without filtering or computed sessions every
+    row is inserted as read (no join)."""
+    joined = filtered or computed
+    session: exp.Expr = q.col("session_id", "r")
+    source = _rows_from(batch, "r")
+    if joined:
+        session = q.col("_sid", "j")
+    values: list[exp.Expr] = []
+    for c in [*CORE_EVENT_COLUMNS, *props]:
+        if c == "received_at":
+            value: exp.Expr = exp.cast(q.lit(now.isoformat(sep=" ")), "TIMESTAMP")
+        elif c == "source":
+            value = q.lit(source_name)
+        elif c == "session_id":
+            value = session
+        else:
+            value = q.col(c, "r")
+        values.append(exp.alias_(value, c, quoted=True))
+    select = exp.select(*values).from_(source)
+    if joined:
+        select = select.join(
+            sessions.final_sessions(NEW, computed).subquery("j"),
+            on=exp.EQ(this=q.col("_row", "r"), expression=q.col("_row", "j")),
+            join_type="INNER",
+        )
+    insert = exp.Insert(
+        this=exp.Schema(
+            this=q.table("events"), expressions=[q.ident(c) for c in [*CORE_EVENT_COLUMNS, *props]]
+        ),
+        expression=select,
+    )
+    store.execute(insert, batch.params)
