@@ -108,6 +108,42 @@ def test_spark_run_writes_traits_and_memberships(
     assert (traits["n_events"].to_numpy() == expected["traits"]["n_events"].to_numpy()).all()
 
 
+def test_spark_run_saves_memberships_to_the_store(
+    spark: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--save writes Spark's memberships like `segments compute`: diff, history, sizes."""
+    from microseg.config.project import Project
+    from microseg.store import Store
+
+    expected = _project(tmp_path, monkeypatch)
+    db = Project.load(tmp_path / "proj").store_path
+    store = Store(db)
+    store.execute("DELETE FROM memberships")
+    store.execute("DELETE FROM membership_history")
+    store.close()
+    app = typer.Typer()
+    spark_cli.register(app)
+    args = ["spark", "run", "--events", str(expected["events"]), "--as-of", AS_OF.isoformat()]
+    args += ["--out", str(tmp_path / "out"), "--no-codegen", "--save"]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    total = sum(len(m) for m in expected["members"].values())
+    assert f"{len(expected['members'])} segments, {total:,} entered/exited" in res.output
+    store = Store(db)
+    for name, want in expected["members"].items():
+        assert members(store, name) == want
+        assert store.scalar("SELECT size FROM segments WHERE name = ?", [name]) == len(want)
+    entered = store.rows(
+        "SELECT segment, count(*) FROM membership_history WHERE change = 'entered'"
+        " AND changed_at = ? GROUP BY 1",
+        [AS_OF],
+    )
+    assert dict(entered) == {n: len(m) for n, m in expected["members"].items() if m}
+    store.close()
+    res = CliRunner().invoke(app, args)  # the same run again changes nothing
+    assert res.exit_code == 0 and ", 0 entered/exited" in res.output
+
+
 def test_spark_run_user_mistakes(
     spark: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -55,6 +55,12 @@ def register(app: typer.Typer) -> None:
             "--codegen/--no-codegen",
             help="whole-stage code generation (off is faster on small data)",
         ),
+        save: bool = typer.Option(
+            False,
+            "--save",
+            help="also write the memberships to the store (history, sizes) like"
+            " `segments compute`, so the API and campaigns use them",
+        ),
     ) -> None:
         """Compute traits.yaml and segments/*.yaml on Spark and write the results as Parquet.
 
@@ -65,6 +71,7 @@ def register(app: typer.Typer) -> None:
         from pyspark.sql import SparkSession
 
         from microseg.engines.spark import SparkEngine, local_session
+        from microseg.segments.membership import save_memberships
         from microseg.segments.parse import load_segments, project_segment_files
         from microseg.traits import load_project_traits
 
@@ -84,6 +91,11 @@ def register(app: typer.Typer) -> None:
                     engine.load_store(ws.store, events=events or None, with_traits=not traitset)
                     result = engine.run(traitset if len(traitset) else None, segments, when)
                     paths = result.write(target)
+                    saved = (
+                        save_memberships(ws.store, segments, result.membership_frame(), when)
+                        if save
+                        else None
+                    )
             finally:
                 if owned:
                     spark.stop()
@@ -97,6 +109,15 @@ def register(app: typer.Typer) -> None:
         console.print(frame_table(sizes, title=f"{len(sizes)} segments", limit=None))
         for warning in result.warnings:
             console.print(f"[yellow]warning:[/] {warning}")
+        if saved is not None:
+            for warning in saved.warnings:
+                if warning not in result.warnings:
+                    console.print(f"[yellow]warning:[/] {warning}")
+            moved = sum(r.entered + r.exited for r in saved.runs)
+            console.print(
+                f"memberships saved to the store: {len(saved.runs)} segments,"
+                f" {moved:,} entered/exited"
+            )
         written = ", ".join(f"{k} -> {v}" for k, v in paths.items())
         console.print(
             f"spark run as of {when:%Y-%m-%d %H:%M:%S}: {len(traitset)} traits, "

@@ -244,6 +244,66 @@ def compute_segments(
     return report
 
 
+def save_memberships(
+    store: Store,
+    segments: Mapping[str, Segment] | Iterable[Segment],
+    members: pd.DataFrame,
+    as_of: datetime,
+    *,
+    min_size: int | None = None,
+    on_small: str = "warn",
+) -> ComputeReport:
+    """Write memberships computed elsewhere (e.g. on Spark) exactly as ``compute_segments``
+    would: entered/exited rows in the history, the min-size guard, segment size and status.
+
+    ``members`` has columns ``segment`` and ``profile_id``; every segment in ``segments``
+    is written (one without rows has no members). Profile ids the store does not know are
+    refused (a run over another store's data)."""
+    import time
+
+    if on_small not in SMALL_POLICIES:
+        raise ConfigError(f"on_small must be one of {SMALL_POLICIES}, got '{on_small}'")
+    missing = {"segment", "profile_id"} - set(members.columns)
+    if missing:
+        raise ConfigError(f"memberships lack the columns {sorted(missing)}")
+    segs = segments_by_name(segments)
+    unknown = sorted(set(members["segment"]) - set(segs))
+    if unknown:
+        raise ConfigError(f"memberships name segments that are not defined: {unknown[:5]}")
+    report = ComputeReport(as_of)
+    started = time.perf_counter()
+    frame = members[["segment", "profile_id"]].drop_duplicates().astype(object)
+    with store.lock:
+        store.con.execute("SELECT 1").fetchall()  # DuckDB refuses register() with a pending result
+        store.con.register("_ms_saved_members", frame)
+        try:
+            strangers = store.scalar(
+                "SELECT count(*) FROM _ms_saved_members m"
+                " ANTI JOIN profiles p ON p.profile_id = m.profile_id"
+            )
+            if strangers:
+                raise ConfigError(
+                    f"{strangers} member profile ids are not in this store's profiles"
+                )
+            for name in _dependency_order(segs):
+                t0 = time.perf_counter()
+                store.execute(
+                    f"CREATE OR REPLACE TEMP TABLE {NEW_TEMP} AS SELECT DISTINCT profile_id"
+                    " FROM _ms_saved_members WHERE segment = ?",
+                    [name],
+                )
+                run = _apply_new(store, segs[name], as_of, min_size, on_small, segs, None)
+                run.seconds = time.perf_counter() - t0
+                report.runs.append(run)
+        finally:
+            store.con.execute("SELECT 1").fetchall()
+            store.con.unregister("_ms_saved_members")
+            for temp in (NEW_TEMP, CUR_TEMP, IN_TEMP, OUT_TEMP):
+                store.execute(f"DROP TABLE IF EXISTS {temp}")
+    report.seconds = time.perf_counter() - started
+    return report
+
+
 def _dependency_order(segs: Mapping[str, Segment]) -> list[str]:
     """Names with referenced segments first (cycles were refused before), else by name."""
     order: list[str] = []
@@ -304,6 +364,19 @@ def _apply(
         properties=exp.Properties(expressions=[exp.TemporaryProperty()]),
     )
     store.execute(create)
+    return _apply_new(store, seg, as_of, min_size, on_small, segs, source_file)
+
+
+def _apply_new(
+    store: Store,
+    seg: Segment,
+    as_of: datetime,
+    min_size: int | None,
+    on_small: str,
+    segs: Mapping[str, Segment],
+    source_file: str | None,
+) -> SegmentRun:
+    """Diff the members in the NEW_TEMP table against ``memberships`` and record the run."""
     size = int(store.scalar(f"SELECT count(*) FROM {NEW_TEMP}") or 0)
     limit = seg.min_size if seg.min_size is not None else (min_size or 0)
     warning = None
