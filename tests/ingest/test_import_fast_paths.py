@@ -244,7 +244,11 @@ def test_session_ids_from_the_source(tmp_path: Path, monkeypatch: pytest.MonkeyP
         r["session_id"] = "web-" + r["user_id"]
     clean = write_parquet(tmp_path / "s.parquet", rows)
     repeated = write_parquet(tmp_path / "r.parquet", rows + rows[:3])
-    for path, expected in ((clean, (32, 32, 0, 0, {})), (repeated, (35, 32, 3, 0, {}))):
+    cases: list[tuple[Path, tuple[Any, ...]]] = [
+        (clean, (32, 32, 0, 0, {})),
+        (repeated, (35, 32, 3, 0, {})),
+    ]
+    for path, expected in cases:
         got, snap = both_paths(tmp_path, monkeypatch, [path])
         assert got == [expected]
         assert {e[9] for e in snap["events"]} == {"web-u" + str(u) for u in range(8)}
@@ -255,7 +259,7 @@ def test_tied_timestamps_do_not_depend_on_event_order(
 ) -> None:
     """Events at the same instant share a session whatever their ids' order."""
     t0 = START + timedelta(hours=1)
-    rows = []
+    rows: list[dict[str, Any]] = []
     for i, minutes in enumerate([0, 0, 0, 45, 45, 50, 120, 120]):
         for eid in (f"z{i}", f"a{i}"):  # ids sort the opposite way to file order
             rows.append(
@@ -268,7 +272,7 @@ def test_tied_timestamps_do_not_depend_on_event_order(
             )
     path = write_parquet(tmp_path / "t.parquet", rows)
     _, snap = both_paths(tmp_path, monkeypatch, [path])
-    truth = reference_sessions([(r["event_id"], "user_id:u1", r["timestamp"]) for r in rows])
+    truth = reference_sessions([(str(r["event_id"]), "user_id:u1", r["timestamp"]) for r in rows])
     assert {e[0]: e[9] for e in snap["events"]} == truth
     assert len(set(truth.values())) == 3
 
@@ -377,3 +381,24 @@ def test_cleanup_leaves_no_temp_relations(tmp_path: Path, monkeypatch: pytest.Mo
         )
         assert left == []
         assert commit.NEW == "_ms_new"
+
+
+def test_auto_streams_only_files_read_in_parallel(tmp_path: Path) -> None:
+    """Auto mode: a range of at least one row group per thread streams; one big row group
+    is staged whole (its single-threaded read then happens once)."""
+    rows = make_rows(10, 10)
+    many = write_parquet(tmp_path / "many.parquet", rows, row_group_size=10)
+    one = write_parquet(tmp_path / "one.parquet", rows, row_group_size=1000)
+    assert pipeline._row_groups(many, None) == 10 and pipeline._row_groups(one, None) == 1
+    assert pipeline._row_groups(many, (15, 35)) == 3
+    with workspaces(1) as (ws,):
+        ws.store.execute("SET threads = 2")
+        assert pipeline.STREAM_PARQUET is None
+        assert pipeline._streamed(ws.store, many, "parquet", None)
+        assert pipeline._streamed(ws.store, many, "parquet", (0, 20))
+        assert not pipeline._streamed(ws.store, many, "parquet", (0, 10))
+        assert not pipeline._streamed(ws.store, one, "parquet", None)
+        assert not pipeline._streamed(ws.store, many, "csv", None)
+        # erasure markers force the materialised stage (the guard updates it)
+        ws.store.execute("INSERT INTO erasure_markers VALUES ('m', 'e1', TIMESTAMP '2024-01-01')")
+        assert not pipeline._streamed(ws.store, many, "parquet", None)

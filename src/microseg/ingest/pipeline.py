@@ -33,9 +33,11 @@ from microseg.store import sql as q
 STAGE = "_ms_stage"
 KEYS = "_ms_batch_keys"
 PARQUET_CHUNK_ROWS = 10_000_000  # larger Parquet files are imported range by range
-# Parquet batches are streamed (narrow key table + second read) unless this is False (tests
-# compare both shapes).
-STREAM_PARQUET = True
+# Parquet batches are streamed (narrow key table + second read of the file) when the range
+# has at least one row group per DuckDB thread, so that the second read is parallel; a file
+# of one big row group is read once into the stage instead (its later scans are parallel).
+# True / False force one shape (tests compare them).
+STREAM_PARQUET: bool | None = None
 REJECTS = "_ms_rejects"
 REJECT_SCANS = "_ms_reject_scans"
 EMAIL_RE = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
@@ -693,7 +695,7 @@ def _import_range(
         with store.lock:
             _register_token_udf(store.con, keys)
             register_marker_udf(store.con, keys)  # erased subjects' events -> quarantine
-            batch = _stage(store, keyed, params, fmt, shown)
+            batch = _stage(store, keyed, params, _streamed(store, path, fmt, rows), shown)
             rejects = _csv_rejects(store) if fmt in {"csv", "jsonl"} else []
             progress.update(note="store")
             with store.transaction():
@@ -718,20 +720,44 @@ def _import_range(
     return result
 
 
+def _streamed(store: Store, path: Path, fmt: str, rows: tuple[int, int] | None) -> bool:
+    """Whether to stream this Parquet batch (see STREAM_PARQUET). Never when someone was
+    erased: the erasure guard updates a materialised stage."""
+    if fmt != "parquet" or STREAM_PARQUET is False:
+        return False
+    if store.scalar("SELECT count(*) FROM erasure_markers"):
+        return False
+    if STREAM_PARQUET:
+        return True
+    threads = int(store.scalar("SELECT current_setting('threads')") or 1)
+    return _row_groups(path, rows) >= threads
+
+
+def _row_groups(path: Path, rows: tuple[int, int] | None) -> int:
+    """How many row groups of the Parquet file hold rows of the range (0 if unreadable)."""
+    try:
+        meta = pq.ParquetFile(path).metadata
+    except (OSError, pa.ArrowException):
+        return 0
+    lo, hi = rows if rows is not None else (0, meta.num_rows)
+    n, start = 0, 0
+    for i in range(meta.num_row_groups):
+        end = start + meta.row_group(i).num_rows
+        n += start < hi and end > lo
+        start = end
+    return n
+
+
 def _stage(
-    store: Store, keyed: exp.Select, params: list[Any], fmt: str, shown: str
+    store: Store, keyed: exp.Select, params: list[Any], streamed: bool, shown: str
 ) -> commit.Batch:
     """Read and validate the file once into a temp table.
 
-    Parquet (when nobody was erased) keeps only the narrow key table and re-reads the file
-    for the INSERT: reading Parquet again is cheaper than holding every column of millions
-    of rows. Other formats (read once: their reject tables, row numbers) and batches that
-    may hold erased subjects (the guard updates the stage) keep the whole stage."""
-    streamed = (
-        fmt == "parquet"
-        and STREAM_PARQUET
-        and not store.scalar("SELECT count(*) FROM erasure_markers")
-    )
+    A streamed Parquet batch keeps only the narrow key table and the INSERT reads the file
+    again: cheaper than holding every column of millions of rows. Otherwise (CSV / JSON
+    Lines: read once for their reject tables and row numbers; Parquet in few row groups;
+    batches that may hold erased subjects, whose guard updates the stage) the whole stage
+    is kept."""
     name = KEYS if streamed else STAGE
     select = commit.key_table_select(keyed) if streamed else keyed
     try:
