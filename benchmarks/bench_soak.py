@@ -20,6 +20,18 @@ time). It covers spool -> importer commit -> serving state -> real-time evaluato
 decision state. The main process samples the server's RSS every 5 s (``/proc``). At the end
 the load stops, the spool drains, the server stops gracefully and the store is compared with
 every acknowledged event: lost (acked, not stored) and duplicated events are counted.
+
+**Memory, what "flat" means.** RSS is reported at the start, after the warm-up (default: the
+segment window + 60 s, by when the evaluator holds a full window of page_views and every
+returning user has been seen; before that RSS rises by design), at the end, and as least-squares
+slopes in MiB/min after the warm-up and over the last half of it. With ``--diag`` the server
+(``soak_server.py``) also samples, every ``--diag-seconds``, the Python heap (pymalloc arenas,
+allocated blocks; tracemalloc with ``--tracemalloc``), glibc malloc (in use / free), DuckDB's
+buffer memory, anonymous / lazily-freed RSS and the sizes of the server's structures
+(``microseg.bench.soak_diag``): the same plateau figures are printed for each, so growth can
+be attributed (``python benchmarks/soak_report.py FILE`` prints the samples). Allocator
+experiments: ``--memory-limit`` (DuckDB cap), ``--malloc-arena-max``, ``--duckdb-malloc-conf``
+(DuckDB's jemalloc), ``--trim`` (malloc_trim after each sample).
 """
 
 from __future__ import annotations
