@@ -364,7 +364,8 @@ def test_strategies_cover_every_case_kind() -> None:
     """The generator really produces each kind (guards against a silently narrowed strategy)."""
     seen: set[str | None] = set()
 
-    @settings(max_examples=100, database=None, deadline=None)
+    # derandomized: the same 300 draws every run (a random 100 could miss a kind: flaky)
+    @settings(max_examples=300, database=None, deadline=None, derandomize=True)
     @given(case(ids), valid_event(ids), hostile_text, json_junk)
     def run(c: Case, _v: Any, _t: str, _j: Any) -> None:
         seen.add(c.expect)
