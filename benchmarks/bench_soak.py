@@ -373,6 +373,9 @@ def run(
         try:
             g = gen_out.get(timeout=5)
         except queue.Empty:
+            if not gen.is_alive():  # killed from outside: no figures would ever come
+                rd.kill()
+                raise SystemExit(f"load generator died (exit code {gen.exitcode})") from None
             rss.append((time.monotonic() - t0, rss_mb(server.pid)))
             if len(rss) % 12 == 0:
                 print(f"  t={rss[-1][0]:.0f}s rss={rss[-1][1]:.0f} MiB", flush=True)
