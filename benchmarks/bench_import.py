@@ -2,7 +2,10 @@
 
 Generates (once, cached in --workdir) 1 M and 10 M synthetic events with ``microseg.synth``,
 then imports each file into a fresh on-disk project in a child process and reports
-events/s (wall clock and per CPU second) and the child's peak RSS.
+events/s (wall clock and per CPU second), the child's peak RSS, the 1-minute load average
+before and after (the machine is shared: wall figures under load are pessimistic) and a
+digest of what was stored (events with their sessions and ids, identities, profiles), to
+check that a faster import stores the same thing.
 
     python benchmarks/bench_import.py                       # 1 M and 10 M
     python benchmarks/bench_import.py --sizes 1000000 --memory-limit 2GB --json out.json
@@ -30,9 +33,18 @@ c0 = time.process_time(); t0 = time.perf_counter()
 r = ws.import_events(path)
 wall = time.perf_counter() - t0; cpu = time.process_time() - c0
 counts = ws.counts()
+digest = {
+    "events": ws.store.scalar("SELECT bit_xor(hash(event_id, event_type, ts, user_id, id_key,"
+                              " session_id, product_id, category, price, quantity)) FROM events"),
+    "identities": ws.store.scalar("SELECT bit_xor(hash(id_key, profile_id, first_seen, last_seen,"
+                                  " linked_by)) FROM identities"),
+    "profiles": ws.store.scalar("SELECT bit_xor(hash(profile_id)) FROM profiles"),
+    "sessions": ws.store.scalar("SELECT count(DISTINCT session_id) FROM events"),
+}
 ws.close()
 print(json.dumps({"rows_read": r.rows_read, "inserted": r.inserted, "quarantined": r.quarantined,
                   "duplicates": r.duplicates, "wall_s": wall, "cpu_s": cpu, "counts": counts,
+                  "digest": {k: str(v) for k, v in digest.items()},
                   "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 """
 
@@ -86,6 +98,7 @@ def main() -> None:
     results = []
     for n in args.sizes:
         path = ensure_file(args.workdir, n, args.seed)
+        load_before = os.getloadavg()[0]
         r = run_one(path, args.workdir, args.memory_limit)
         wall, cpu = float(r["wall_s"]), float(r["cpu_s"])  # type: ignore[arg-type]
         r.update(
@@ -94,6 +107,7 @@ def main() -> None:
                 "events_per_s": n / wall,
                 "events_per_cpu_s": n / cpu,
                 "load_avg_1m": os.getloadavg()[0],
+                "load_avg_1m_before": load_before,
                 "memory_limit": args.memory_limit,
             }
         )
@@ -101,9 +115,10 @@ def main() -> None:
         print(
             f"{n:>12,} events: {wall:7.1f}s wall ({n / wall:>10,.0f} ev/s), {cpu:7.1f}s CPU "
             f"({n / cpu:>10,.0f} ev/CPU-s), peak RSS {float(r['peak_rss_mb']):,.0f} MB, "  # type: ignore[arg-type]
-            f"stored {r['inserted']:,}, load {r['load_avg_1m']:.1f}",
+            f"stored {r['inserted']:,}, load {load_before:.1f} -> {r['load_avg_1m']:.1f}",
             flush=True,
         )
+        print(f"{'':>12}  digest {r['digest']}", flush=True)
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
 
