@@ -232,3 +232,18 @@ def test_segments_rotate_at_the_size_limit(project: Path) -> None:
     assert _events(ws) == 60  # shutdown drains the spool
     assert ws.store.scalar("SELECT count(*) FROM spool_commits") >= 2
     ws.close()
+
+
+def test_an_event_without_id_is_quarantined_even_alone_in_its_segment(api: Api) -> None:
+    """Ids make retries idempotent: a collected event without one is refused as
+    missing_event_id whatever else shares its spool segment (a file without an id column
+    would get generated ids instead)."""
+    lone = {"event_type": "page_view", "timestamp": iso(), "user_id": "u-noid"}
+    r = api.client.post("/v1/events", json=lone, headers=api.headers("collector"))
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert (body["accepted"], body["duplicates"], body["quarantined"]) == (0, 0, 1)
+    assert [e["reason"] for e in body["errors"]] == ["missing_event_id"]
+    store = api.workspace.store
+    assert store.scalar("SELECT count(*) FROM events WHERE user_id = 'u-noid'") == 0
+    assert store.rows("SELECT reason FROM quarantine") == [("missing_event_id",)]

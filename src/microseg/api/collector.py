@@ -144,6 +144,12 @@ class Collector:
             event_id = event_id_text(item)
             if event_id is not None and not isinstance(item["event_id"], str):
                 item = {**item, "event_id": event_id}  # the text counted is the text stored
+            elif isinstance(item, dict) and "event_id" not in item:
+                # Collected events need their own id (retries are deduplicated by it). An
+                # explicit null makes the import quarantine the event as missing_event_id
+                # even when no other line of its spool segment has an id (a file without an
+                # id column would get generated ids instead).
+                item = {**item, "event_id": None}
             try:
                 line = orjson.dumps(item) + b"\n"
             except orjson.JSONEncodeError as exc:
