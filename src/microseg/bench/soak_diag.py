@@ -7,7 +7,8 @@ thread that every ``MICROSEG_DIAG_SECONDS`` (default 30) appends one JSON line t
 * process: RSS, thread count, asyncio task count;
 * Python heap: ``sys.getallocatedblocks()``, GC object count, and with
   ``MICROSEG_DIAG_TRACEMALLOC=1`` tracemalloc's current/peak size and the top growth by
-  file:line since the previous sample (tracemalloc slows the server; off by default);
+  file:line since the previous sample (tracemalloc slows the server and adds its own
+  memory, so RSS is not representative in that mode; off by default);
 * pymalloc: arenas (1 MiB each) and bytes in allocated / free blocks;
 * native: glibc ``mallinfo2`` (arena, in-use, free, mmap'd), anonymous vs file-backed RSS
   (``smaps_rollup``), the pyarrow memory pool and DuckDB (``duckdb_memory()`` by tag,
@@ -285,7 +286,7 @@ class Sampler:
         self.top = top
         self.trim = trim
         self.started = time.monotonic()
-        self._snapshot: tracemalloc.Snapshot | None = None
+        self._lines: dict[str, tuple[int, int]] | None = None
 
     def sample(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -325,19 +326,41 @@ class Sampler:
         return out
 
     def _growth(self) -> list[str]:
+        """Top lines by growth since the previous sample (by size on the first one).
+
+        Only per-line totals are kept between samples: a kept ``Snapshot`` holds one Python
+        object per traced block (untraced, so invisible here but hundreds of MiB of RSS)."""
         snap = tracemalloc.take_snapshot().filter_traces(
             (tracemalloc.Filter(False, tracemalloc.__file__),)
         )
-        previous, self._snapshot = self._snapshot, snap
+        stats = snap.statistics("lineno")
+        del snap
+        current = {str(st.traceback[0]): (st.size, st.count) for st in stats}
+        previous, self._lines = self._lines, current
         if previous is None:
-            stats = snap.statistics("lineno")[: self.top]
-            return [f"{s.traceback[0]}: {s.size / MIB:.2f} MiB ({s.count})" for s in stats]
-        diff = snap.compare_to(previous, "lineno")[: self.top]
+            return [
+                f"{line}: {size / MIB:.2f} MiB ({n})"
+                for line, (size, n) in current_top(current, self.top)
+            ]
+        diffs = []
+        for line in current.keys() | previous.keys():
+            size, count = current.get(line, (0, 0))
+            before_size, before_count = previous.get(line, (0, 0))
+            diffs.append(
+                (abs(size - before_size), line, size, size - before_size, count - before_count)
+            )
+        diffs.sort(reverse=True)
         return [
-            f"{d.traceback[0]}: {d.size_diff / MIB:+.2f} MiB -> {d.size / MIB:.2f} MiB"
-            f" ({d.count_diff:+d})"
-            for d in diff
+            f"{line}: {delta / MIB:+.2f} MiB -> {size / MIB:.2f} MiB ({dcount:+d})"
+            for _, line, size, delta, dcount in diffs[: self.top]
         ]
+
+
+def current_top(
+    lines: Mapping[str, tuple[int, int]], top: int
+) -> list[tuple[str, tuple[int, int]]]:
+    """The ``top`` lines by size."""
+    return sorted(lines.items(), key=lambda item: item[1][0], reverse=True)[:top]
 
 
 class DiagThread(threading.Thread):
