@@ -236,3 +236,60 @@ def test_events_recovered_after_a_crash_reach_the_realtime_evaluator(project: Pa
         assert client.get("/v1/decide/c1", headers=decide).json()["segments"] == ["seen"]
     assert not left.exists()
     ws.close()
+
+
+def test_random_streams_through_the_fast_path_match_the_batch_sql(project: Path) -> None:
+    """Valid, invalid, repeated and re-sent events in random batches: after the imports, the
+    real-time memberships equal a batch computation over the stored events."""
+    import random
+
+    from microseg.segments import compute_segments
+    from microseg.segments.membership import members
+
+    rng = random.Random(7)
+    rules = [
+        BUSY,
+        SEEN,
+        {
+            "name": "carted_pricey",
+            "rule": {
+                "event": "add_to_cart",
+                "where": {"price": {"gte": 50}},
+                "last": "2h",
+                "gte": 1,
+            },
+        },
+    ]
+    with Workspace.open(project) as ws:
+        bridge = bridge_for(ws, *rules)
+        collector, state = collector_for(ws, bridge)
+        sent: list[dict[str, Any]] = []
+        for round_ in range(4):
+            batch: list[dict[str, Any]] = []
+            for i in range(60):
+                kind = rng.random()
+                if kind < 0.1 and sent:
+                    item = dict(rng.choice(sent))  # a re-send (pending or already stored)
+                else:
+                    item = event(f"{round_}-{i}", user=f"r{rng.randrange(25)}")
+                    item["event_type"] = rng.choice(["page_view", "add_to_cart", "product_view"])
+                    item["timestamp"] = (
+                        utcnow() - timedelta(minutes=rng.uniform(0, 150))
+                    ).isoformat() + "Z"
+                    if item["event_type"] == "add_to_cart":
+                        item["price"] = rng.choice([10, 60, "75", "cheap", -1])
+                    if kind > 0.95:
+                        item["timestamp"] = "not a time"  # quarantined
+                    sent.append(item)
+                batch.append(item)
+            for start in range(0, len(batch), 15):  # several requests per spool segment
+                spool(collector, batch[start : start + 15])
+            import_spooled(collector)
+            collector, _ = collector_for(ws, bridge)
+            collector.state = state
+        assert bridge.stats()["provisional_events"] > 100  # the fast path did the work
+        assert bridge.stats()["pending_events"] == 0
+        parsed = [parse_segment(r) for r in rules]
+        compute_segments(ws.store, ws.settings, parsed, utcnow())
+        for seg in parsed:
+            assert bridge.evaluator.members_of(seg.name) == members(ws.store, seg.name), seg.name  # type: ignore[attr-defined]

@@ -136,13 +136,20 @@ def _lower_bound(segments: Iterable[Segment], as_of: datetime) -> datetime | Non
 def events_query(segments: Iterable[Segment], as_of: datetime, have: Iterable[str]) -> exp.Select:
     """The rows and columns of events the segments read, with their profile id.
 
-    ``have`` is the set of event columns present (columns the segments name but the events
-    table lacks are left out). Shared by the DuckDB path and the Spark engine.
+    ``have`` is the set of event columns present; a column the segments name but the events
+    table lacks yet (a declared property no import has carried) is NULL, so conditions on it
+    are simply false. Shared by the DuckDB path and the Spark engine.
     """
     segs = list(segments)
     types, cols = event_columns(segs)
     present = set(have)
-    select = exp.select(sql.col(PID, "i"), *(sql.col(c, "e") for c in sorted(cols) if c in present))
+    select = exp.select(
+        sql.col(PID, "i"),
+        *(
+            sql.col(c, "e") if c in present else exp.alias_(exp.Null(), c, quoted=True)
+            for c in sorted(cols)
+        ),
+    )
     select = select.from_(
         exp.Table(this=sql.ident("events"), alias=exp.TableAlias(this=sql.ident("e")))
     ).join(
