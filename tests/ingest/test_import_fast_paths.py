@@ -402,3 +402,30 @@ def test_auto_streams_only_files_read_in_parallel(tmp_path: Path) -> None:
         # erasure markers force the materialised stage (the guard updates it)
         ws.store.execute("INSERT INTO erasure_markers VALUES ('m', 'e1', TIMESTAMP '2024-01-01')")
         assert not pipeline._streamed(ws.store, many, "parquet", None)
+
+
+def test_email_tokens_with_a_small_token_cache(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The token function remembers tokens per value; a full cache is emptied, never wrong."""
+    from microseg.privacy.crypto import normalise_email
+
+    rows = []
+    for i in range(60):
+        email = f"  Person{i % 10}@Example.com " if i % 2 else f"person{i % 10}@example.com"
+        rows.append(
+            {
+                "event_id": f"m{i}",
+                "event_type": "page_view",
+                "timestamp": START + timedelta(minutes=i),
+                "email": email,
+            }
+        )
+    path = write_parquet(tmp_path / "e.parquet", rows, row_group_size=7)
+    _, default = both_paths(tmp_path, monkeypatch, [path])
+    monkeypatch.setattr(pipeline, "TOKEN_CACHE_SIZE", 3)
+    _, small = both_paths(tmp_path, monkeypatch, [path])
+    assert small == default
+    expected = {f"m{i}": KEYS.token(normalise_email(str(r["email"]))) for i, r in enumerate(rows)}
+    assert {e[0]: e[7] for e in default["events"]} == expected
+    assert len({e[8] for e in default["events"]}) == 10  # one id key per person

@@ -38,6 +38,7 @@ PARQUET_CHUNK_ROWS = 10_000_000  # larger Parquet files are imported range by ra
 # of one big row group is read once into the stage instead (its later scans are parallel).
 # True / False force one shape (tests compare them).
 STREAM_PARQUET: bool | None = None
+TOKEN_CACHE_SIZE = 200_000  # emails remembered by the token function (bounded memory)
 REJECTS = "_ms_rejects"
 REJECT_SCANS = "_ms_reject_scans"
 EMAIL_RE = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
@@ -569,11 +570,25 @@ class _Builder:
 
 # ----------------------------------------------------------------------------- import
 def _register_token_udf(con: duckdb.DuckDBPyConnection, keys: KeyRing) -> None:
+    """``ms_email_token(email)``: the keyed token of a normalised email.
+
+    Tokens are remembered per source value while the function is registered (one import
+    range): a person's email repeats on their events, and a streamed batch reads it twice."""
+    cache: dict[str, str] = {}
+
     def tokenise(values: pa.Array) -> pa.Array:
-        return pa.array(
-            [None if v is None else keys.token(normalise_email(v)) for v in values.to_pylist()],
-            type=pa.string(),
-        )
+        out: list[str | None] = []
+        for v in values.to_pylist():
+            if v is None:
+                out.append(None)
+                continue
+            token = cache.get(v)
+            if token is None:
+                if len(cache) >= TOKEN_CACHE_SIZE:
+                    cache.clear()
+                token = cache[v] = keys.token(normalise_email(v))
+            out.append(token)
+        return pa.array(out, type=pa.string())
 
     with contextlib.suppress(duckdb.InvalidInputException, duckdb.CatalogException):
         con.remove_function("ms_email_token")
