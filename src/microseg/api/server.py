@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import os
 import ssl
 from pathlib import Path
 
@@ -73,6 +74,10 @@ def serve(
     try:
         bridge = bridge_for(workspace, settings.realtime)
         app = create_app(workspace, settings, realtime=bridge, close_workspace=True, freeze_gc=True)
+        if os.environ.get("MICROSEG_DIAG"):  # memory sampler for soaks (bench_soak.py)
+            from microseg.bench.soak_diag import attach
+
+            attach(app, bridge, workspace.store)
     except BaseException:
         workspace.close()
         raise

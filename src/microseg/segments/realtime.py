@@ -316,6 +316,9 @@ class RealtimeEvaluator:
             names = [n for n in self.timed if nexts.get(n) == due]
             changes.extend(self._evaluate(pid, names, due))
             self._schedule(pid, due, names)
+            # a profile gone quiet gets no event to prune its buffers: drop what no window
+            # can read any more here, or every one-time visitor's events stay for ever
+            self._prune_all(self.profiles[pid], due)
         self.clock = max(now, self.clock or now)
         return changes
 
@@ -329,6 +332,13 @@ class RealtimeEvaluator:
         keep = next((i for i, e in enumerate(evs) if e.ts > cutoff), len(evs))
         if keep:
             del evs[:keep]
+
+    def _prune_all(self, data: ProfileData, now: datetime) -> None:
+        """Prune every event type of a profile at ``now``; empty buffers are dropped."""
+        for etype in list(data.events):
+            self._prune(data, etype, now)
+            if not data.events[etype]:
+                del data.events[etype]
 
     def _ctx(self, at: datetime) -> EvalContext:
         return EvalContext(at, self.segments, self.stores, self.snapshot)
