@@ -39,10 +39,12 @@ def bridge_for(ws: Workspace, *segments: dict[str, Any]) -> RealtimeBridge:
     )
 
 
-def collector_for(ws: Workspace, bridge: RealtimeBridge) -> tuple[Collector, ServingState]:
+def collector_for(
+    ws: Workspace, bridge: RealtimeBridge, settings: ApiSettings | None = None
+) -> tuple[Collector, ServingState]:
     state = ServingState.from_store(ws.store, ws.keys)
     state.subscribe(bridge)
-    collector = Collector(ws, ApiSettings(), state)
+    collector = Collector(ws, settings or ApiSettings(), state)
     collector.realtime = bridge
     return collector, state
 
@@ -293,3 +295,26 @@ def test_random_streams_through_the_fast_path_match_the_batch_sql(project: Path)
         compute_segments(ws.store, ws.settings, parsed, utcnow())
         for seg in parsed:
             assert bridge.evaluator.members_of(seg.name) == members(ws.store, seg.name), seg.name  # type: ignore[attr-defined]
+
+
+def test_bulk_batches_and_overload_wait_for_the_commit(project: Path) -> None:
+    """Evaluation at acknowledgement is for interactive traffic: a batch above
+    ack_eval_max_events, or any batch while too many events await their import, is
+    evaluated when it commits — same memberships, later."""
+    with Workspace.open(project) as ws:
+        bridge = bridge_for(ws, SEEN)
+        settings = ApiSettings(ack_eval_max_events=3, ack_eval_max_pending=4)
+        collector, state = collector_for(ws, bridge, settings)
+        spool(collector, [event(i, user=f"b{i}") for i in range(4)])  # bulk: 4 > 3
+        assert bridge.pending_count() == 0
+        spool(collector, [event(10 + i, user=f"s{i}") for i in range(3)])  # interactive
+        assert bridge.pending_count() == 3
+        spool(collector, [event(20, user="t0")])  # 3 pending < 4: still evaluated
+        spool(collector, [event(21, user="t1")])  # 4 pending: overloaded, wait for commit
+        assert bridge.pending_count() == 4
+        assert segments_of(state, "user_id:t0") == {"seen"}
+        import_spooled(collector)
+        assert bridge.pending_count() == 0
+        for user in ["b0", "b3", "s2", "t0", "t1"]:
+            assert segments_of(state, f"user_id:{user}") == {"seen"}, user
+        assert bridge.corrections == 0

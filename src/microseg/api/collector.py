@@ -184,12 +184,23 @@ class Collector:
         if not lines:
             return None
         ticket = self.spool.append(lines, ids, indexes if wait else None)
-        if self.realtime is not None and self.state is not None and items is not None:
+        if self._evaluate_now(len(lines)) and self.state is not None and items is not None:
+            assert self.realtime is not None
             try:
                 self.realtime.offer(ticket.segment, [items[i] for i in indexes], self.state)
             except Exception:  # the import still evaluates them; never fail an acknowledged write
                 log.exception("real-time evaluation at acknowledgement failed")
         return ticket
+
+    def _evaluate_now(self, events: int) -> bool:
+        """Interactive traffic is evaluated at acknowledgement; bulk batches, and everything
+        while the importer is far behind, when their import commits (same result, later)."""
+        realtime = self.realtime
+        return (
+            realtime is not None
+            and 0 < events <= self.settings.ack_eval_max_events
+            and realtime.pending_count() < self.settings.ack_eval_max_pending
+        )
 
     # -- importer side --------------------------------------------------------------------------
     def _committed(self, name: str) -> bool:

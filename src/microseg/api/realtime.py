@@ -294,6 +294,10 @@ class RealtimeBridge:
         self.persist()
         return applied
 
+    def pending_count(self) -> int:
+        """Events evaluated at acknowledgement whose import has not committed yet."""
+        return len(self._pending_ids)
+
     def stats(self) -> dict[str, int]:
         with self._lock:
             return {

@@ -61,6 +61,18 @@ class ApiSettings(BaseSettings):
     import_retries: int = Field(default=3, ge=1, description="attempts before a segment is parked")
     realtime: bool = Field(default=True, description="`microseg serve`: evaluate segments live")
     sweep_seconds: float = Field(default=10.0, gt=0, description="real-time sweep interval")
+    ack_eval_max_events: int = Field(
+        default=100,
+        ge=0,
+        description="requests of up to this many events are evaluated for real-time segments"
+        " as they are acknowledged (0: never); larger (bulk) batches when their import commits",
+    )
+    ack_eval_max_pending: int = Field(
+        default=20_000,
+        ge=0,
+        description="overload guard: no evaluation at acknowledgement while this many"
+        " acknowledged events await their import",
+    )
     store_memory_limit: str | None = Field(
         default=None,
         pattern=r"^\d+(\.\d+)?\s*(KB|MB|GB|TB|KiB|MiB|GiB|TiB)$",

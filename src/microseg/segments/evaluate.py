@@ -208,17 +208,20 @@ def select_events(
     if window is not None:
         lower, inclusive, _ = window.bounds(as_of)
         until = window.until
-    out = []
-    for e in data.of_types(types):
-        t = e.ts
-        if t > as_of or (until is not None and t >= until):
-            continue
-        if lower is not None and (t < lower or (not inclusive and t == lower)):
-            continue
-        if where and not all(test_value(e.props.get(p), f) for p, f in where.items()):
-            continue
-        out.append(e)
-    return out
+    evs = data.of_types(types)  # sorted by time: the window is a slice found by bisection
+    hi = bisect.bisect_right(evs, as_of, key=_ts)
+    if until is not None:
+        hi = min(hi, bisect.bisect_left(evs, until, key=_ts))
+    lo = 0
+    if lower is not None:
+        lo = (bisect.bisect_left if inclusive else bisect.bisect_right)(evs, lower, key=_ts)
+    if not where:
+        return evs[lo:hi]
+    return [e for e in evs[lo:hi] if all(test_value(e.props.get(p), f) for p, f in where.items())]
+
+
+def _ts(ev: Ev) -> datetime:
+    return ev.ts
 
 
 def aggregate(cond: EventCond, evs: list[Ev]) -> Any:
