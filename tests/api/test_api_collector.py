@@ -247,3 +247,35 @@ def test_an_event_without_id_is_quarantined_even_alone_in_its_segment(api: Api) 
     store = api.workspace.store
     assert store.scalar("SELECT count(*) FROM events WHERE user_id = 'u-noid'") == 0
     assert store.rows("SELECT reason FROM quarantine") == [("missing_event_id",)]
+
+
+def test_the_importer_survives_an_unexpected_error(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bug-class exception in one import attempt (a SystemError from a library killed the
+    importer thread once) is logged and retried; the thread keeps importing."""
+    from microseg.api.collector import Collector
+
+    ws = Workspace.open(project)
+    real = ws.import_events
+    calls = {"n": 0}
+
+    def flaky(*args: object, **kwargs: object) -> object:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise SystemError("bad argument to internal function")
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(ws, "import_events", flaky)
+    collector = Collector(ws, ApiSettings())
+    collector.start()
+    items = [event(i) for i in range(5)]
+    lines, ids, indexes, _ = collector.encode(items)
+    ticket = collector.submit(lines, ids, indexes, True, items)
+    assert ticket is not None and ticket.waiter is not None
+    outcome = ticket.waiter.future.result(timeout=30)
+    assert outcome["status"] == "committed" and outcome["accepted"] == 5
+    assert collector.alive() and "SystemError" in (collector.last_error or "")
+    collector.stop()
+    assert _events(ws) == 5
+    ws.close()

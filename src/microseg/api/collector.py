@@ -220,9 +220,12 @@ class Collector:
                     result = self.workspace.import_events(segment.path, source=source, spec=SPEC)
                     committed = self._record_commit(segment, source, result)
                 break
-            except (MicrosegError, duckdb.Error, OSError) as exc:
-                self.last_error = f"{segment.name}: {exc}"
-                log.error("import of %s failed (attempt %d): %s", segment.name, attempt, exc)
+            except Exception as exc:  # never let the importer thread die
+                self.last_error = f"{segment.name}: {type(exc).__name__}: {exc}"
+                if isinstance(exc, MicrosegError | duckdb.Error | OSError):
+                    log.error("import of %s failed (attempt %d): %s", segment.name, attempt, exc)
+                else:  # a bug: keep the traceback, retry, then park the segment
+                    log.exception("import of %s failed (attempt %d)", segment.name, attempt)
                 time.sleep(min(0.2 * 2**attempt, 5.0))
         else:
             # Keep the events (nothing acknowledged is dropped); an operator re-imports the file.

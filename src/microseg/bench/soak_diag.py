@@ -294,7 +294,10 @@ class Sampler:
             "rss_mib": rss_mib(),
             "threads": threading.active_count(),
             "py_blocks": sys.getallocatedblocks(),
-            "gc_objects": len(gc.get_objects()),
+            # gc.get_objects() would expose tuples other threads are still building (CPython
+            # then raises SystemError in them: it killed the importer in a soak), so this is
+            # the collector's per-generation counters, not a census of objects
+            "gc_objects": sum(gc.get_count()),
         }
         loop = self._loop()
         if loop is not None:
