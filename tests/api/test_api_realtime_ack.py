@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
 from api_support import event, make_keys
 from fastapi.testclient import TestClient
 
@@ -318,3 +319,30 @@ def test_bulk_batches_and_overload_wait_for_the_commit(project: Path) -> None:
         for user in ["b0", "b3", "s2", "t0", "t1"]:
             assert segments_of(state, f"user_id:{user}") == {"seen"}, user
         assert bridge.corrections == 0
+
+
+def test_a_failure_during_evaluation_is_healed_at_commit(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """If the evaluator raises half-way through a request, the request still succeeds and
+    the profiles involved are re-read from the store when the batch commits."""
+    with Workspace.open(project) as ws:
+        bridge = bridge_for(ws, BUSY)
+        collector, state = collector_for(ws, bridge)
+        evaluator = bridge.evaluator
+        real = evaluator.on_event
+        calls = {"n": 0}
+
+        def flaky(row: Any, now: Any = None) -> Any:
+            calls["n"] += 1
+            if calls["n"] == 2:
+                raise RuntimeError("evaluator bug")
+            return real(row, now)
+
+        monkeypatch.setattr(evaluator, "on_event", flaky)
+        spool(collector, [event(1, user="h1"), event(2, user="h1")])  # second one fails
+        monkeypatch.setattr(evaluator, "on_event", real)
+        assert segments_of(state, "user_id:h1") == set()  # only one view counted so far
+        import_spooled(collector)
+        assert segments_of(state, "user_id:h1") == {"busy"}  # re-read: two stored views
+        assert bridge.corrections == 1

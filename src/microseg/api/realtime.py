@@ -105,6 +105,7 @@ class RealtimeBridge:
         self._committed_ids: OrderedDict[str, None] = OrderedDict()
         self._delivered: OrderedDict[str, None] = OrderedDict()
         self._unsaved: list[Change] = []
+        self._suspect: dict[str, set[str]] = {}  # spool segment -> profiles to re-read
         self.changes_applied = 0
         self.provisional_events = 0
         self.corrections = 0
@@ -167,8 +168,16 @@ class RealtimeBridge:
                 return 0
             state.add_keys((row["id_key"], row["profile_id"]) for row in fresh)
             fresh.sort(key=lambda r: r["ts"])
-            changes = [c for row in fresh for c in self.evaluator.on_event(row)]
-            self._apply(changes, state)  # saved when the batch commits
+            changes: list[Change] = []
+            try:
+                for row in fresh:
+                    changes.extend(self.evaluator.on_event(row))
+            except Exception:
+                # half-applied: re-read these profiles from the store once the batch commits
+                self._suspect.setdefault(segment, set()).update(r["profile_id"] for r in fresh)
+                raise
+            finally:
+                self._apply(changes, state)  # saved when the batch commits
             self.provisional_events += len(fresh)
             return len(fresh)
 
@@ -198,6 +207,7 @@ class RealtimeBridge:
                     stale.add(seen_as)  # evaluated under another profile
                 fresh.append(row)
             stale.update(pending.values())  # evaluated, but the import did not store them
+            stale.update(self._suspect.pop(batch.segment, ()))
             changes = [c for row in fresh for c in self.evaluator.on_event(row)]
             changes.extend(self._correct(stale, state))
             self._apply(changes, state)
@@ -207,7 +217,7 @@ class RealtimeBridge:
         """A spool segment will not be imported now (parked after failed imports): undo what
         its pending events did. Returns the number of profiles re-read."""
         with self._lock:
-            stale = set(self._settle(segment).values())
+            stale = set(self._settle(segment).values()) | self._suspect.pop(segment, set())
             self._apply(self._correct(stale, state), state)
         self.persist()
         return len(stale)
