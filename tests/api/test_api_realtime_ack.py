@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import pyarrow as pa
 import pytest
 from api_support import event, make_keys
 from fastapi.testclient import TestClient
@@ -16,7 +17,7 @@ from microseg.api import ApiSettings, create_app
 from microseg.api.collector import Collector
 from microseg.api.fastcheck import FastValidator
 from microseg.api.realtime import RealtimeBridge
-from microseg.api.serving import ServingState
+from microseg.api.serving import CommittedBatch, ServingState
 from microseg.errors import NotFoundError
 from microseg.segments import RealtimeEvaluator, parse_segment
 from microseg.store import utcnow
@@ -346,3 +347,45 @@ def test_a_failure_during_evaluation_is_healed_at_commit(
         import_spooled(collector)
         assert segments_of(state, "user_id:h1") == {"busy"}  # re-read: two stored views
         assert bridge.corrections == 1
+
+
+def test_a_correction_keeps_events_still_pending_in_later_segments(
+    project: Path, tmp_path: Path
+) -> None:
+    with Workspace.open(project) as ws:
+        old = event("old", user="k1")
+        path = tmp_path / "old.jsonl"
+        path.write_bytes(orjson.dumps(old) + b"\n")
+        ws.import_events(path)
+        bridge = bridge_for(
+            ws, {"name": "three", "rule": {"event": "page_view", "last": "1h", "gte": 3}}
+        )
+        state = ServingState.from_store(ws.store, ws.keys)
+        state.subscribe(bridge)
+        assert bridge.offer("seg-1", [old], state) == 1  # a re-send: the import will refuse it
+        assert bridge.offer("seg-2", [event("new", user="k1")], state) == 1  # still pending
+        assert segments_of(state, "user_id:k1") == {"three"}  # provisionally 3 views
+        # seg-1 commits nothing new: k1 is re-read from the store (1 view) ...
+        bridge(CommittedBatch("seg-1", _empty_events(ws), utcnow()), state)
+        assert segments_of(state, "user_id:k1") == set()
+        # ... and the pending view of seg-2 is evaluated again when seg-2 commits
+        row = {
+            **_stored_row(ws, event("new", user="k1")),
+            "profile_id": ws.profile_id("user_id:k1"),
+        }
+        bridge(CommittedBatch("seg-2", pa.Table.from_pylist([row]), utcnow()), state)
+        pid = ws.profile_id("user_id:k1")
+        views = bridge.evaluator.profile(pid).events["page_view"]  # type: ignore[attr-defined]
+        assert len(views) == 2  # the stored one + the new one, not lost by the correction
+
+
+def _empty_events(ws: Workspace) -> pa.Table:
+    return ws.store.con.sql(
+        "SELECT e.*, i.profile_id FROM events e JOIN identities i ON i.id_key = e.id_key LIMIT 0"
+    ).to_arrow_table()
+
+
+def _stored_row(ws: Workspace, item: dict[str, Any]) -> dict[str, Any]:
+    row = FastValidator(ws.settings, ws.keys).check(item, utcnow())
+    assert row is not None
+    return row

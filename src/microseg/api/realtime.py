@@ -247,6 +247,13 @@ class RealtimeBridge:
             return []
         from microseg.segments.snapshot import load_profile
 
+        # The re-read state holds only stored events: the profiles' events still pending in
+        # later segments are forgotten by it, so their commits must evaluate them again.
+        for seg, entries in self._pending.items():
+            for eid in [e for e, pid in entries.items() if pid in profile_ids]:
+                del entries[eid]
+                if self._pending_ids.get(eid) == seg:
+                    del self._pending_ids[eid]
         now = utcnow()
         horizon = now + timedelta(days=1)  # events may be a little ahead of the clock
         with self.store.lock:
