@@ -95,13 +95,7 @@ def sweep_journey(store: Store, journey: Journey, now: datetime, compile_env: Co
 
 def temp_table(store: Store, name: str, query: exp.Expr) -> None:
     """CREATE OR REPLACE TEMP TABLE name AS query (a sqlglot tree)."""
-    create = exp.Create(
-        this=exp.Table(this=sql.ident(name)),
-        kind="TABLE",
-        replace=True,
-        expression=query,
-        properties=exp.Properties(expressions=[exp.TemporaryProperty()]),
-    )
+    create = sql.create_temp(name, query)
     store.execute(create)
 
 

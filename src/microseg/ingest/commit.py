@@ -242,12 +242,9 @@ def _select_new(store: Store, keys: str, valid: int, *, all_valid: bool) -> bool
     hits = 0
     if valid and store.scalar("SELECT 1 FROM events LIMIT 1") is not None:
         store.execute(
-            exp.Create(
-                this=q.table(HITS),
-                kind="TABLE",
-                replace=True,
-                properties=exp.Properties(expressions=[exp.TemporaryProperty()]),
-                expression=exp.select(q.col("event_id"))
+            q.create_temp(
+                HITS,
+                exp.select(q.col("event_id"))
                 .from_("events")
                 .where(
                     exp.In(
@@ -272,15 +269,8 @@ def _select_new(store: Store, keys: str, valid: int, *, all_valid: bool) -> bool
         new = new.where(exp.Not(this=exp.In(this=q.col("event_id"), query=exp.Subquery(this=seen))))
     filtered = bool(repeats or hits or not all_valid)
     drop_relation(store, NEW)
-    store.execute(
-        exp.Create(
-            this=q.table(NEW),
-            # a view when nothing is dropped: no copy of the key rows
-            kind="TABLE" if repeats or hits else "VIEW",
-            expression=new,
-            properties=exp.Properties(expressions=[exp.TemporaryProperty()]),
-        )
-    )
+    # a view when nothing is dropped: no copy of the key rows
+    store.execute(q.create_temp(NEW, new, "TABLE" if repeats or hits else "VIEW", replace=False))
     return filtered
 
 

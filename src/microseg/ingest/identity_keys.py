@@ -89,15 +89,7 @@ def register(store: Store, table: str, now: datetime) -> None:
         .from_(exp.Subquery(this=union, alias=exp.TableAlias(this=q.ident("u"))))
         .group_by(q.col("primary_key"), q.col("id_key"))
     )
-    store.execute(
-        exp.Create(
-            this=q.table("_ms_keys"),
-            kind="TABLE",
-            expression=pairs,
-            properties=exp.Properties(expressions=[exp.TemporaryProperty()]),
-            replace=True,
-        )
-    )
+    store.execute(q.create_temp("_ms_keys", pairs))
     params = [now, now]
     # 1. primary keys never seen before get a fresh profile of their own
     store.execute(

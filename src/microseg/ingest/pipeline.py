@@ -777,13 +777,7 @@ def _stage(
     select = commit.key_table_select(keyed) if streamed else keyed
     try:
         store.execute(
-            exp.Create(
-                this=q.table(name),
-                kind="TABLE",
-                expression=select,
-                properties=exp.Properties(expressions=[exp.TemporaryProperty()]),
-                replace=True,
-            ),
+            q.create_temp(name, select),
             params,
         )
     except duckdb.Error as exc:

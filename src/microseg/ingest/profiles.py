@@ -289,13 +289,7 @@ def _stage(
     select = select.from_(q.parse_static("SELECT * FROM " + reader).args["from_"].this.copy())
     try:
         store.execute(
-            exp.Create(
-                this=q.table(STAGE),
-                kind="TABLE",
-                expression=select,
-                properties=exp.Properties(expressions=[exp.TemporaryProperty()]),
-                replace=True,
-            ),
+            q.create_temp(STAGE, select),
             [str(path)],
         )
     except duckdb.Error as exc:
@@ -468,15 +462,7 @@ def _derive(
         return
     deks.preload_table(store, VALID)
     select = exp.select(exp.Star(), *extra).from_(q.table(VALID))
-    store.execute(
-        exp.Create(
-            this=q.table(VALID),
-            kind="TABLE",
-            expression=select,
-            properties=exp.Properties(expressions=[exp.TemporaryProperty()]),
-            replace=True,
-        )
-    )
+    store.execute(q.create_temp(VALID, select))
     deks.persist(store)  # new per-profile keys, in the import's transaction
 
 
@@ -556,10 +542,9 @@ def _link_identities(
     for p in parts[1:]:
         union = exp.union(union, p, distinct=False)
     store.execute(
-        exp.Create(
-            this=q.table("_ms_crm_ids"),
-            kind="TABLE",
-            expression=exp.select(
+        q.create_temp(
+            "_ms_crm_ids",
+            exp.select(
                 exp.Star(),
                 exp.alias_(
                     exp.DPipe(
@@ -572,8 +557,6 @@ def _link_identities(
             )
             .from_(exp.Subquery(this=union, alias=exp.TableAlias(this=q.ident("u"))))
             .where(exp.Not(this=exp.Is(this=q.col("id_value"), expression=exp.Null()))),
-            properties=exp.Properties(expressions=[exp.TemporaryProperty()]),
-            replace=True,
         )
     )
     new = int(

@@ -173,13 +173,7 @@ def events_query(segments: Iterable[Segment], as_of: datetime, have: Iterable[st
 
 def prepare_events(store: Store, segments: Iterable[Segment], as_of: datetime) -> None:
     """One pass over events: the rows and columns the segments read, with their profile id."""
-    create = exp.Create(
-        this=exp.Table(this=sql.ident(EVENTS_TEMP)),
-        kind="TABLE",
-        replace=True,
-        expression=events_query(segments, as_of, store.columns("events")),
-        properties=exp.Properties(expressions=[exp.TemporaryProperty()]),
-    )
+    create = sql.create_temp(EVENTS_TEMP, events_query(segments, as_of, store.columns("events")))
     store.execute(create)
 
 
@@ -363,13 +357,7 @@ def _apply(
     segs: Mapping[str, Segment],
     source_file: str | None,
 ) -> SegmentRun:
-    create = exp.Create(
-        this=exp.Table(this=sql.ident(NEW_TEMP)),
-        kind="TABLE",
-        replace=True,
-        expression=query,
-        properties=exp.Properties(expressions=[exp.TemporaryProperty()]),
-    )
+    create = sql.create_temp(NEW_TEMP, query)
     store.execute(create)
     return _apply_new(store, seg, as_of, min_size, on_small, segs, source_file)
 

@@ -31,6 +31,19 @@ def table(name: str) -> exp.Table:
     return exp.Table(this=ident(name))
 
 
+def create_temp(
+    name: str, query: exp.Expr, kind: str = "TABLE", *, replace: bool = True
+) -> exp.Create:
+    """CREATE [OR REPLACE] TEMP TABLE (or VIEW) ``name`` AS ``query``."""
+    return exp.Create(
+        this=table(name),
+        kind=kind,
+        replace=replace,
+        expression=query,
+        properties=exp.Properties(expressions=[exp.TemporaryProperty()]),
+    )
+
+
 def lit(value: Any) -> exp.Expr:
     """A literal built by the AST: strings are escaped by sqlglot, never interpolated."""
     if value is None:
