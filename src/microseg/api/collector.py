@@ -13,13 +13,13 @@ from __future__ import annotations
 import logging
 import threading
 import time
-import unicodedata
 from pathlib import Path
 from typing import Any
 
 import duckdb
 import orjson
 
+from microseg.api.fastcheck import SPACES
 from microseg.api.realtime import RealtimeBridge
 from microseg.api.schema import ensure_schema
 from microseg.api.serving import CommittedBatch, ServingState
@@ -36,10 +36,6 @@ SPEC = SourceSpec(format="jsonl")
 SOURCE_PREFIX = "http:"
 
 
-# What DuckDB's trim() strips (Unicode space separators, Zs) -- not tabs or newlines.
-_SPACE_SEPARATORS = "".join(c for c in map(chr, range(0x3001)) if unicodedata.category(c) == "Zs")
-
-
 def event_id_text(item: Any) -> str | None:
     """The event id as the pipeline reads it (json_extract_string, trim(), blank -> None).
 
@@ -51,7 +47,7 @@ def event_id_text(item: Any) -> str | None:
     if value is None:
         return None
     if isinstance(value, str):
-        return value.strip(_SPACE_SEPARATORS) or None
+        return value.strip(SPACES) or None
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, int):

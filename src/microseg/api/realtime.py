@@ -30,6 +30,7 @@ from typing import Any, Protocol
 from microseg.api.fastcheck import FastValidator, profile_id_for_new_key
 from microseg.api.serving import CommittedBatch, ServingState
 from microseg.errors import DefinitionError
+from microseg.privacy.markers import all_markers
 from microseg.store import Store, utcnow
 
 log = logging.getLogger("microseg.api.realtime")
@@ -123,8 +124,7 @@ class RealtimeBridge:
         evaluator = RealtimeEvaluator.from_store(
             workspace.store, workspace.settings, segments, start=now or utcnow(), history=True
         )
-        markers = [r[0] for r in workspace.store.rows("SELECT marker FROM erasure_markers")]
-        validator = FastValidator(workspace.settings, workspace.keys, markers)
+        validator = FastValidator(workspace.settings, workspace.keys, all_markers(workspace.store))
         return cls(
             evaluator, workspace.store, validator, evaluator.horizon, evaluator.session_types
         )
@@ -140,10 +140,10 @@ class RealtimeBridge:
         if self.validator is None or not items:
             return 0
         now = now or utcnow()
-        checked = [(item, self.validator.check(item, now)) for item in items]
+        checked = (self.validator.check(item, now) for item in items)
         rows = [
             row
-            for _, row in checked
+            for row in checked
             if row is not None
             and (row["session_id"] is not None or row["event_type"] not in self.session_types)
         ]
@@ -301,8 +301,7 @@ class RealtimeBridge:
             self.evaluator.forget(profile_id)
             self._unsaved = [c for c in self._unsaved if c.profile_id != profile_id]
             if self.validator is not None and self.store is not None:
-                markers = self.store.rows("SELECT marker FROM erasure_markers")
-                self.validator.set_markers(str(r[0]) for r in markers)
+                self.validator.set_markers(all_markers(self.store))
 
     def sweep(self, state: ServingState, now: datetime | None = None) -> int:
         """Settle time boundaries up to ``now``; returns the number of membership changes."""

@@ -27,6 +27,11 @@ def marker(keys: KeyRing, id_key: str) -> str:
     return keys.token(id_key, MARKER_KIND)
 
 
+def all_markers(store: Store) -> list[str]:
+    """Every erasure marker (the fast event check refuses events carrying them)."""
+    return [str(r[0]) for r in store.rows("SELECT marker FROM erasure_markers")]
+
+
 def is_erased(store: Store, keys: KeyRing, id_keys: list[str]) -> set[str]:
     """The id keys among ``id_keys`` that belong to an erased subject."""
     if not id_keys:
