@@ -10,16 +10,23 @@ evaluator on, spool fsync on). Then, in separate processes:
 * the load generator posts ``--rate`` events/s in batches of ``--batch`` on a steady schedule
   (``?wait=false``: acknowledged once fsync'd to the spool), mixed event types over 50,000
   returning users;
-* ``--probes`` times a second a batch also carries a ``page_view`` of a brand-new user; once
-  that batch is acknowledged, the reader polls ``GET /v1/decide/<user>`` (every 1 ms) until
-  ``live_viewers`` is among the served segments.
+* ``--probes`` times a second a batch also carries a ``page_view`` of a probe user; from the
+  moment the batch is SENT the reader polls ``GET /v1/decide/<user>`` (every 1 ms for the first
+  100 ms, then every 10 ms) until ``live_viewers`` is among the served segments. By default
+  every probe is a brand-new user (the population grows by ``--probes`` profiles a second);
+  ``--probe-users N`` (or ``auto``) recycles a pool of N probe users instead, each reused only
+  after it has left the segment (window + 90 s), so the population is bounded and memory can
+  plateau. A reused user still in the segment when its probe is sent is skipped and counted.
 
 **Membership-visible latency** = time of the first decision response listing the segment
-minus the time the batch's acknowledgement reached the client (also reported: minus the send
-time). It covers spool -> importer commit -> serving state -> real-time evaluator ->
-decision state. The main process samples the server's RSS every 5 s (``/proc``). At the end
-the load stops, the spool drains, the server stops gracefully and the store is compared with
-every acknowledged event: lost (acked, not stored) and duplicated events are counted.
+minus the time the batch was sent (the target's reading: event -> visible), also reported
+minus the time its acknowledgement reached the client (negative when the membership was
+visible before the acknowledgement). Probes of batches not acknowledged are dropped. It covers
+HTTP -> spool -> real-time evaluation (at acknowledgement, or at the importer's commit) ->
+serving/decision state. The main process samples the server's RSS every 5 s (``/proc``). At
+the end the load stops, the spool drains, the server stops gracefully and the store is
+compared with every acknowledged event: lost (acked, not stored) and duplicated events are
+counted.
 
 **Memory, what "flat" means.** RSS is reported at the start, after the warm-up (default: the
 segment window + 60 s, by when the evaluator holds a full window of page_views and every
@@ -39,6 +46,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import multiprocessing as mp
 import os
 import queue
@@ -121,7 +129,12 @@ def start(
     raise SystemExit("server did not start")
 
 
-def batch_events(b: int, size: int, probe: bool) -> list[dict[str, Any]]:
+def probe_user(b: int, probe_every: int, probe_users: int) -> str:
+    """The user of batch ``b``'s probe: brand-new, or cycled through a pool of ``probe_users``."""
+    return f"p{b}" if probe_users <= 0 else f"p{(b // probe_every) % probe_users}"
+
+
+def batch_events(b: int, size: int, probe: str | None) -> list[dict[str, Any]]:
     ts = (datetime.now(UTC) - timedelta(seconds=1)).isoformat()
     events = [
         {
@@ -137,14 +150,22 @@ def batch_events(b: int, size: int, probe: bool) -> list[dict[str, Any]]:
     ]
     if probe:
         events.append(
-            {"event_id": f"s{b}-p", "event_type": "page_view", "timestamp": ts, "user_id": f"p{b}"}
+            {"event_id": f"s{b}-p", "event_type": "page_view", "timestamp": ts, "user_id": probe}
         )
     return events
 
 
 # ------------------------------------------------------------------------- load generator
 def generator(
-    port: int, key: str, rate: float, size: int, probes: float, seconds: float, q: Any, out: Any
+    port: int,
+    key: str,
+    rate: float,
+    size: int,
+    probes: float,
+    probe_users: int,
+    seconds: float,
+    q: Any,
+    out: Any,
 ) -> None:
     interval = size / rate
     probe_every = max(1, round(rate / size / probes)) if probes > 0 else 0
@@ -155,9 +176,15 @@ def generator(
 
     async def send(client: httpx.AsyncClient, b: int) -> None:
         nonlocal errors
-        probe = bool(probe_every) and b % probe_every == 0
+        probe = (
+            probe_user(b, probe_every, probe_users)
+            if probe_every and b % probe_every == 0
+            else None
+        )
         body = orjson.dumps({"events": batch_events(b, size, probe)})
         sent = time.monotonic()
+        if probe:  # the reader starts polling now: the latency is measured from the send
+            q.put(("send", b, probe, sent))
         try:
             r = await client.post(
                 "/v1/events/batch?wait=false",
@@ -166,12 +193,16 @@ def generator(
             )
         except httpx.HTTPError:
             errors += 1
+            if probe:
+                q.put(("fail", b))
             return
         status[r.status_code] = status.get(r.status_code, 0) + 1
         if r.status_code in (200, 202):
             acked.append(b)
             if probe:
-                q.put((f"p{b}", sent, time.monotonic()))
+                q.put(("ack", b, time.monotonic()))
+        elif probe:
+            q.put(("fail", b))
 
     async def main() -> None:
         limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
@@ -207,16 +238,23 @@ def generator(
 
 
 # -------------------------------------------------------------------------------- reader
-def reader(port: int, key: str, q: Any, out: Any, timeout: float = 300.0) -> None:
-    from_ack: list[float] = []
-    from_send: list[float] = []
-    timeouts = 0
+def reader(
+    port: int, key: str, q: Any, out: Any, stale_after: float, timeout: float = 300.0
+) -> None:
+    """Poll the decision API for every probe from its send time; see the module docstring."""
+    sent_at: dict[int, float] = {}
+    acked_at: dict[int, float] = {}
+    failed: set[int] = set()
+    seen_at: dict[int, float] = {}
+    last_seen: dict[str, float] = {}  # probe user -> when its membership was last observed
+    timed_out: set[int] = set()
+    stale = 0
     fivexx = 0
     transport = [0]
 
-    async def probe(client: httpx.AsyncClient, user: str, sent: float, acked: float) -> None:
-        nonlocal timeouts, fivexx
-        while time.monotonic() - acked < timeout:
+    async def probe(client: httpx.AsyncClient, b: int, user: str, sent: float) -> None:
+        nonlocal fivexx
+        while time.monotonic() - sent < timeout and b not in failed:
             try:
                 r = await client.get(f"/v1/decide/{user}", headers={"X-API-Key": key})
             except httpx.TransportError:  # e.g. a keep-alive connection closed by the server
@@ -225,15 +263,15 @@ def reader(port: int, key: str, q: Any, out: Any, timeout: float = 300.0) -> Non
             if r.status_code >= 500:
                 fivexx += 1
             if r.status_code == 200 and SEGMENT in r.json()["segments"]:
-                seen = time.monotonic()
-                from_ack.append(seen - acked)
-                from_send.append(seen - sent)
+                seen_at[b] = last_seen[user] = time.monotonic()
                 return
             # 1 ms resolution for the first 100 ms, then 10 ms (fewer polls when far behind)
-            await asyncio.sleep(0.001 if time.monotonic() - acked < 0.1 else 0.01)
-        timeouts += 1
+            await asyncio.sleep(0.001 if time.monotonic() - sent < 0.1 else 0.01)
+        if b not in failed:
+            timed_out.add(b)
 
     async def main() -> None:
+        nonlocal stale
         loop = asyncio.get_running_loop()
         limits = httpx.Limits(max_connections=200, max_keepalive_connections=50)
         async with httpx.AsyncClient(
@@ -244,15 +282,28 @@ def reader(port: int, key: str, q: Any, out: Any, timeout: float = 300.0) -> Non
                 item = await loop.run_in_executor(None, q.get)
                 if item is None:
                     break
-                tasks.append(asyncio.create_task(probe(client, *item)))
+                if item[0] == "send":
+                    _, b, user, sent = item
+                    if sent - last_seen.get(user, -1e18) < stale_after:
+                        stale += 1  # a recycled user that may still be a member: not a probe
+                        continue
+                    sent_at[b] = sent
+                    tasks.append(asyncio.create_task(probe(client, b, user, sent)))
+                elif item[0] == "ack":
+                    acked_at[item[1]] = item[2]
+                else:
+                    failed.add(item[1])
             await asyncio.gather(*tasks)
 
     asyncio.run(main())
+    probes = [b for b in sent_at if b in acked_at]
     out.put(
         {
-            "from_ack": from_ack,
-            "from_send": from_send,
-            "timeouts": timeouts,
+            "from_send": [seen_at[b] - sent_at[b] for b in probes if b in seen_at],
+            "from_ack": [seen_at[b] - acked_at[b] for b in probes if b in seen_at],
+            "ack": [acked_at[b] - sent_at[b] for b in probes],
+            "timeouts": sum(1 for b in probes if b in timed_out),
+            "stale_skipped": stale,
             "5xx": fivexx,
             "transport_errors": transport[0],
         }
@@ -272,6 +323,12 @@ def main() -> None:
     ap.add_argument("--rate", type=float, default=2000.0, help="events per second")
     ap.add_argument("--batch", type=int, default=50, help="events per request")
     ap.add_argument("--probes", type=float, default=5.0, help="latency probes per second")
+    ap.add_argument(
+        "--probe-users",
+        default="0",
+        help="0: every probe is a brand-new user (the population grows); N or 'auto' (enough"
+        " for each user to leave the segment before its reuse): a bounded pool of probe users",
+    )
     ap.add_argument(
         "--window",
         default="2m",
@@ -304,8 +361,15 @@ def main() -> None:
     ap.add_argument("--trim", action="store_true", help="with --diag: malloc_trim(0) per sample")
     ap.add_argument("--json", type=Path, help="also write the figures here")
     args = ap.parse_args()
+    window_s = parse_duration(args.window).total_seconds()
     if args.warmup is None:
-        args.warmup = parse_duration(args.window).total_seconds() + 60
+        args.warmup = window_s + 60
+    args.probe_users = (
+        math.ceil(args.probes * (window_s + 90)) + 1
+        if args.probe_users == "auto"
+        else int(args.probe_users)
+    )
+    args.stale_after = window_s + 30
     if args.diag and args.diag_out is None:
         stamp = time.strftime("%Y%m%d-%H%M%S")
         args.diag_out = (
@@ -360,9 +424,21 @@ def run(
     seconds = args.minutes * 60
     gen = ctx.Process(
         target=generator,
-        args=(port, keys["collector"], args.rate, args.batch, args.probes, seconds, q, gen_out),
+        args=(
+            port,
+            keys["collector"],
+            args.rate,
+            args.batch,
+            args.probes,
+            args.probe_users,
+            seconds,
+            q,
+            gen_out,
+        ),
     )
-    rd = ctx.Process(target=reader, args=(port, keys["decision-reader"], q, read_out))
+    rd = ctx.Process(
+        target=reader, args=(port, keys["decision-reader"], q, read_out, args.stale_after)
+    )
     rss: list[tuple[float, float]] = []
     t0 = time.monotonic()
     rss.append((0.0, rss_mb(server.pid)))
@@ -403,7 +479,7 @@ def run(
     expected = {
         e["event_id"]
         for b in g["acked"]
-        for e in batch_events(b, args.batch, False)  # ids only; probe id added below
+        for e in batch_events(b, args.batch, None)  # ids only; probe id added below
     }
     probe_every = max(1, round(args.rate / args.batch / args.probes)) if args.probes > 0 else 0
     for b in g["acked"]:
@@ -433,8 +509,15 @@ def run(
         "lost": lost,
         "duplicates": duplicates,
         "drain_seconds": drain_seconds,
-        "latency_probes": len(r["from_ack"]),
+        "probe_users": args.probe_users or "brand-new",
+        "latency_probes": len(r["from_send"]),
         "latency_timeouts": r["timeouts"],
+        "latency_stale_skipped": r["stale_skipped"],
+        "visible_before_ack_share": (
+            sum(1 for v in r["from_ack"] if v < 0) / len(r["from_ack"]) if r["from_ack"] else 0.0
+        ),
+        "probe_ack_p50_ms": pct(r["ack"], 50),
+        "probe_ack_p99_ms": pct(r["ack"], 99),
         "visible_after_ack_p50_ms": pct(r["from_ack"], 50),
         "visible_after_ack_p99_ms": pct(r["from_ack"], 99),
         "visible_after_send_p50_ms": pct(r["from_send"], 50),
