@@ -160,6 +160,7 @@ def test_summarize_reads_every_series() -> None:
     s = soak_diag.summarize(rows, warmup=180)
     assert s["rss_mib"]["slope"] == pytest.approx(1, abs=1e-6)
     assert s["duckdb_memory_mib"]["slope"] == pytest.approx(2, abs=1e-6)
+    assert s["rss_minus_duckdb_mib"]["slope"] == pytest.approx(-1, abs=1e-6)
     assert s["py_blocks_k"]["slope"] == 0
     assert "tracemalloc_mib" not in s  # not traced: not reported
     assert s["sizes_after_warmup"] == {"serving.profiles": 1180}
@@ -177,6 +178,7 @@ def test_attach_samples_for_the_life_of_the_app(tmp_path: Path) -> None:
         assert not soak_diag.attach(app, None, ws.store, env={})
         env = {soak_diag.ENV_ON: "1", soak_diag.ENV_FILE: str(target), soak_diag.ENV_SECONDS: "60"}
         assert soak_diag.attach(app, None, ws.store, env=env)
+        assert not soak_diag.attach(app, None, ws.store, env=env)  # once: one sampler per app
         with TestClient(app) as client:
             r = client.post(
                 "/v1/events/batch?wait=true",
@@ -186,6 +188,7 @@ def test_attach_samples_for_the_life_of_the_app(tmp_path: Path) -> None:
             assert r.status_code == 200, r.text
         rows = soak_diag.read_samples(target)
         assert len(rows) == 1  # the last sample, written at shutdown (the period is 60 s)
+        assert rows[0]["server_trim"] is None  # create_app alone runs no trimmer (serve() does)
         assert rows[0]["sizes"]["serving.profiles"] == 3
         assert rows[0]["sizes"]["collector"]["committed_events"] == 6
         assert "rt.profiles" not in rows[0]["sizes"]  # no real-time bridge

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import uvicorn
 
+from microseg.api import memory
 from microseg.api.app import create_app
 from microseg.api.realtime import bridge_for
 from microseg.api.settings import ApiSettings
@@ -59,7 +60,9 @@ def serve(
     """Serve the project until interrupted; HTTPS only when ``tls_cert`` + ``tls_key`` are given.
 
     One worker only: the embedded DuckDB store admits a single writing process, and the
-    serving state lives in that process's memory."""
+    serving state lives in that process's memory. Memory of a long-running server: the store's
+    DuckDB cap defaults to :func:`memory.default_store_memory_limit`, and glibc's free heap
+    pages are returned every ``settings.malloc_trim_seconds`` (see :mod:`microseg.api.memory`)."""
     if workers != 1:
         raise ConfigError(
             f"--workers {workers}: the embedded DuckDB store allows one writing process; "
@@ -70,7 +73,9 @@ def serve(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     settings = settings or ApiSettings()
-    workspace = Workspace.open(project, actor="api", memory_limit=settings.store_memory_limit)
+    memory.set_arena_max(settings.malloc_arena_max)  # before the store's and server's threads
+    memory_limit = settings.store_memory_limit or memory.default_store_memory_limit()
+    workspace = Workspace.open(project, actor="api", memory_limit=memory_limit)
     try:
         bridge = bridge_for(workspace, settings.realtime)
         app = create_app(workspace, settings, realtime=bridge, close_workspace=True, freeze_gc=True)
@@ -91,5 +96,10 @@ def serve(
         **uvicorn_options(),  # type: ignore[arg-type]
         **tls,  # type: ignore[arg-type]
     )
-    # uvicorn re-raises SIGTERM/SIGINT after a graceful shutdown; the lifespan closes the store.
-    uvicorn.Server(config).run()
+    trimmer = memory.start_trimmer(settings.malloc_trim_seconds)
+    try:
+        # uvicorn re-raises SIGTERM/SIGINT after a graceful shutdown; the lifespan closes the
+        # store.
+        uvicorn.Server(config).run()
+    finally:
+        memory.stop_trimmer(trimmer)

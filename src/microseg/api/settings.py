@@ -85,3 +85,15 @@ class ApiSettings(BaseSettings):
     membership_table: str | None = Field(
         default=None, description="default: 'memberships', else 'segment_membership' if present"
     )
+    malloc_trim_seconds: float = Field(
+        default=30.0,
+        ge=0,
+        description="`microseg serve`: give glibc's free heap pages back to the OS every this many"
+        " seconds (malloc_trim; 0: never; no-op without glibc)",
+    )
+    malloc_arena_max: int = Field(
+        default=0,
+        ge=0,
+        description="`microseg serve`: glibc M_ARENA_MAX set at start (0: glibc's default,"
+        " 8 per core)",
+    )

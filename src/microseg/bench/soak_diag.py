@@ -323,6 +323,9 @@ class Sampler:
         services = self._services()
         if services is not None:
             out["sizes"] = structure_sizes(services, self._bridge())
+        from microseg.api import memory  # the server's own trimmer, when it runs one
+
+        out["server_trim"] = memory.trim_stats()
         if self.trim:
             out["malloc_trim_released"] = malloc_trim()
             out["rss_after_trim_mib"] = rss_mib()
@@ -435,11 +438,13 @@ def attach(app: Any, bridge: Any, store: Any, env: Mapping[str, str] | None = No
     """Run the sampler for the life of a FastAPI ``app`` when ``MICROSEG_DIAG=1``.
 
     Wraps the app's lifespan: the sampler starts once the services exist and writes its last
-    sample before shutdown. Returns whether it was attached (False: diagnostics off). This
-    is the one call a server needs (``api/server.py``: after ``create_app``)."""
+    sample before shutdown. Returns whether it was attached (False: diagnostics off, or
+    already attached to this app). This is the one call a server needs (``api/server.py``:
+    after ``create_app``)."""
     env = dict(os.environ if env is None else env)
-    if not enabled(env):
+    if not enabled(env) or getattr(app.state, "soak_diag_attached", False):
         return False
+    app.state.soak_diag_attached = True  # once per app: a second sampler would double the cost
     inner = app.router.lifespan_context
 
     @asynccontextmanager
@@ -523,6 +528,8 @@ def summarize(rows: list[dict[str, Any]], warmup: float) -> dict[str, Any]:
         "lazyfree_mib": lambda r: r["smaps"]["lazyfree"],
         "arrow_pool_mib": lambda r: r["arrow"]["allocated_mib"],
         "duckdb_memory_mib": lambda r: r["duckdb"]["memory_mib"],
+        # what the server holds besides DuckDB's buffer cache (which is bounded by its cap)
+        "rss_minus_duckdb_mib": lambda r: r["rss_mib"] - r["duckdb"]["memory_mib"],
     }
     out: dict[str, Any] = {}
     for name, get in series.items():
