@@ -30,7 +30,7 @@ from import_paths_support import (
 )
 
 from microseg.config.sources import SourceSpec
-from microseg.ingest import commit, pipeline
+from microseg.ingest import commit, pipeline, reader
 from microseg.store import Store
 
 START = datetime(2024, 5, 1)
@@ -389,8 +389,8 @@ def test_auto_streams_only_files_read_in_parallel(tmp_path: Path) -> None:
     rows = make_rows(10, 10)
     many = write_parquet(tmp_path / "many.parquet", rows, row_group_size=10)
     one = write_parquet(tmp_path / "one.parquet", rows, row_group_size=1000)
-    assert pipeline._row_groups(many, None) == 10 and pipeline._row_groups(one, None) == 1
-    assert pipeline._row_groups(many, (15, 35)) == 3
+    assert reader.row_groups(many, None) == 10 and reader.row_groups(one, None) == 1
+    assert reader.row_groups(many, (15, 35)) == 3
     with workspaces(1) as (ws,):
         ws.store.execute("SET threads = 2")
         assert pipeline.STREAM_PARQUET is None
