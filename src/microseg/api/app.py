@@ -153,7 +153,7 @@ async def _sweep_forever(bridge: RealtimeBridge, state: ServingState, every: flo
 def _secured_operations(router: APIRouter, prefix: str) -> set[tuple[str, str]]:
     """(method, path) of the router's operations whose dependencies check an API key."""
     return {
-        (method.lower(), prefix + route.path)
+        (method.lower(), prefix + route.path_format)  # as OpenAPI writes it: no ":path"
         for route in router.routes
         if isinstance(route, APIRoute)
         and any(getattr(d.call, "__microseg_secured__", False) for d in _calls(route.dependant))

@@ -72,14 +72,15 @@ def find_profiles(q: Ref, _key: DashboardData, services: ServicesDep) -> Respons
     return json_response({"items": data.find_profiles(services.workspace, q)})
 
 
-@router.get("/profiles/{ref}", summary="A profile: traits, identities, segments, events")
-def profile(ref: str, _key: DashboardData, services: ServicesDep) -> Response:
-    return json_response(data.profile_page(services.workspace, ref))
-
-
-@router.get("/profiles/{ref}/explain/{segment}", summary="Why a profile is (not) in a segment")
+# before /profiles/{ref:path}, which would swallow ".../explain/<segment>" (ids may hold "/")
+@router.get("/profiles/{ref:path}/explain/{segment}", summary="Why a profile is (not) in a segment")
 def explain(ref: str, segment: str, _key: DashboardData, services: ServicesDep) -> Response:
     return json_response(data.explain(services.workspace, _name(segment), ref))
+
+
+@router.get("/profiles/{ref:path}", summary="A profile: traits, identities, segments, events")
+def profile(ref: str, _key: DashboardData, services: ServicesDep) -> Response:
+    return json_response(data.profile_page(services.workspace, ref))
 
 
 @router.get("/experiments", summary="Experiments with assignment and exposure counts")

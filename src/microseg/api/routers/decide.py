@@ -50,7 +50,7 @@ PARAMETERS: list[dict[str, Any]] = [
 
 
 @router.get(
-    "/{ref}",
+    "/{ref:path}",
     summary="Segments and traits of a profile; with ?placement= also rendered content decisions",
     response_model=DecisionContentOut,
     responses={

@@ -69,7 +69,7 @@ def _naive_utc(value: datetime | None) -> datetime | None:
 
 
 @router.get(
-    "/subjects/{ref}/export",
+    "/subjects/{ref:path}/export",
     summary="Everything held about a person (PII decrypted; the read is audited)",
     responses=NOT_FOUND,
 )
@@ -78,7 +78,7 @@ def export(ref: str, key: AdminKey, services: ServicesDep) -> Response:
 
 
 @router.post(
-    "/subjects/{ref}/erase",
+    "/subjects/{ref:path}/erase",
     summary="Erase a person everywhere (crypto-shredding; re-imports are quarantined)",
     responses=NOT_FOUND,
 )
@@ -106,7 +106,7 @@ def _erase(services: Services, ref: str, body: EraseRequest, who: str) -> dict[s
     return report.as_dict()
 
 
-@router.patch("/subjects/{ref}", summary="Correct a person's attributes", responses=NOT_FOUND)
+@router.patch("/subjects/{ref:path}", summary="Correct a person's attributes", responses=NOT_FOUND)
 def correct(ref: str, body: CorrectRequest, key: AdminKey, services: ServicesDep) -> Response:
     done = [
         correct_subject(services.workspace, ref, name, value, actor=actor(key))
@@ -116,7 +116,7 @@ def correct(ref: str, body: CorrectRequest, key: AdminKey, services: ServicesDep
 
 
 @router.get(
-    "/consents/{ref}", summary="A person's consents: in force and history", responses=NOT_FOUND
+    "/consents/{ref:path}", summary="A person's consents: in force and history", responses=NOT_FOUND
 )
 def consents(ref: str, _key: AnalystKey, services: ServicesDep) -> Response:
     ws = services.workspace
@@ -136,7 +136,7 @@ def consents(ref: str, _key: AnalystKey, services: ServicesDep) -> Response:
 
 
 @router.post(
-    "/consents/{ref}",
+    "/consents/{ref:path}",
     summary="Record a grant or revoke (effective at once on every path)",
     status_code=201,
     responses=NOT_FOUND,

@@ -16,7 +16,7 @@ router = APIRouter(prefix="/profiles", tags=["profiles"])
 
 
 @router.get(
-    "/{ref}",
+    "/{ref:path}",
     summary="Everything the engine shows about a profile",
     responses={
         **PROBLEM_RESPONSES,
