@@ -41,7 +41,14 @@ from pydantic import (
 )
 
 from microseg.config.models import check_name
-from microseg.segments.ast import Condition, EventTypes, PropertyFilter, event_list, parse_duration
+from microseg.segments.ast import (
+    Condition,
+    EventTypes,
+    PropertyFilter,
+    event_list,
+    kind_of,
+    parse_duration,
+)
 
 EXIT = "exit"
 ChannelName = Literal["web", "email", "push"]
@@ -138,9 +145,8 @@ TRIGGER_KINDS = ("segment_entry", "segment_exit", "condition", "date", "trait", 
 
 
 def trigger_kind(value: Any) -> str | None:
-    if isinstance(value, dict):
-        return next((k for k in TRIGGER_KINDS if k in value), None)
-    return getattr(value, "kind", None)
+    """The kind of a raw trigger mapping (by its key) or of a trigger node."""
+    return kind_of(value, TRIGGER_KINDS)
 
 
 Trigger = Annotated[

@@ -454,11 +454,17 @@ KINDS: dict[str, type[Node]] = {
 }
 
 
-def condition_kind(value: Any) -> str | None:
-    """The kind of a raw mapping (by its leading key) or of a node."""
+def kind_of(value: Any, kinds: Iterable[str]) -> str | None:
+    """The kind of a raw mapping (the first of ``kinds`` among its keys) or of a parsed node
+    (its ``kind``): the discriminator of a tagged union written as ``{kind: ...}`` mappings."""
     if isinstance(value, dict):
-        return next((k for k in KINDS if k in value), None)
+        return next((k for k in kinds if k in value), None)
     return getattr(value, "kind", None)
+
+
+def condition_kind(value: Any) -> str | None:
+    """The kind of a raw condition mapping (by its leading key) or of a condition node."""
+    return kind_of(value, KINDS)
 
 
 Condition = Annotated[
