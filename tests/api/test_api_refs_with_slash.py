@@ -46,8 +46,10 @@ def test_dashboard_explain_route_is_not_swallowed_by_the_profile_route(api: Api)
     )
     page = api.client.get(f"/v1/dashboard/profiles/user_id:{user}", headers=api.headers("analyst"))
     assert page.status_code == 200, page.text
-    why = api.client.get(
-        f"/v1/dashboard/profiles/user_id:{user}/explain/viewers", headers=api.headers("analyst")
-    )
-    assert why.status_code == 200, why.text
-    assert pid in why.text and "viewers" in why.text
+    for url in (
+        f"/v1/dashboard/profiles/user_id:{user}/explain/viewers",
+        f"/v1/segments/viewers/explain/user_id:{user}",
+    ):
+        why = api.client.get(url, headers=api.headers("analyst"))
+        assert why.status_code == 200, (url, why.text)
+        assert pid in why.text and "viewers" in why.text

@@ -199,7 +199,7 @@ def segment_history(
 
 
 @router.get(
-    "/{name}/explain/{ref}",
+    "/{name}/explain/{ref:path}",
     summary="Why a profile is or is not in the segment, condition by condition",
     responses=RESPONSES,
 )
