@@ -175,17 +175,21 @@ class Collector:
     ) -> Ticket | None:
         """Durably spool encoded lines (blocking: call from a worker thread).
 
-        With a real-time bridge and the request's ``items``, the spooled events are then
-        offered to it, so their segment memberships change before the request is answered."""
+        With a real-time bridge and the request's ``items``, the spooled events are offered
+        to it right after the write, while the group fsync runs: their segment memberships
+        are visible before the request is acknowledged (see :mod:`microseg.api.realtime`).
+        Raises :class:`~microseg.api.spool.SpoolSyncError` when the fsync fails (the request
+        is not acknowledged; its events are in the spool file and normally still imported)."""
         if not lines:
             return None
-        ticket = self.spool.append(lines, ids, indexes if wait else None)
+        ticket = self.spool.write(lines, ids, indexes if wait else None)
         if self._evaluate_now(len(lines)) and self.state is not None and items is not None:
             assert self.realtime is not None
             try:
                 self.realtime.offer(ticket.segment, [items[i] for i in indexes], self.state)
-            except Exception:  # the import still evaluates them; never fail an acknowledged write
+            except Exception:  # the import still evaluates them; never fail a spooled write
                 log.exception("real-time evaluation at acknowledgement failed")
+        self.spool.sync(ticket)
         return ticket
 
     def _evaluate_now(self, events: int) -> bool:
@@ -336,4 +340,5 @@ class Collector:
             "backlog_events": self.spool.backlog() + self._inflight,
             "parked_segments": self.parked_segments,
             "last_error": self.last_error,
+            **{f"spool_{k}": v for k, v in self.spool.stats().items()},
         }

@@ -14,6 +14,7 @@ from microseg.api.deps import CollectorKey, Services, ServicesDep
 from microseg.api.problems import ApiProblem
 from microseg.api.routers._json import json_response
 from microseg.api.schemas import PROBLEM_RESPONSES, CollectResult, EventIn
+from microseg.api.spool import SpoolSyncError
 
 router = APIRouter(prefix="/events", tags=["events"])
 
@@ -28,6 +29,10 @@ RESPONSES: dict[int | str, dict[str, Any]] = {
     202: {"model": CollectResult, "description": "durably spooled; counts pending"},
     400: {"description": "body is not JSON", "content": {"application/problem+json": {}}},
     413: {"description": "body or batch too large", "content": {"application/problem+json": {}}},
+    503: {
+        "description": "the spool could not make the events durable (retry: deduplicated by id)",
+        "content": {"application/problem+json": {}},
+    },
     415: {"description": "not a JSON content type", "content": {"application/problem+json": {}}},
 }
 
@@ -73,7 +78,10 @@ def parse(body: bytes) -> Any:
 async def collect(services: Services, items: list[Any], wait: bool) -> Response:
     collector = services.collector
     lines, ids, indexes, rejected = collector.encode(items)
-    ticket = await run_in_threadpool(collector.submit, lines, ids, indexes, wait, items)
+    try:
+        ticket = await run_in_threadpool(collector.submit, lines, ids, indexes, wait, items)
+    except SpoolSyncError as exc:  # not durable, so not acknowledged: the client retries
+        raise ApiProblem(503, "spool-unavailable", str(exc)) from None
     outcome: dict[str, Any] | None = None
     if ticket is None and wait:
         outcome = {
