@@ -1,6 +1,7 @@
-"""Group-committed spool: one fsync covers every write made before it, a write is never
-reported durable before an fsync that saw it, failures reach exactly the writes they covered,
-and a sealed segment's file is never closed under a running fsync."""
+"""The spool's writer thread: placing a request never waits for the disk, one round (write +
+fsync) covers every write queued before it, a write is never reported durable before an
+fsync that saw it, failures reach exactly the writes they covered, and a segment reaches the
+importer only after its last round."""
 
 from __future__ import annotations
 
@@ -14,12 +15,17 @@ from pathlib import Path
 import pytest
 
 from microseg.api import spool as spool_mod
-from microseg.api.spool import Spool, SpoolSyncError, Ticket
+from microseg.api.spool import Segment, Spool, SpoolSyncError, Ticket
 
 
 def lines_of(n: int, tag: str) -> tuple[list[bytes], list[str | None]]:
     ids: list[str | None] = [f"{tag}-{i}" for i in range(n)]
     return [b'{"event_id": "%s"}\n' % str(i).encode() for i in ids], ids
+
+
+def sync_then(spool: Spool, ticket: Ticket, done: threading.Event) -> None:
+    spool.sync(ticket)
+    done.set()
 
 
 class SyncRecorder:
@@ -51,16 +57,18 @@ def test_concurrent_writers_share_fsyncs_and_every_ack_follows_an_fsync_that_saw
     monkeypatch.setattr(spool_mod, "_sync_data", recorder)
     spool = Spool(tmp_path, max_segment_events=1_000_000)
     uncovered: list[int] = []
-    guard = threading.Lock()  # serialises the writes with the test's size reading
+    ends: dict[int, int] = {}  # write number -> file offset after its bytes
+    guard = threading.Lock()
 
     def writer(w: int) -> None:
         for k in range(25):
-            with guard:
-                ticket = spool.write(*lines_of(3, f"w{w}-{k}"))
-                st = os.stat(tmp_path / ticket.segment)  # ends with this write's bytes
+            lines, ids = lines_of(3, f"w{w}-{k}")
+            with guard:  # placement order = file order, so the end offsets are exact
+                ticket = spool.write(lines, ids)
+                ends[ticket.seq] = ends.get(ticket.seq - 1, 0) + sum(map(len, lines))
             spool.sync(ticket)
-            with recorder.lock:  # some fsync of this file saw the bytes before the ack
-                if not any(i == st.st_ino and n >= st.st_size for i, n in recorder.calls):
+            with recorder.lock:  # an fsync of the file saw the bytes before the ack
+                if not any(n >= ends[ticket.seq] for _, n in recorder.calls):
                     uncovered.append(ticket.seq)
 
     threads = [threading.Thread(target=writer, args=(w,)) for w in range(8)]
@@ -70,18 +78,53 @@ def test_concurrent_writers_share_fsyncs_and_every_ack_follows_an_fsync_that_saw
         t.join()
     assert uncovered == []
     # 200 writes; each round sleeps 10 ms, so concurrent writers must have shared rounds
-    assert spool.synced_writes == 200
-    assert spool.syncs == len(recorder.calls) < 100
+    assert spool.round_writes == 200
+    assert spool.rounds == len(recorder.calls) < 100
     [segment] = spool.leftovers()
     data = segment.read_bytes()
-    assert data.count(b"\n") == 600 and spool.backlog() == 600
+    assert data.count(b"\n") == 600 and len(data) == ends[200]
+    assert spool.backlog() == 600
     spool.close()
+
+
+def test_placing_a_write_never_waits_for_the_disk(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While the writer thread is stuck in the kernel, requests are still placed at once
+    (and can be evaluated); they are acknowledged when the disk answers."""
+    stuck, release = threading.Event(), threading.Event()
+    real_write = os.write
+
+    def slow_write(fd: int, data: bytes | memoryview) -> int:
+        stuck.set()
+        assert release.wait(10)
+        return real_write(fd, data)
+
+    monkeypatch.setattr(spool_mod.os, "write", slow_write)
+    spool = Spool(tmp_path)
+    first = spool.write(*lines_of(1, "a"))
+    assert stuck.wait(10)
+    t = time.monotonic()
+    second = spool.write(*lines_of(2, "b"))
+    assert time.monotonic() - t < 0.5 and second.start == 2 and second.segment == first.segment
+    acked = threading.Event()
+    waiter = threading.Thread(target=sync_then, args=(spool, second, acked))
+    waiter.start()
+    time.sleep(0.05)
+    assert not acked.is_set()
+    release.set()
+    waiter.join(10)
+    assert acked.is_set()
+    spool.sync(first)
+    spool.close()
+    [path] = spool.leftovers()
+    assert path.read_bytes().count(b"\n") == 3
 
 
 def test_a_write_is_durable_only_after_an_fsync_that_started_after_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A write landing while an fsync runs is not covered by it: its sync waits for the next."""
+    """A write placed while a round's fsync runs is not covered by it: it waits for the next."""
     started, release = threading.Event(), threading.Event()
     real = spool_mod._sync_data
     sizes: list[int] = []
@@ -96,26 +139,19 @@ def test_a_write_is_durable_only_after_an_fsync_that_started_after_it(
     monkeypatch.setattr(spool_mod, "_sync_data", blocking)
     spool = Spool(tmp_path)
     first = spool.write(*lines_of(1, "a"))
-    leader = threading.Thread(target=spool.sync, args=(first,))
-    leader.start()
     assert started.wait(10)
     second = spool.write(*lines_of(1, "b"))
     done = threading.Event()
-
-    def follow(ticket: Ticket) -> None:
-        spool.sync(ticket)
-        done.set()
-
-    follower = threading.Thread(target=follow, args=(second,))
+    follower = threading.Thread(target=sync_then, args=(spool, second, done))
     follower.start()
     time.sleep(0.05)
-    assert not done.is_set()  # waits: the running fsync started before its write
+    assert not done.is_set()  # the running fsync started before its bytes were written
     release.set()
-    leader.join(10)
+    spool.sync(first)
     follower.join(10)
     assert done.is_set()
     size = (tmp_path / second.segment).stat().st_size
-    assert sizes == [size // 2, size]  # second round saw both lines
+    assert sizes == [size // 2, size]  # the second round saw both lines
     spool.close()
 
 
@@ -131,20 +167,21 @@ def test_a_failed_fsync_fails_exactly_the_writes_it_covered_and_rotates(
         spool.sync(bad)  # round 2 fails
     with pytest.raises(SpoolSyncError):
         spool.sync(bad)  # asking again does not make it durable
-    assert spool.sync_failures == 1
+    spool.sync(ok)  # an earlier round's write stays acknowledged
+    assert spool.failures == 1
     after = spool.append(*lines_of(2, "after"))  # round 3, in a fresh file
     assert after.segment != bad.segment == ok.segment
     # the failed segment is sealed, still on disk with all its lines for the importer
     first = spool.take()
     assert first is not None and first.name == ok.segment and first.lines == 4
-    assert first.fd is None  # closed: sealed and no fsync needs it
+    assert first.fd is None  # closed: sealed and no round needs it
     assert (tmp_path / first.name).read_bytes().count(b"\n") == 4
     second = spool.take()
     assert second is not None and second.name == after.segment and second.lines == 2
     spool.close()
 
 
-def test_a_segment_sealed_during_an_fsync_stays_open_until_it_ends(
+def test_a_segment_is_handed_over_only_after_its_last_round(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     started, release = threading.Event(), threading.Event()
@@ -157,16 +194,18 @@ def test_a_segment_sealed_during_an_fsync_stays_open_until_it_ends(
 
     monkeypatch.setattr(spool_mod, "_sync_data", blocking)
     spool = Spool(tmp_path)
-    ticket = spool.write(*lines_of(3, "x"))
-    leader = threading.Thread(target=spool.sync, args=(ticket,))
-    leader.start()
+    spool.write(*lines_of(3, "x"))
     assert started.wait(10)
-    segment = spool.take()  # the importer seals it while its fsync runs
-    assert segment is not None and segment.sealed and segment.fd is not None
-    os.fstat(segment.fd)  # still this file's descriptor
+    taken: list[Segment | None] = []
+    importer = threading.Thread(target=lambda: taken.append(spool.take()))
+    importer.start()  # seals the segment, then waits for its round
+    time.sleep(0.05)
+    assert taken == []
     release.set()
-    leader.join(10)
-    assert segment.fd is None  # closed by the fsync's leader once done
+    importer.join(10)
+    [segment] = taken
+    assert segment is not None and segment.sealed and segment.fd is None
+    assert segment.path.read_bytes().count(b"\n") == 3
     spool.close()
 
 
@@ -194,31 +233,40 @@ def test_a_failed_write_leaves_no_torn_line(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     spool = Spool(tmp_path)
-    spool.append(*lines_of(1, "before"))
+    before = spool.append(*lines_of(1, "before"))
     real_write = os.write
 
-    def half_then_full(fd: int, data: bytes | memoryview) -> int:
-        if len(data) > 10:
-            real_write(fd, bytes(data[:10]))
-            raise OSError(errno.ENOSPC, "No space left on device")
-        return real_write(fd, data)
+    def half(fd: int, data: bytes | memoryview) -> int:
+        real_write(fd, bytes(data[:10]))
+        raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(spool_mod.os, "write", half_then_full)
-    with pytest.raises(OSError, match="No space"):
-        spool.write(*lines_of(1, "torn"))
+    monkeypatch.setattr(spool_mod.os, "write", half)
+    torn = spool.write(*lines_of(1, "torn"))
+    with pytest.raises(SpoolSyncError, match="No space"):
+        spool.sync(torn)
     monkeypatch.setattr(spool_mod.os, "write", real_write)
-    spool.append(*lines_of(1, "after"))
-    [path] = spool.leftovers()
-    assert path.read_bytes() == b'{"event_id": "before-0"}\n{"event_id": "after-0"}\n'
-    segment = spool.take()
-    assert segment is not None and segment.ids == ["before-0", "after-0"]
+    after = spool.append(*lines_of(1, "after"))
+    assert after.segment != before.segment == torn.segment  # sealed after the failure
+    assert (tmp_path / before.segment).read_bytes() == b'{"event_id": "before-0"}\n'
+    assert (tmp_path / after.segment).read_bytes() == b'{"event_id": "after-0"}\n'
     spool.close()
 
 
-def test_without_fsync_nothing_is_synced_and_files_close_on_seal(tmp_path: Path) -> None:
+def test_without_fsync_writes_still_go_through_the_writer(tmp_path: Path) -> None:
     spool = Spool(tmp_path, fsync=False)
-    spool.append(*lines_of(2, "a"))
-    assert spool.syncs == 0
+    ticket = spool.append(*lines_of(2, "a"))
+    assert (tmp_path / ticket.segment).read_bytes().count(b"\n") == 2  # written when synced
     segment = spool.take()
-    assert segment is not None and segment.fd is None
+    assert segment is not None and segment.fd is None and spool.rounds >= 1
     spool.close()
+
+
+def test_close_writes_what_is_queued_and_refuses_more(tmp_path: Path) -> None:
+    spool = Spool(tmp_path)
+    tickets = [spool.write(*lines_of(2, f"q{i}")) for i in range(20)]
+    spool.close()
+    [path] = spool.leftovers()
+    assert path.read_bytes().count(b"\n") == 40
+    spool.sync(tickets[-1])  # already durable: returns at once
+    with pytest.raises(SpoolSyncError, match="closed"):
+        spool.write(*lines_of(1, "late"))

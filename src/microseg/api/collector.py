@@ -11,6 +11,7 @@ and wakes the requests that asked to wait (``?wait=true``) with their exact coun
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 import time
 from pathlib import Path
@@ -97,6 +98,11 @@ class Collector:
         return done
 
     def start(self) -> None:
+        """Start the importer thread (and shorten the GIL switch interval, see the settings)."""
+        if self.settings.gil_switch_ms > 0:
+            # The importer's Python work (building SQL, reading batches back) holds the GIL;
+            # with the default 5 ms every hand-over to a request's thread can cost that much.
+            sys.setswitchinterval(self.settings.gil_switch_ms / 1000)
         self._thread = threading.Thread(target=self._run, name="microseg-importer", daemon=True)
         self._thread.start()
 
@@ -213,6 +219,9 @@ class Collector:
     def _import(self, segment: Segment) -> None:
         source = SOURCE_PREFIX + segment.name
         store = self.workspace.store
+        if not segment.path.exists():  # the spool could not even create it: nothing was acked
+            self._undo(segment, f"{segment.name}: {segment.failure or 'file missing'}")
+            return
         for attempt in range(1, self.settings.import_retries + 1):
             try:
                 # One holder of the DuckDB connection at a time: API reads wait for the commit.
@@ -232,13 +241,7 @@ class Collector:
             self.failed_dir.mkdir(exist_ok=True)
             segment.path.rename(self.failed_dir / segment.name)
             self.parked_segments += 1
-            if self.realtime is not None and self.state is not None:
-                try:
-                    self.realtime.discard(segment.name, self.state)
-                except Exception:  # keep the importer alive; the evaluator heals on restart
-                    log.exception("undoing the real-time evaluation of %s failed", segment.name)
-            for waiter in segment.waiters:
-                waiter.future.set_result({"status": "spooled", "detail": self.last_error})
+            self._undo(segment, self.last_error)
             return
         batch, identities, outcomes = committed
         segment.path.unlink(missing_ok=True)
@@ -249,6 +252,17 @@ class Collector:
         self.committed_segments += 1
         for waiter, outcome in zip(segment.waiters, outcomes, strict=True):
             waiter.future.set_result(outcome)
+
+    def _undo(self, segment: Segment, detail: str | None) -> None:
+        """The segment is not imported now: undo what its events did in the real-time state
+        and answer the requests waiting for its commit."""
+        if self.realtime is not None and self.state is not None:
+            try:
+                self.realtime.discard(segment.name, self.state)
+            except Exception:  # keep the importer alive; the evaluator heals on restart
+                log.exception("undoing the real-time evaluation of %s failed", segment.name)
+        for waiter in segment.waiters:
+            waiter.future.set_result({"status": "spooled", "detail": detail})
 
     def _record_commit(
         self, segment: Segment, source: str, result: ImportResult

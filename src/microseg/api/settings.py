@@ -97,3 +97,11 @@ class ApiSettings(BaseSettings):
         description="`microseg serve`: glibc M_ARENA_MAX set at start (0: glibc's default,"
         " 8 per core)",
     )
+    gil_switch_ms: float = Field(
+        default=1.0,
+        ge=0,
+        le=100,
+        description="Python's thread switch interval (sys.setswitchinterval), set process-wide"
+        " when the collector's importer starts: how long an HTTP thread may wait for the GIL"
+        " while the importer runs Python code (Python's default: 5 ms; 0: leave it)",
+    )

@@ -6,25 +6,27 @@ each sealed segment through the file pipeline, records the commit in ``spool_com
 deletes the file. After a crash, segments without a commit record are imported again; the
 pipeline is idempotent by event id, so nothing acknowledged is lost or stored twice.
 
-**Group commit.** :meth:`Spool.write` appends a request's lines under the spool lock (a
-``write(2)`` into the page cache, no disk wait) and numbers the write; :meth:`Spool.sync`
-makes it durable. One caller at a time is the *leader*: it takes every write made so far,
-releases the lock, ``fdatasync``s the segment files that received them (and the directory
-when a segment was created), and wakes the *followers* whose writes that covered. A request
-therefore waits for at most the fsync in progress plus one more, however many arrive, and
-writes never queue behind a disk flush.
+**One writer thread, group commit.** :meth:`Spool.write` only *places* a request's lines:
+under the spool lock it assigns them their segment, line numbers and a write number, and
+queues the bytes; no system call, so it never waits for the disk (on ext4 even a ``write(2)``
+into the page cache or a file creation can block for hundreds of ms behind a journal commit
+of another process's writes). The writer thread takes everything queued, writes it in order
+(one ``write(2)`` per segment), ``fdatasync``s the files that received bytes (and the
+directory when it created a file), and then marks all those writes durable at once;
+:meth:`Spool.sync` waits for that. However many requests arrive, each waits for at most the
+round in progress plus its own, and the real-time evaluation of a request (done between
+``write`` and ``sync``, see :mod:`microseg.api.realtime`) never waits for the disk.
 
-A sealed segment's file stays open until the fsync covering its last write is done (a file
-descriptor is never closed under a running fsync, whose number could otherwise be reused by
-another file). The importer may read a sealed segment before that fsync ends: reading goes
-through the page cache, and a request is acknowledged only after its own sync (or is answered
-with an error), so nothing acknowledged depends on it.
+A segment is handed to the importer (:meth:`Spool.take`) only once every write placed in it
+has been through its round, so an import always reads all of a segment's bytes, and its file
+is closed by then (never under a running fsync).
 
-**Failure.** If an fsync fails, every write it covered raises :class:`SpoolSyncError` from
-:meth:`Spool.sync` (the request is answered with an error, not acknowledged) and the segment is
-sealed, so later writes go to a fresh file (Linux may report a failed write-back only once).
-The failed bytes usually stay readable and are imported; a client retry is deduplicated by
-event id.
+**Failure.** If writing or fsyncing a segment fails, the writes of that round placed in it,
+and every later one placed in it, raise :class:`SpoolSyncError` from :meth:`Spool.sync` (the
+request is answered with an error, not acknowledged); a partly written request is cut off the
+file, and the segment is sealed so later requests go to a fresh file (Linux may report a
+failed write-back only once). Bytes written before a failed fsync usually stay readable and
+are imported; a client retry is deduplicated by event id.
 """
 
 from __future__ import annotations
@@ -77,11 +79,13 @@ class Segment:
     lines: int = 0
     waiters: list[Waiter] = field(default_factory=list)
     ids: list[str | None] = field(default_factory=list)  # event id of every line, in order
-    fd: int | None = field(default=None, repr=False)  # open for writing (and syncing)
+    fd: int | None = field(default=None, repr=False)  # the writer thread's, while it writes
     size: int = 0  # bytes written
-    last_seq: int = 0  # the number of the last write into it
-    sealed: bool = False
-    failed: tuple[int, int, str] | None = None  # writes (first, last) whose fsync failed
+    last_seq: int = 0  # the number of the last write placed in it
+    sealed: bool = False  # no more writes are placed in it
+    failed_from: int | None = None  # writes from this number on failed (not acknowledged)
+    failure: str = ""
+    flushed: threading.Event = field(default_factory=threading.Event, repr=False)
 
     @property
     def name(self) -> str:
@@ -101,7 +105,7 @@ def repair(path: Path) -> int:
 
 
 class Spool:
-    """Thread-safe writer of spool segments in one directory (group-committed fsyncs)."""
+    """Thread-safe spool of segments in one directory, written by one writer thread."""
 
     def __init__(self, directory: Path, *, fsync: bool = True, max_segment_events: int = 200_000):
         self.directory = directory
@@ -109,61 +113,51 @@ class Spool:
         self.max_segment_events = max_segment_events
         directory.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        self._synced = threading.Condition(self._lock)
+        self._done = threading.Condition(self._lock)  # a round finished
+        self._work = threading.Condition(self._lock)  # something to write
         self._current: Segment | None = None
         self._sealed: deque[Segment] = deque()
+        self._queue: list[tuple[Segment, bytes, int]] = []  # (segment, payload, write number)
         self._counter = 0
-        self._seq = 0  # writes so far
-        self._durable = 0  # every write up to this number has been through an fsync
-        self._syncing = False  # a leader's fsync is running
-        self._dirty: dict[str, Segment] = {}  # segments with writes no fsync has covered
-        self._in_flight: list[Segment] = []  # what the running fsync covers
-        self._dir_dirty = False  # a segment was created since the last directory fsync
+        self._seq = 0  # writes placed so far
+        self._finished = 0  # every write up to this number went through its round
+        self._closing = False
+        self._writer: threading.Thread | None = None
         self.has_data = threading.Event()
         self.spooled_events = 0
-        self.syncs = 0  # fsync rounds (each covers every write made before it started)
-        self.synced_writes = 0
-        self.sync_failures = 0
+        self.rounds = 0  # write + fsync rounds (each covers every write queued before it)
+        self.round_writes = 0
+        self.failures = 0
 
     def leftovers(self) -> list[Path]:
         """Segment files already on disk (from an earlier run), oldest first."""
         return sorted(p for p in self.directory.glob("seg-*" + SUFFIX) if p.is_file())
 
-    def _open_segment(self) -> Segment:
-        self._counter += 1
-        path = (
-            self.directory / f"seg-{time.time_ns():020d}-{os.getpid()}-{self._counter:06d}{SUFFIX}"
-        )
-        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
-        fd = os.open(path, flags, 0o644)
-        self._dir_dirty = True  # its directory entry is made durable by the next sync
-        return Segment(path, fd=fd)
-
+    # -- request side ---------------------------------------------------------------------------
     def write(
         self, lines: list[bytes], event_ids: list[str | None], indexes: list[int] | None = None
     ) -> Ticket:
-        """Append lines (each ending in a newline) to the current segment, not yet durable:
-        :meth:`sync` the ticket before acknowledging them.
+        """Place lines (each ending in a newline) at the end of the current segment and queue
+        them for the writer; no disk wait. :meth:`sync` the ticket before acknowledging them.
 
         With ``indexes`` (request index per line) the request waits for the commit."""
         payload = b"".join(lines)
         with self._lock:
+            if self._closing:
+                raise SpoolSyncError("the spool is closed")
+            if self._writer is None:
+                self._writer = threading.Thread(
+                    target=self._write_forever, name="microseg-spool-writer", daemon=True
+                )
+                self._writer.start()
             seg = self._current
             if seg is None:
-                seg = self._current = self._open_segment()
-            assert seg.fd is not None
-            try:
-                view = memoryview(payload)
-                while view:
-                    view = view[os.write(seg.fd, view) :]
-            except BaseException:
-                self._undo_locked(seg)
-                raise
-            seg.size += len(payload)
+                self._counter += 1
+                name = f"seg-{time.time_ns():020d}-{os.getpid()}-{self._counter:06d}{SUFFIX}"
+                seg = self._current = Segment(self.directory / name)
             self._seq += 1
             seg.last_seq = self._seq
-            if self.fsync:
-                self._dirty[seg.name] = seg
+            self._queue.append((seg, payload, self._seq))
             ticket = Ticket(seg.name, seg.lines + 1, len(lines), seq=self._seq, where=seg)
             if indexes is not None:
                 ticket.waiter = Waiter(seg.lines + 1, event_ids, indexes)
@@ -173,33 +167,22 @@ class Spool:
             self.spooled_events += len(lines)
             if seg.lines >= self.max_segment_events:
                 self._seal_locked()
+            self._work.notify()
         self.has_data.set()
         return ticket
 
-    def _undo_locked(self, seg: Segment) -> None:
-        """A write failed part-way (e.g. disk full): cut the partial bytes off the file, or,
-        if even that fails, seal the segment (the importer quarantines the torn line)."""
-        try:
-            assert seg.fd is not None
-            os.ftruncate(seg.fd, seg.size)
-        except OSError:
-            self._seal_locked()
-
     def sync(self, ticket: Ticket) -> None:
-        """Block until the ticket's write is durable (group commit: see the module docstring).
+        """Block until the ticket's lines are written and (with ``fsync``) durable.
 
-        Raises :class:`SpoolSyncError` when the fsync covering it failed."""
-        if not self.fsync or ticket.seq == 0:
+        Raises :class:`SpoolSyncError` when writing or fsyncing them failed."""
+        if ticket.seq == 0:
             return
-        with self._synced:
-            while self._durable < ticket.seq:
-                if self._syncing:
-                    self._synced.wait()
-                else:
-                    self._lead_locked()
-        failed = ticket.where.failed if ticket.where is not None else None
-        if failed is not None and failed[0] <= ticket.seq <= failed[1]:
-            raise SpoolSyncError(f"spool fsync failed, events not acknowledged: {failed[2]}")
+        with self._done:
+            while self._finished < ticket.seq:
+                self._done.wait()
+        seg = ticket.where
+        if seg is not None and seg.failed_from is not None and ticket.seq >= seg.failed_from:
+            raise SpoolSyncError(f"spool write failed, events not acknowledged: {seg.failure}")
 
     def append(
         self, lines: list[bytes], event_ids: list[str | None], indexes: list[int] | None = None
@@ -209,76 +192,129 @@ class Spool:
         self.sync(ticket)
         return ticket
 
-    def _lead_locked(self) -> None:
-        """Fsync every write made so far, outside the lock; called holding it."""
-        self._syncing = True
-        first, target = self._durable + 1, self._seq
-        batch = list(self._dirty.values())
-        self._dirty = {}
-        self._in_flight = batch
-        sync_dir, self._dir_dirty = self._dir_dirty, False
-        error: BaseException | None = None
-        self._lock.release()
-        try:
-            if sync_dir:
-                dir_fd = os.open(self.directory, os.O_RDONLY)
+    # -- the writer thread ----------------------------------------------------------------------
+    def _write_forever(self) -> None:
+        while True:
+            with self._work:
+                while not self._queue and not self._closing:
+                    self._work.wait()
+                if not self._queue:
+                    return  # closing, nothing left
+                batch, self._queue = self._queue, []
+            try:
+                self._round(batch)
+            except BaseException as exc:  # never leave a request waiting for ever
+                reason = f"{type(exc).__name__}: {exc}"
+                with self._lock:
+                    for seg, _, seq in batch:
+                        self._fail_locked(seg, seq, reason)
+                    self._finish_locked(batch)
+                if not isinstance(exc, Exception):
+                    raise
+
+    def _round(self, batch: list[tuple[Segment, bytes, int]]) -> None:
+        """Write a batch in order, fsync what it touched, then mark it finished."""
+        groups: dict[int, tuple[Segment, list[bytes], int]] = {}  # by segment, in order
+        for seg, payload, seq in batch:
+            if id(seg) in groups:
+                groups[id(seg)][1].append(payload)
+            else:
+                groups[id(seg)] = (seg, [payload], seq)
+        created = False
+        written: list[tuple[Segment, int]] = []
+        failed: list[tuple[Segment, int, str]] = []
+        for seg, payloads, first in groups.values():
+            if seg.failed_from is not None:
+                failed.append((seg, first, seg.failure))
+                continue
+            try:
+                if seg.fd is None:
+                    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL
+                    seg.fd = os.open(seg.path, flags | getattr(os, "O_CLOEXEC", 0), 0o644)
+                    created = True
+                view = memoryview(b"".join(payloads))
+                size = len(view)
                 try:
-                    os.fsync(dir_fd)
-                finally:
-                    os.close(dir_fd)
-            for seg in batch:
-                assert seg.fd is not None  # closed only once no fsync needs it
-                _sync_data(seg.fd)
-        except BaseException as exc:  # state is restored below, then re-raised
-            error = exc
-        finally:
-            self._lock.acquire()
-            self._durable = target
-            self._syncing = False
-            self._in_flight = []
-            self.syncs += 1
-            self.synced_writes += target - first + 1
-            if error is not None:
-                self.sync_failures += 1
-                reason = f"{type(error).__name__}: {error}"
-                for seg in batch:
-                    seg.failed = (first, target, reason)
-                if any(seg is self._current for seg in batch):
-                    self._seal_locked()  # never write on after a failed write-back
-            for seg in batch:
-                self._close_if_done(seg)
-            self._synced.notify_all()
-        if error is not None and not isinstance(error, Exception):
-            raise error  # KeyboardInterrupt / SystemExit: waiters were told (failed)
+                    while view:
+                        view = view[os.write(seg.fd, view) :]
+                except OSError:
+                    os.ftruncate(seg.fd, seg.size)  # cut the partial request off
+                    raise
+                seg.size += size
+                written.append((seg, first))
+            except OSError as exc:
+                failed.append((seg, first, f"{type(exc).__name__}: {exc}"))
+        if self.fsync and written:
+            try:
+                if created:  # the new files' directory entries
+                    dir_fd = os.open(self.directory, os.O_RDONLY)
+                    try:
+                        os.fsync(dir_fd)
+                    finally:
+                        os.close(dir_fd)
+            except OSError as exc:
+                failed.extend(
+                    (seg, first, f"{type(exc).__name__}: {exc}") for seg, first in written
+                )
+                written = []
+            for seg, first in written:
+                try:
+                    assert seg.fd is not None
+                    _sync_data(seg.fd)
+                except OSError as exc:
+                    failed.append((seg, first, f"{type(exc).__name__}: {exc}"))
+        with self._lock:
+            for seg, first, reason in failed:
+                self._fail_locked(seg, first, reason)
+            self._finish_locked(batch)
 
-    def _close_if_done(self, seg: Segment) -> None:
-        """Close a sealed segment's file once no fsync needs it."""
-        if (
-            seg.sealed
-            and seg.fd is not None
-            and seg.name not in self._dirty
-            and not any(s is seg for s in self._in_flight)
-        ):
-            os.close(seg.fd)
-            seg.fd = None
+    def _fail_locked(self, seg: Segment, first: int, reason: str) -> None:
+        """Writes of ``seg`` numbered ``first`` and later are not acknowledged; seal it."""
+        if seg.failed_from is None or first < seg.failed_from:
+            if seg.failed_from is None:
+                self.failures += 1
+            seg.failed_from, seg.failure = first, reason
+        if seg is self._current:
+            self._seal_locked()
 
+    def _finish_locked(self, batch: list[tuple[Segment, bytes, int]]) -> None:
+        self._finished = batch[-1][2]
+        self.rounds += 1
+        self.round_writes += len(batch)
+        for seg in {id(s): s for s, _, _ in batch}.values():
+            self._flush_if_done(seg)
+        self._done.notify_all()
+
+    def _flush_if_done(self, seg: Segment) -> None:
+        """A sealed segment all of whose writes went through: close it, let it be imported."""
+        if seg.sealed and seg.last_seq <= self._finished and not seg.flushed.is_set():
+            if seg.fd is not None:
+                os.close(seg.fd)
+                seg.fd = None
+            seg.flushed.set()
+
+    # -- importer side --------------------------------------------------------------------------
     def _seal_locked(self) -> None:
         seg = self._current
         if seg is not None:
             seg.sealed = True
-            self._close_if_done(seg)
             self._sealed.append(seg)
+            self._flush_if_done(seg)
         self._current = None
 
     def take(self) -> Segment | None:
-        """The next segment to import: an already sealed one, else seal the current one."""
+        """The next segment to import (an already sealed one, else the current one, sealed
+        now), once all its writes went through; None when nothing is spooled."""
         with self._lock:
             if not self._sealed and self._current is not None and self._current.lines:
                 self._seal_locked()
             if not self._sealed:
                 self.has_data.clear()
                 return None
-            return self._sealed.popleft()
+            seg = self._sealed[0]
+        seg.flushed.wait()
+        with self._lock:
+            return self._sealed.popleft()  # only the importer thread takes
 
     def backlog(self) -> int:
         """Events spooled but not yet handed to the importer."""
@@ -288,24 +324,20 @@ class Spool:
             )
 
     def stats(self) -> dict[str, int]:
-        """Group-commit counters: fsync rounds, writes they covered, failed rounds."""
+        """Writer counters: rounds (write + fsync), writes they covered, failed segments."""
         with self._lock:
             return {
-                "syncs": self.syncs,
-                "synced_writes": self.synced_writes,
-                "sync_failures": self.sync_failures,
+                "rounds": self.rounds,
+                "round_writes": self.round_writes,
+                "failed_segments": self.failures,
             }
 
-    def close(self) -> None:
-        """Seal the current segment; fsync and close every file still open."""
-        with self._synced:
+    def close(self, timeout: float = 60.0) -> None:
+        """Seal the current segment, let the writer finish what is queued, then stop it."""
+        with self._lock:
             self._seal_locked()
-            while self._syncing:
-                self._synced.wait()
-            if self._dirty and self.fsync:
-                self._lead_locked()
-            for seg in [*self._dirty.values(), *self._sealed]:
-                if seg.fd is not None:
-                    os.close(seg.fd)
-                    seg.fd = None
-            self._dirty = {}
+            self._closing = True
+            self._work.notify_all()
+            writer = self._writer
+        if writer is not None and writer is not threading.current_thread():
+            writer.join(timeout)

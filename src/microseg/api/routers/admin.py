@@ -18,12 +18,16 @@ router = APIRouter(prefix="/admin", tags=["admin"])
 
 
 @router.get(
-    "/stats", summary="Collector, serving state and store counts", responses=PROBLEM_RESPONSES
+    "/stats",
+    summary="Collector, serving state, real-time evaluator and store counts",
+    responses=PROBLEM_RESPONSES,
 )
 def stats(_key: AdminKey, services: ServicesDep) -> Response:
     body: dict[str, Any] = {
         "collector": services.collector.stats(),
         "serving": services.state.stats(),
+        # the live segment evaluator (None: off, or no segment files / traits yet)
+        "realtime": realtime.stats() if (realtime := services.collector.realtime) else None,
         "store": services.workspace.counts(),
         "decisions": services.decisions.stats() if services.decisions else None,
         "decisions_error": services.decisions_error,
