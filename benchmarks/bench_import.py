@@ -23,15 +23,41 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 CHILD = r"""
 import json, resource, sys, time
 from microseg.workspace import Workspace
-path, root, limit = sys.argv[1], sys.argv[2], sys.argv[3] or None
+path, root, limit, profile = sys.argv[1], sys.argv[2], sys.argv[3] or None, sys.argv[4] == "1"
 ws = Workspace.init(root, memory_limit=limit)
+stages = {}
+if profile:
+    class Timed:
+        # Every statement of the import: wall and process CPU (all DuckDB threads), by the
+        # microseg function that ran it and the statement's first words.
+        def __init__(self, con):
+            self._con = con
+        def __getattr__(self, name):
+            return getattr(self._con, name)
+        def execute(self, text, params=None):
+            frame, where = sys._getframe(1), "?"
+            while frame is not None:
+                mod = frame.f_globals.get("__name__", "")
+                if mod.startswith("microseg.") and not mod.startswith("microseg.store"):
+                    where = mod.rsplit(".", 1)[-1] + "." + frame.f_code.co_name
+                    break
+                frame = frame.f_back
+            head = " ".join(str(text).split())[:48]
+            c, t = time.process_time(), time.perf_counter()
+            out = self._con.execute(text, params or [])
+            s = stages.setdefault(where + " | " + head, [0.0, 0.0, 0])
+            s[0] += time.perf_counter() - t; s[1] += time.process_time() - c; s[2] += 1
+            return out
+    ws.store.con = Timed(ws.store.con)
 c0 = time.process_time(); t0 = time.perf_counter()
 r = ws.import_events(path)
 wall = time.perf_counter() - t0; cpu = time.process_time() - c0
+import_stages = {k: list(v) for k, v in stages.items()}
 counts = ws.counts()
 digest = {
     "events": ws.store.scalar("SELECT bit_xor(hash(event_id, event_type, ts, user_id, id_key,"
@@ -45,6 +71,7 @@ ws.close()
 print(json.dumps({"rows_read": r.rows_read, "inserted": r.inserted, "quarantined": r.quarantined,
                   "duplicates": r.duplicates, "wall_s": wall, "cpu_s": cpu, "counts": counts,
                   "digest": {k: str(v) for k, v in digest.items()},
+                  "stages": sorted(([k, *v] for k, v in import_stages.items()), key=lambda s: -s[2]),
                   "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 """
 
@@ -61,11 +88,11 @@ def ensure_file(workdir: Path, n: int, seed: int) -> Path:
     return path
 
 
-def run_one(path: Path, workdir: Path, memory_limit: str) -> dict[str, object]:
+def run_one(path: Path, workdir: Path, memory_limit: str, profile: bool) -> dict[str, object]:
     root = workdir / f"project_{path.stem}"
     shutil.rmtree(root, ignore_errors=True)
     proc = subprocess.run(
-        [sys.executable, "-c", CHILD, str(path), str(root), memory_limit],
+        [sys.executable, "-c", CHILD, str(path), str(root), memory_limit, "1" if profile else "0"],
         capture_output=True,
         text=True,
         check=False,
@@ -76,6 +103,18 @@ def run_one(path: Path, workdir: Path, memory_limit: str) -> dict[str, object]:
     out: dict[str, object] = json.loads(line)
     shutil.rmtree(root, ignore_errors=True)
     return out
+
+
+def print_stages(stages: list[list[Any]], wall: float, cpu: float) -> None:
+    """The statements that cost most CPU, then what the statements do not account for
+    (Python between them: building SQL, pyarrow metadata reads)."""
+    rows = [(str(s[0]), float(s[1]), float(s[2]), int(s[3])) for s in stages]
+    print(f"{'':>12}  {'wall s':>7} {'CPU s':>7} {'n':>4}  statement", flush=True)
+    for name, w, c, n in rows:
+        if w >= 0.05 or c >= 0.05:
+            print(f"{'':>12}  {w:7.2f} {c:7.2f} {n:>4}  {name}")
+    sw, sc = sum(r[1] for r in rows), sum(r[2] for r in rows)
+    print(f"{'':>12}  {wall - sw:7.2f} {cpu - sc:7.2f}       (outside statements)", flush=True)
 
 
 def main() -> None:
@@ -93,13 +132,18 @@ def main() -> None:
     )
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--json", type=Path, help="also write the results here")
+    ap.add_argument(
+        "--profile",
+        action="store_true",
+        help="time every statement of the import (wall and CPU-s) and print the costliest",
+    )
     args = ap.parse_args()
     args.workdir.mkdir(parents=True, exist_ok=True)
     results = []
     for n in args.sizes:
         path = ensure_file(args.workdir, n, args.seed)
         load_before = os.getloadavg()[0]
-        r = run_one(path, args.workdir, args.memory_limit)
+        r = run_one(path, args.workdir, args.memory_limit, args.profile)
         wall, cpu = float(r["wall_s"]), float(r["cpu_s"])  # type: ignore[arg-type]
         r.update(
             {
@@ -119,6 +163,8 @@ def main() -> None:
             flush=True,
         )
         print(f"{'':>12}  digest {r['digest']}", flush=True)
+        if args.profile:
+            print_stages(r["stages"], wall, cpu)  # type: ignore[arg-type]
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
 

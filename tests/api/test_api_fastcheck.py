@@ -9,6 +9,7 @@ the validator predicted (typed values, naive-UTC time, email token, id key, prof
 from __future__ import annotations
 
 import itertools
+import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -65,8 +66,21 @@ TIMESTAMPS = st.sampled_from(
         1_700_000_000,
         ts(-timedelta(minutes=9)).strftime("%Y-%m-%dT%H:%M:%S+0200"),
         ts(-timedelta(minutes=9)).strftime("%Y-%m-%dT%H:%M"),
+        # offsets: the import accepts -12:00 .. +14:00 with minutes < 60 only
+        ts(-timedelta(hours=30)).strftime("%Y-%m-%dT%H:%M:%S+99:00"),
+        ts(-timedelta(hours=30)).strftime("%Y-%m-%dT%H:%M:%S-25:00"),
+        ts(-timedelta(hours=30)).strftime("%Y-%m-%dT%H:%M:%S+12:75"),
+        ts(-timedelta(hours=30)).strftime("%Y-%m-%dT%H:%M:%S+14:30"),
+        ts(-timedelta(hours=30)).strftime("%Y-%m-%dT%H:%M:%S+23:00"),
+        ts(-timedelta(hours=30)).strftime("%Y-%m-%dT%H:%M:%S-13:00"),
+        ts(-timedelta(hours=30)).strftime("%Y-%m-%dT%H:%M:%S-12:30"),
+        ts(-timedelta(hours=30)).strftime("%Y-%m-%dT%H:%M:%S+14:00"),
+        ts(-timedelta(hours=30)).strftime("%Y-%m-%dT%H:%M:%S-12:00"),
+        ts(-timedelta(hours=30)).strftime("%Y-%m-%dT%H:%M:%S.5+13:59"),
+        ts(-timedelta(hours=30)).strftime("%Y-%m-%dT%H:%M:%S+05:30:00"),
     ]
 )
+RAW_INF = "__raw_1e999__"  # written as the bare JSON number 1e999 (parsed: infinity)
 IDS = st.sampled_from([None, "u1", "u2", " u3 ", "undefined", "", "0", 42, True, "Ü-9", "u\t4"])
 EMAILS = st.sampled_from(
     [None, "a@example.com", " B@Example.COM ", "not-an-email", "x y@z.io", "ünï@code.de"]
@@ -88,7 +102,11 @@ TYPES = st.sampled_from(
     ]
 )
 VALUES = st.sampled_from(
-    [None, 12.5, "12.5", "abc", -1, 0, 3, "4", 2.0, True, "true", "FALSE", "", " x ", 10**17, 1e300]
+    [
+        *(None, 12.5, "12.5", "abc", -1, 0, 3, "4", 2.0, True, "true", "FALSE", "", " x "),
+        *(10**17, 1e300, float("nan"), float("inf"), -float("inf"), "NaN", "Infinity"),
+        *("-inf", "1e999", RAW_INF),
+    ]
 )
 STRINGS = st.sampled_from(
     [None, "ABC", "abc", "easy", "hard", "NYC", "ny", " Paris ", 17, "", "ÄBC"]
@@ -123,6 +141,12 @@ def events(draw: st.DrawFn) -> dict[str, Any]:
 COUNTER = itertools.count()
 
 
+def json_line(item: dict[str, Any]) -> str:
+    """One JSON Lines line: NaN / Infinity as JSON5-style literals (DuckDB's JSON reads
+    them), RAW_INF as the bare number 1e999."""
+    return json.dumps(item, ensure_ascii=False).replace(f'"{RAW_INF}"', "1e999")
+
+
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory: pytest.TempPathFactory) -> Any:
     ws = Workspace.ephemeral(quiz_settings(tmp_path_factory.mktemp("tpl")))
@@ -143,10 +167,12 @@ def test_every_accepted_event_is_stored_as_predicted(
         item["event_id"] = f"r{run}-{i}"
     validator = FastValidator(ws.settings, ws.keys)
     now = utcnow()
-    predicted = {it["event_id"]: row for it in batch if (row := validator.check(it, now))}
+    lines = [json_line(it) for it in batch]
+    items = [json.loads(line) for line in lines]  # what a JSON parser hands the validator
+    predicted = {it["event_id"]: row for it in items if (row := validator.check(it, now))}
     known = dict(ws.store.rows("SELECT id_key, profile_id FROM identities"))
     path = tmp_path_factory.mktemp("fast") / f"batch{run}.jsonl"
-    path.write_bytes(b"".join(orjson.dumps(it) + b"\n" for it in batch))
+    path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
     ws.import_events(path, spec=SourceSpec(format="jsonl"))
     cur = ws.store.execute(
         "SELECT e.*, i.profile_id FROM events e JOIN identities i ON i.id_key = e.id_key"
@@ -204,6 +230,12 @@ def test_plain_events_are_accepted(workspace: Workspace) -> None:
         ({"email": "broken"}, "invalid email"),
         ({"event_id": None}, "no id (the file decides what the import does)"),
         ({"timestamp": "2026-11-23T10:00"}, "no seconds: left to the SQL cast"),
+        ({"price": float("nan")}, "NaN: non_finite_number"),
+        ({"price": float("inf")}, "infinity: non_finite_number"),
+        ({"price": "Infinity"}, "infinity as text"),
+        ({"timestamp": "2026-11-23T10:00:00+12:75"}, "offset minutes >= 60"),
+        ({"timestamp": "2026-11-23T10:00:00-12:30"}, "offset west of -12:00"),
+        ({"timestamp": "2026-11-23T10:00:00+23:00"}, "offset east of +14:00 (Python accepts)"),
     ],
 )
 def test_uncertain_or_invalid_events_are_left_to_the_import(

@@ -32,6 +32,7 @@ SPACES = "".join(c for c in map(chr, range(0x3001)) if unicodedata.category(c) =
 _DATE_TIME = r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}(?:\.\d{1,6})?"
 _WITH_OFFSET = re.compile(_DATE_TIME + r"(?:Z|[+-]\d{2}:\d{2}| UTC)")
 _NAIVE = re.compile(_DATE_TIME)
+_OFFSET = re.compile(r"([+-])(\d{2}):(\d{2})$")
 _INTEGER = re.compile(r"-?\d{1,18}")
 _NUMBER = re.compile(r"-?\d{1,15}(?:\.\d{1,15})?")
 _EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+", re.ASCII)
@@ -143,6 +144,8 @@ class FastValidator:
         if not isinstance(text, str):
             return None
         if _WITH_OFFSET.fullmatch(text):
+            if not _offset_in_use(text):
+                return None  # the import quarantines '+99:00', '+12:75', '-13:00'
             try:
                 aware = datetime.fromisoformat(text.replace(" UTC", "+00:00"))
             except ValueError:
@@ -173,6 +176,17 @@ class FastValidator:
             row[col] is not None and marker(self.keys, f"{kind}:{row[col]}") in markers
             for kind, col in ID_COLUMNS
         )
+
+
+def _offset_in_use(text: str) -> bool:
+    """Whether a '+hh:mm' / '-hh:mm' ending is an offset in use (-12:00..+14:00, mm < 60),
+    the range the import accepts; 'Z' and ' UTC' endings are."""
+    match = _OFFSET.search(text)
+    if match is None:
+        return True
+    sign, hours, minutes = match.group(1), int(match.group(2)), int(match.group(3))
+    total = hours * 60 + minutes
+    return minutes < 60 and total <= (14 * 60 if sign == "+" else 12 * 60)
 
 
 def _text(value: Any) -> Any:
@@ -217,7 +231,7 @@ def _typed(value: Any, rule: tuple[Any, ...]) -> Any:
             typed = int(value.strip(SPACES))
         else:
             return _UNSURE
-    elif base == "number":
+    elif base == "number":  # NaN / infinities fail abs() < 1e15 (non_finite_number)
         if isinstance(value, int | float) and not isinstance(value, bool) and abs(value) < 1e15:
             typed = float(value)
         elif isinstance(value, str) and _NUMBER.fullmatch(value.strip(SPACES)):

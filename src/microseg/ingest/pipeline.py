@@ -23,7 +23,8 @@ from microseg.config.models import ProjectSettings
 from microseg.config.sources import SourceSpec, detect_format, resolve_fields
 from microseg.console import Progress, SilentProgress
 from microseg.errors import ImportFileError, display_path
-from microseg.ingest import commit, reader
+from microseg.ingest import commit, linebreaks, reader
+from microseg.ingest import rejects as rejects_mod
 from microseg.ingest.stage import StageBuilder
 from microseg.privacy.crypto import KeyRing, normalise_email
 from microseg.privacy.markers import quarantine_erased, register_marker_udf
@@ -172,6 +173,28 @@ def _import_range(
 ) -> ImportResult:
     """Import the whole file, or rows [lo, hi) of a Parquet file, as one batch."""
     started = time.perf_counter()
+    with linebreaks.cleaned(path, fmt, spec.encoding, spec.header) as text:
+        result = _import_batch(
+            store, settings, keys, path, text, spec, fmt, source_name, progress, now, rows
+        )
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+def _import_batch(
+    store: Store,
+    settings: ProjectSettings,
+    keys: KeyRing,
+    path: Path,
+    text: linebreaks.TextSource,
+    spec: SourceSpec,
+    fmt: str,
+    source_name: str,
+    progress: Progress,
+    now: datetime,
+    rows: tuple[int, int] | None,
+) -> ImportResult:
+    """One batch read from ``text.path`` (``path`` itself or its cleaned copy)."""
     shown = display_path(path)
     batch_id = uuid.uuid4().hex[:16]
 
@@ -181,7 +204,7 @@ def _import_range(
         store.ensure_columns("events", settings.taxonomy.property_columns())
         store.execute("DROP TABLE IF EXISTS _ms_rejects")
         store.execute("DROP TABLE IF EXISTS _ms_reject_scans")
-        source, params = reader.reader(path, fmt, spec, rows)
+        source, params = reader.reader(text.path, fmt, spec, rows)
         columns = reader.describe(store, source, params)
         if fmt == "jsonl":
             source_columns = reader.json_keys(store, source, params)
@@ -196,6 +219,7 @@ def _import_range(
             register_marker_udf(store.con, keys)  # erased subjects' events -> quarantine
             batch = _stage(store, keyed, params, _streamed(store, path, fmt, rows), shown)
             rejects = reader.csv_rejects(store) if fmt in {"csv", "jsonl"} else []
+            rejects = sorted(rejects + text.rejects)
             progress.update(note="store")
             with store.transaction():
                 if batch.keys == STAGE:
@@ -210,13 +234,48 @@ def _import_range(
                     now=now,
                 )
                 result = _record(store, done, rejects, batch_id, source_name, shown, spec, now)
+                if rows is None and fmt in {"csv", "jsonl"}:
+                    _resolve_reparsed(store, batch, fmt, rejects, batch_id, source_name, now)
     finally:
         progress.stop()
         commit.cleanup(store)
         store.execute("DROP TABLE IF EXISTS _ms_stage")
         store.execute("DROP TABLE IF EXISTS _ms_batch_keys")
-    result.seconds = time.perf_counter() - started
     return result
+
+
+def _resolve_reparsed(
+    store: Store,
+    batch: commit.Batch,
+    fmt: str,
+    rejects: list[tuple[int, str, str]],
+    batch_id: str,
+    source_name: str,
+    now: datetime,
+) -> None:
+    """A full re-import of a text source closes the entries of its lines that parse now."""
+    unparsed: list[int] | None = None
+    if fmt == "jsonl" and not rejects:  # rows are the file's lines
+        unparsed = [
+            int(r[0])
+            for r in store.rows(
+                exp.select(q.col("_row"))
+                .from_(q.table(batch.keys))
+                .where(exp.EQ(this=q.col("_reason"), expression=q.lit("malformed_json")))
+            )
+        ]
+    closed = rejects_mod.resolve_reparsed(
+        store,
+        source_name=source_name,
+        batch_id=batch_id,
+        rejected_lines=[line for line, _, _ in rejects],
+        unparsed_rows=unparsed,
+        now=now,
+    )
+    if closed:
+        store.audit(
+            "import", "quarantine_resolved", source_name, {"batch_id": batch_id, "closed": closed}
+        )
 
 
 def _streamed(store: Store, path: Path, fmt: str, rows: tuple[int, int] | None) -> bool:
@@ -268,25 +327,10 @@ def _record(
 ) -> ImportResult:
     """Quarantine the rows the reader rejected, then write the batch row and the audit."""
     reasons = dict(done.reasons)
-    for line, error_type, csv_line in rejects:
-        reason = "malformed_row" if error_type != "INVALID ENCODING" else "invalid_encoding"
-        reasons[reason] = reasons.get(reason, 0) + 1
-        store.execute(
-            "INSERT INTO quarantine (batch_id, source, row_number, reason, detail, record,"
-            " quarantined_at) SELECT ?, ?, ?, ?, ?, NULL, ? WHERE NOT EXISTS (SELECT 1 FROM"
-            " quarantine WHERE status = 'open' AND source = ? AND row_number = ? AND reason = ?)",
-            [
-                batch_id,
-                source_name,
-                line,
-                reason,
-                f"line {line}: {error_type}: {csv_line[:200]}",
-                now,
-                source_name,
-                line,
-                reason,
-            ],
-        )
+    for reason, n in rejects_mod.quarantine_rejects(
+        store, rejects, batch_id, source_name, now
+    ).items():
+        reasons[reason] = reasons.get(reason, 0) + n
     quarantined = sum(reasons.values())
     rows_read = done.rows_staged + len(rejects)
     store.execute(

@@ -77,16 +77,22 @@ def json_keys(store: Store, reader: exp.Expr, params: list[Any]) -> list[str]:
         + inner
         + ") WHERE json_valid(line) AND json_type(line) = 'OBJECT') ORDER BY k"
     )
-    return [r[0] for r in store.rows(text, params)]
+    try:
+        return [r[0] for r in store.rows(text, params)]
+    except duckdb.Error as exc:
+        raise ImportFileError(explain_read_error(exc)) from None
 
 
 def csv_rejects(store: Store) -> list[tuple[int, str, str]]:
+    """``(line, error_type, text)`` of each line the CSV reader rejected, once per line (the
+    reader may log a line twice, e.g. from its sniffing pass and its scan)."""
     if not store.table_exists(REJECTS):
         return []
     return [
         (int(r[0]), str(r[1]), str(r[2]))
         for r in store.rows(
-            "SELECT line, error_type, coalesce(csv_line, '') FROM _ms_rejects ORDER BY line"
+            "SELECT line, min(error_type), min(coalesce(csv_line, '')) FROM _ms_rejects"
+            " GROUP BY line ORDER BY line"
         )
     ]
 

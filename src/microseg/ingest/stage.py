@@ -14,6 +14,14 @@ from microseg.errors import ImportFileError
 from microseg.store import sql as q
 
 EMAIL_RE = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
+# A text timestamp that ends in a UTC offset after its time ('+02:00', '-0530', '+05:30:00'),
+# in 'Z' or in ' UTC'. (A date alone, '2024-05-25', has no offset: it is a local midnight.)
+HAS_OFFSET_RE = r"(Z| UTC|:\d\d(\.\d*)?[+-]\d\d(:?\d\d(:\d\d)?)?)$"
+# ... whose offset is one in use on Earth: -12:00 .. +14:00, minutes (seconds) below 60.
+VALID_OFFSET_RE = (
+    r"(Z| UTC|\+(0\d|1[0-3])(:?[0-5]\d(:[0-5]\d)?)?|\+14(:?00(:00)?)?"
+    r"|-(0\d|1[01])(:?[0-5]\d(:[0-5]\d)?)?|-12(:?00(:00)?)?)$"
+)
 JSON_PATH_OK = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.")
 
 
@@ -120,7 +128,10 @@ class StageBuilder:
             naive = q.func("try_strptime", text, q.lit(fmap.format))
             return naive if tz == "UTC" else self._local_to_utc(naive, tz)
         # ISO 8601: explicit offsets ('Z', '+02:00', ' UTC') win; naive values are in `tz`.
-        has_offset = q.func("regexp_matches", text, q.lit(r"(Z|[+-]\d\d(:?\d\d)?| UTC)$"))
+        # An offset after a time must lie in -12:00..+14:00 with minutes < 60 (DuckDB reads
+        # '+99:00' or '+12:75' as they come): otherwise the time is invalid (NULL).
+        has_offset = q.func("regexp_matches", text, q.lit(HAS_OFFSET_RE))
+        impossible = exp.Not(this=q.func("regexp_matches", text, q.lit(VALID_OFFSET_RE)))
         with_offset = q.func(
             "timezone",
             q.lit("UTC"),
@@ -129,9 +140,10 @@ class StageBuilder:
                 to=exp.DataType.build("TIMESTAMPTZ"),
             ),
         )
+        checked = exp.Case(ifs=[exp.If(this=impossible, true=exp.Null())], default=with_offset)
         naive = q.try_cast(text, "timestamp")
         local = naive if tz == "UTC" else self._local_to_utc(naive, tz)
-        return exp.Case(ifs=[exp.If(this=has_offset, true=with_offset)], default=local)
+        return exp.Case(ifs=[exp.If(this=has_offset, true=checked)], default=local)
 
     @staticmethod
     def _local_to_utc(naive: exp.Expr, tz: str) -> exp.Expr:
@@ -412,6 +424,14 @@ class StageBuilder:
                             exp.and_(is_event, not_null(raw), is_null(typed)),
                             "invalid_type",
                             exp.DPipe(this=shown, expression=q.lit(f" is not {base}")),
+                        )
+                    )
+                if base == "number":  # NaN / Infinity / 1e999 cast to DOUBLE without error
+                    checks.append(
+                        (
+                            exp.and_(is_event, exp.Not(this=q.func("isfinite", typed))),
+                            "non_finite_number",
+                            exp.DPipe(this=shown, expression=q.lit(" is not a finite number")),
                         )
                     )
                 if enum:
