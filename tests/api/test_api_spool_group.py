@@ -270,3 +270,14 @@ def test_close_writes_what_is_queued_and_refuses_more(tmp_path: Path) -> None:
     spool.sync(tickets[-1])  # already durable: returns at once
     with pytest.raises(SpoolSyncError, match="closed"):
         spool.write(*lines_of(1, "late"))
+
+
+def test_an_abandoned_request_cannot_break_the_writer(tmp_path: Path) -> None:
+    """asyncio cancels a wrapped future when the awaiting request goes away."""
+    spool = Spool(tmp_path)
+    gone = spool.write(*lines_of(1, "gone"))
+    assert not gone.durable.cancel()
+    after = spool.append(*lines_of(1, "after"))
+    gone.durable.result(timeout=10)
+    assert (tmp_path / after.segment).read_bytes().count(b"\n") == 2
+    spool.close()

@@ -179,13 +179,25 @@ class Collector:
         wait: bool,
         items: list[Any] | None = None,
     ) -> Ticket | None:
-        """Durably spool encoded lines (blocking: call from a worker thread).
+        """:meth:`place` the lines, then block until they are durable (call from a worker
+        thread). Raises :class:`~microseg.api.spool.SpoolSyncError` when the write or fsync
+        fails (the request is not acknowledged; see :mod:`microseg.api.realtime`)."""
+        ticket = self.place(lines, ids, indexes, wait, items)
+        if ticket is not None:
+            self.spool.sync(ticket)
+        return ticket
 
-        With a real-time bridge and the request's ``items``, the spooled events are offered
-        to it right after the write, while the group fsync runs: their segment memberships
-        are visible before the request is acknowledged (see :mod:`microseg.api.realtime`).
-        Raises :class:`~microseg.api.spool.SpoolSyncError` when the fsync fails (the request
-        is not acknowledged; its events are in the spool file and normally still imported)."""
+    def place(
+        self,
+        lines: list[bytes],
+        ids: list[str | None],
+        indexes: list[int],
+        wait: bool,
+        items: list[Any] | None = None,
+    ) -> Ticket | None:
+        """Queue encoded lines for the spool's writer and, with a real-time bridge and the
+        request's ``items``, evaluate them at once: their segment memberships are served
+        before they are durable. Acknowledge only once ``ticket.durable`` is resolved."""
         if not lines:
             return None
         ticket = self.spool.write(lines, ids, indexes if wait else None)
@@ -195,7 +207,6 @@ class Collector:
                 self.realtime.offer(ticket.segment, [items[i] for i in indexes], self.state)
             except Exception:  # the import still evaluates them; never fail a spooled write
                 log.exception("real-time evaluation at acknowledgement failed")
-        self.spool.sync(ticket)
         return ticket
 
     def _evaluate_now(self, events: int) -> bool:

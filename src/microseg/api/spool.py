@@ -69,6 +69,8 @@ class Ticket:
     waiter: Waiter | None = None
     seq: int = 0  # the spool's write number (see Spool.sync); 0: nothing to sync
     where: Segment | None = field(default=None, repr=False)
+    # resolved by the writer thread once the lines are durable (or failed: SpoolSyncError)
+    durable: Future[None] = field(default_factory=Future, repr=False)
 
 
 @dataclass(eq=False)
@@ -113,11 +115,10 @@ class Spool:
         self.max_segment_events = max_segment_events
         directory.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        self._done = threading.Condition(self._lock)  # a round finished
         self._work = threading.Condition(self._lock)  # something to write
         self._current: Segment | None = None
         self._sealed: deque[Segment] = deque()
-        self._queue: list[tuple[Segment, bytes, int]] = []  # (segment, payload, write number)
+        self._queue: list[tuple[Segment, bytes, Ticket]] = []  # in write-number order
         self._counter = 0
         self._seq = 0  # writes placed so far
         self._finished = 0  # every write up to this number went through its round
@@ -157,8 +158,11 @@ class Spool:
                 seg = self._current = Segment(self.directory / name)
             self._seq += 1
             seg.last_seq = self._seq
-            self._queue.append((seg, payload, self._seq))
             ticket = Ticket(seg.name, seg.lines + 1, len(lines), seq=self._seq, where=seg)
+            # running: a request that goes away (asyncio cancels wrapped futures) cannot
+            # cancel it, so the writer can always resolve it
+            ticket.durable.set_running_or_notify_cancel()
+            self._queue.append((seg, payload, ticket))
             if indexes is not None:
                 ticket.waiter = Waiter(seg.lines + 1, event_ids, indexes)
                 seg.waiters.append(ticket.waiter)
@@ -174,15 +178,10 @@ class Spool:
     def sync(self, ticket: Ticket) -> None:
         """Block until the ticket's lines are written and (with ``fsync``) durable.
 
-        Raises :class:`SpoolSyncError` when writing or fsyncing them failed."""
-        if ticket.seq == 0:
-            return
-        with self._done:
-            while self._finished < ticket.seq:
-                self._done.wait()
-        seg = ticket.where
-        if seg is not None and seg.failed_from is not None and ticket.seq >= seg.failed_from:
-            raise SpoolSyncError(f"spool write failed, events not acknowledged: {seg.failure}")
+        Raises :class:`SpoolSyncError` when writing or fsyncing them failed. (An async
+        caller awaits ``asyncio.wrap_future(ticket.durable)`` instead of holding a thread.)"""
+        if ticket.seq:
+            ticket.durable.result()
 
     def append(
         self, lines: list[bytes], event_ids: list[str | None], indexes: list[int] | None = None
@@ -206,20 +205,23 @@ class Spool:
             except BaseException as exc:  # never leave a request waiting for ever
                 reason = f"{type(exc).__name__}: {exc}"
                 with self._lock:
-                    for seg, _, seq in batch:
-                        self._fail_locked(seg, seq, reason)
+                    for seg, _, ticket in batch:
+                        self._fail_locked(seg, ticket.seq, reason)
                     self._finish_locked(batch)
+                self._resolve(batch)
                 if not isinstance(exc, Exception):
                     raise
+            else:
+                self._resolve(batch)
 
-    def _round(self, batch: list[tuple[Segment, bytes, int]]) -> None:
+    def _round(self, batch: list[tuple[Segment, bytes, Ticket]]) -> None:
         """Write a batch in order, fsync what it touched, then mark it finished."""
         groups: dict[int, tuple[Segment, list[bytes], int]] = {}  # by segment, in order
-        for seg, payload, seq in batch:
+        for seg, payload, ticket in batch:
             if id(seg) in groups:
                 groups[id(seg)][1].append(payload)
             else:
-                groups[id(seg)] = (seg, [payload], seq)
+                groups[id(seg)] = (seg, [payload], ticket.seq)
         created = False
         written: list[tuple[Segment, int]] = []
         failed: list[tuple[Segment, int, str]] = []
@@ -277,13 +279,22 @@ class Spool:
         if seg is self._current:
             self._seal_locked()
 
-    def _finish_locked(self, batch: list[tuple[Segment, bytes, int]]) -> None:
-        self._finished = batch[-1][2]
+    def _finish_locked(self, batch: list[tuple[Segment, bytes, Ticket]]) -> None:
+        self._finished = batch[-1][2].seq
         self.rounds += 1
         self.round_writes += len(batch)
         for seg in {id(s): s for s, _, _ in batch}.values():
             self._flush_if_done(seg)
-        self._done.notify_all()
+
+    @staticmethod
+    def _resolve(batch: list[tuple[Segment, bytes, Ticket]]) -> None:
+        """Acknowledge (or fail) the round's requests; outside the lock."""
+        for seg, _, ticket in batch:
+            if seg.failed_from is not None and ticket.seq >= seg.failed_from:
+                reason = f"spool write failed, events not acknowledged: {seg.failure}"
+                ticket.durable.set_exception(SpoolSyncError(reason))
+            else:
+                ticket.durable.set_result(None)
 
     def _flush_if_done(self, seg: Segment) -> None:
         """A sealed segment all of whose writes went through: close it, let it be imported."""

@@ -78,10 +78,14 @@ def parse(body: bytes) -> Any:
 async def collect(services: Services, items: list[Any], wait: bool) -> Response:
     collector = services.collector
     lines, ids, indexes, rejected = collector.encode(items)
-    try:
-        ticket = await run_in_threadpool(collector.submit, lines, ids, indexes, wait, items)
-    except SpoolSyncError as exc:  # not durable, so not acknowledged: the client retries
-        raise ApiProblem(503, "spool-unavailable", str(exc)) from None
+    # placed + evaluated in a worker thread (the evaluator may wait for the importer's
+    # commit); the fsync is awaited without holding a thread
+    ticket = await run_in_threadpool(collector.place, lines, ids, indexes, wait, items)
+    if ticket is not None:
+        try:
+            await asyncio.wrap_future(ticket.durable)
+        except SpoolSyncError as exc:  # not durable, so not acknowledged: the client retries
+            raise ApiProblem(503, "spool-unavailable", str(exc)) from None
     outcome: dict[str, Any] | None = None
     if ticket is None and wait:
         outcome = {
