@@ -2,11 +2,11 @@
 
 Two ways in, one evaluator:
 
-* **At acknowledgement** (:meth:`RealtimeBridge.offer`): once a request's events are written
-  to the spool (before their group fsync ends, see below), the ones
-  :class:`~microseg.api.fastcheck.FastValidator` can validate exactly as the import will are
-  evaluated at once, so ``/v1/decide`` shows the new membership before the response leaves.
-  They are remembered as *pending* under their spool segment.
+* **At acknowledgement** (:meth:`RealtimeBridge.offer`): once a request's events are placed
+  in the spool (queued for its writer thread, before they are written and fsync'd, see
+  below), the ones :class:`~microseg.api.fastcheck.FastValidator` can validate exactly as the
+  import will are evaluated at once, so ``/v1/decide`` shows the new membership before the
+  response leaves. They are remembered as *pending* under their spool segment.
 * **At commit** (``__call__``, a serving-state subscriber): the import's committed rows are
   the truth. Pending events it stored for the same profile are not evaluated twice; the
   others (events the fast check left to the import) are evaluated now. A pending event the
@@ -14,22 +14,24 @@ Two ways in, one evaluator:
   profile makes the bridge re-read the profiles involved from the store (``corrections``).
 
 **Visibility does not wait for durability.** The collector offers a request's events right
-after :meth:`~microseg.api.spool.Spool.write` and only then waits for the fsync covering them
-(:meth:`~microseg.api.spool.Spool.sync`), so a membership is served about as soon as the
-request arrives, not after a disk flush. The contract that keeps this honest:
+after :meth:`~microseg.api.spool.Spool.write` has placed them (in memory) and only then waits
+for the spool's writer thread to write and fsync them (``ticket.durable``), so a membership is
+served about as soon as the request arrives, never after a disk wait (on a busy ext4 disk a
+plain ``write(2)`` can block for hundreds of ms). The contract that keeps this honest:
 
 * the *acknowledgement* still means durable: a request is answered 2xx only after its fsync
   succeeded, so a kill -9 loses no acknowledged event;
-* what is *shown* is always consistent with what the store will hold: an offered event's
-  bytes are in a spool segment the importer imports (whatever the fsync's outcome), and the
-  commit settles it like any other: stored under the same profile -> nothing to do; not stored
-  (quarantined, duplicate, failed import) -> the profile is re-read from the store;
-* if the fsync fails, the request is answered 503 (not acknowledged) although its events were
-  shown and will usually be stored: the client's retry is deduplicated by event id;
+* what is *shown* is always settled by the store: the spool hands a segment to the importer
+  only after all its writes went through, and its commit settles the pending events like any
+  other: stored under the same profile -> nothing to do; not stored (quarantined, duplicate,
+  lost to a failed write, failed import) -> the profiles are re-read from the store; a
+  segment whose file could not even be created is :meth:`RealtimeBridge.discard`-ed;
+* if the write or fsync fails, the request is answered 503 (not acknowledged) although its
+  events were shown; bytes written before a failed fsync are usually still imported (then the
+  membership stays), and the client's retry is deduplicated by event id;
 * a crash before the import loses only in-memory state (serving state, pending events): the
   server rebuilds both from the store, then re-imports the spool's leftover segments, so an
-  event shown but never made durable (crash between write and fsync) disappears again, as an
-  unacknowledged event may.
+  event shown but never made durable disappears again, as an unacknowledged event may.
 
 Membership changes update the serving state at once and are persisted to ``memberships`` /
 ``membership_history`` when the batch commits (after its events are stored). A periodic

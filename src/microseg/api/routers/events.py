@@ -80,12 +80,12 @@ async def collect(services: Services, items: list[Any], wait: bool) -> Response:
     lines, ids, indexes, rejected = collector.encode(items)
     # placed + evaluated in a worker thread (the evaluator may wait for the importer's
     # commit); the fsync is awaited without holding a thread
-    ticket = await run_in_threadpool(collector.place, lines, ids, indexes, wait, items)
-    if ticket is not None:
-        try:
+    try:
+        ticket = await run_in_threadpool(collector.place, lines, ids, indexes, wait, items)
+        if ticket is not None:
             await asyncio.wrap_future(ticket.durable)
-        except SpoolSyncError as exc:  # not durable, so not acknowledged: the client retries
-            raise ApiProblem(503, "spool-unavailable", str(exc)) from None
+    except SpoolSyncError as exc:  # not durable, so not acknowledged: the client retries
+        raise ApiProblem(503, "spool-unavailable", str(exc)) from None
     outcome: dict[str, Any] | None = None
     if ticket is None and wait:
         outcome = {
