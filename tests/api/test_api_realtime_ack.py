@@ -389,3 +389,43 @@ def _stored_row(ws: Workspace, item: dict[str, Any]) -> dict[str, Any]:
     row = FastValidator(ws.settings, ws.keys).check(item, utcnow())
     assert row is not None
     return row
+
+
+def test_membership_is_served_while_the_spool_fsync_is_still_running(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Visibility does not wait for the disk; the acknowledgement does."""
+    import threading
+
+    from microseg.api import spool as spool_mod
+
+    real, stuck, release = spool_mod._sync_data, threading.Event(), threading.Event()
+
+    def slow_sync(fd: int) -> None:
+        stuck.set()
+        assert release.wait(30)
+        real(fd)
+
+    monkeypatch.setattr(spool_mod, "_sync_data", slow_sync)
+    ws = Workspace.open(project)
+    keys = make_keys(ws)
+    app = create_app(ws, ApiSettings(sweep_seconds=3600), realtime=bridge_for(ws, SEEN))
+    with TestClient(app) as client:
+        collect = {"X-API-Key": keys["collector"]}
+        decide = {"X-API-Key": keys["decision-reader"]}
+        answers: list[int] = []
+        post = threading.Thread(
+            target=lambda: answers.append(
+                client.post(
+                    "/v1/events?wait=false", json=event(1, user="w"), headers=collect
+                ).status_code
+            )
+        )
+        post.start()
+        assert stuck.wait(30)
+        assert client.get("/v1/decide/w", headers=decide).json()["segments"] == ["seen"]
+        assert answers == []  # not acknowledged before its fsync
+        release.set()
+        post.join(30)
+        assert answers == [202]
+    ws.close()
