@@ -285,15 +285,19 @@ def _insert_events(
     filtered: bool,
     computed: bool,
 ) -> None:
-    """Insert the new events, their session ids joined in by ``_row`` (one pass, no UPDATE).
+    """Insert the new events, their session starts joined in by ``_row`` (one pass, no UPDATE).
 
     The join keeps only the rows of ``_ms_new``; without filtering or computed sessions every
     row is inserted as read (no join)."""
     joined = filtered or computed
     session: exp.Expr = q.col("session_id", "r")
     source = _rows_from(batch, "r")
-    if joined:
-        session = q.col("_sid", "j")
+    if joined:  # the row's own session id, else the name of its computed session
+        start = q.col("_start", "j")
+        session = exp.Case(
+            ifs=[exp.If(this=exp.Is(this=start, expression=exp.Null()), true=session)],
+            default=sessions.session_name(q.col("id_key", "r"), start),
+        )
     values: list[exp.Expr] = []
     for c in [*CORE_EVENT_COLUMNS, *props]:
         if c == "received_at":

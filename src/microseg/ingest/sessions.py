@@ -8,7 +8,8 @@ their ids be recomputed.
 
 The import works on a narrow table of its new events (``_row``, event id, time, id key,
 session id): :func:`compute_sessions` fills ``_ms_sess``, :func:`final_sessions` gives the
-session of every new row to join into the events INSERT by ``_row`` (an integer join), and
+session start of every new row to join into the events INSERT by ``_row`` (an integer
+join; the INSERT names the session), and
 :func:`update_stored_sessions` fixes the stored events whose computed session changed.
 """
 
@@ -71,7 +72,8 @@ def compute_sessions(store: Store, table: str, timeout_minutes: float) -> bool:
                                           RANGE UNBOUNDED PRECEDING) AS sess_start
             FROM gaps
         )
-        SELECT is_new, _row, id_key, sess_start,
+        SELECT is_new, _row, sess_start,
+               CASE WHEN NOT is_new THEN id_key END AS id_key,  -- new rows: named by the INSERT
                CASE WHEN NOT is_new THEN event_id END AS event_id,
                CASE WHEN NOT is_new THEN session_id END AS old_session
         FROM started
@@ -82,27 +84,35 @@ def compute_sessions(store: Store, table: str, timeout_minutes: float) -> bool:
 
 
 def final_sessions(table: str, computed: bool) -> exp.Query:
-    """``(_row, _sid)``: the session id of every row of the new-events ``table`` — the one
-    it brought, else the computed one (from ``_ms_sess``)."""
-    given = exp.select(q.col("_row"), exp.alias_(q.col("session_id"), "_sid", quoted=True)).from_(
+    """``(_row, _start)`` of every row of the new-events ``table``: the start of its computed
+    session, NULL when it brought its own session id.
+
+    The events INSERT joins this by ``_row`` and names the session (:func:`session_name`)
+    from its own row's id key: the join's hash table holds two fixed-width columns, not ten
+    million session-name strings."""
+    no_start = exp.cast(exp.Null(), "TIMESTAMP")
+    given = exp.select(q.col("_row"), exp.alias_(no_start, "_start", quoted=True)).from_(
         q.table(table)
     )
     if not computed:
         return given
     given = given.where(exp.Not(this=exp.Is(this=q.col("session_id"), expression=exp.Null())))
     made = (
-        exp.select(q.col("_row"), exp.alias_(session_name(), "_sid", quoted=True))
+        exp.select(q.col("_row"), exp.alias_(q.col("sess_start"), "_start", quoted=True))
         .from_(q.table(SESS))
         .where(q.col("is_new"))
     )
     return exp.union(made, given, distinct=False)
 
 
-def session_name() -> exp.Expr:
-    """``'ms-' || first 16 hex of md5(id_key || '|' || session start)`` of a ``_ms_sess`` row."""
+def session_name(id_key: exp.Expr | None = None, start: exp.Expr | None = None) -> exp.Expr:
+    """``'ms-' || first 16 hex of md5(id_key || '|' || session start)`` (by default of a
+    ``_ms_sess`` row)."""
+    id_key = q.col("id_key") if id_key is None else id_key
+    start = q.col("sess_start") if start is None else start
     text = exp.DPipe(
-        this=exp.DPipe(this=q.col("id_key"), expression=q.lit("|")),
-        expression=exp.cast(q.col("sess_start"), "VARCHAR"),
+        this=exp.DPipe(this=id_key, expression=q.lit("|")),
+        expression=exp.cast(start, "VARCHAR"),
     )
     digest = exp.Substring(this=exp.MD5(this=text), start=q.lit(1), length=q.lit(16))
     return exp.DPipe(this=q.lit(COMPUTED_PREFIX), expression=digest)
