@@ -279,3 +279,26 @@ def test_the_importer_survives_an_unexpected_error(
     collector.stop()
     assert _events(ws) == 5
     ws.close()
+
+
+def test_startup_objects_are_frozen_and_gc_pauses_reported(project: Path) -> None:
+    import gc
+
+    from microseg.api.collector import Collector
+
+    ws = Workspace.open(project)
+    before = gc.get_freeze_count()
+    collector = Collector(ws, ApiSettings())
+    collector.start()
+    assert gc.get_freeze_count() > before  # full collections no longer scan them
+    gc.collect()
+    pauses = collector.stats()["gc_pauses"]
+    assert pauses["gen2"]["collections"] >= 1 and pauses["gen2"]["max_ms"] >= 0
+    assert pauses["frozen_objects"] == gc.get_freeze_count()
+    collector.stop()
+    assert gc.get_freeze_count() == 0 and collector.gc_pauses not in gc.callbacks
+    off = Collector(ws, ApiSettings(gc_freeze_at_start=False))
+    off.start()
+    assert gc.get_freeze_count() == 0
+    off.stop()
+    ws.close()

@@ -10,6 +10,7 @@ and wakes the requests that asked to wait (``?wait=true``) with their exact coun
 
 from __future__ import annotations
 
+import gc
 import logging
 import sys
 import threading
@@ -56,6 +57,37 @@ def event_id_text(item: Any) -> str | None:
     return orjson.dumps(value).decode()
 
 
+class GcPauses:
+    """Stop-the-world pauses of Python's cyclic GC by generation (a ``gc.callbacks`` hook):
+    while one runs, no request is served, so a full collection of a large heap shows up
+    directly in the latency tail."""
+
+    def __init__(self) -> None:
+        self.collections = [0, 0, 0]
+        self.total = [0.0, 0.0, 0.0]
+        self.longest = [0.0, 0.0, 0.0]
+        self._started = 0.0
+
+    def __call__(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+            return
+        gen, took = info["generation"], time.perf_counter() - self._started
+        self.collections[gen] += 1
+        self.total[gen] += took
+        self.longest[gen] = max(self.longest[gen], took)
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            f"gen{g}": {
+                "collections": self.collections[g],
+                "total_ms": round(1000 * self.total[g], 1),
+                "max_ms": round(1000 * self.longest[g], 1),
+            }
+            for g in range(3)
+        } | {"frozen_objects": gc.get_freeze_count()}
+
+
 class Collector:
     """Owns the spool and the importer thread."""
 
@@ -78,6 +110,8 @@ class Collector:
         self.parked_segments = 0
         self.last_error: str | None = None
         self._inflight = 0
+        self.gc_pauses = GcPauses()
+        self._froze = False
 
     # -- lifecycle ------------------------------------------------------------------------------
     def recover(self) -> int:
@@ -103,6 +137,10 @@ class Collector:
             # The importer's Python work (building SQL, reading batches back) holds the GIL;
             # with the default 5 ms every hand-over to a request's thread can cost that much.
             sys.setswitchinterval(self.settings.gil_switch_ms / 1000)
+        if self.settings.gc_freeze_at_start and not self._froze:
+            gc.freeze()  # startup objects are long-lived: full collections skip them
+            self._froze = True
+        gc.callbacks.append(self.gc_pauses)
         self._thread = threading.Thread(target=self._run, name="microseg-importer", daemon=True)
         self._thread.start()
 
@@ -113,6 +151,11 @@ class Collector:
         if self._thread is not None:
             self._thread.join(timeout)
         self.spool.close()
+        if self.gc_pauses in gc.callbacks:
+            gc.callbacks.remove(self.gc_pauses)
+        if self._froze:  # back to the oldest generation (another app may start in-process)
+            gc.unfreeze()
+            self._froze = False
 
     def alive(self) -> bool:
         """True while the importer thread runs."""
@@ -366,4 +409,5 @@ class Collector:
             "parked_segments": self.parked_segments,
             "last_error": self.last_error,
             **{f"spool_{k}": v for k, v in self.spool.stats().items()},
+            "gc_pauses": self.gc_pauses.stats(),
         }

@@ -105,3 +105,9 @@ class ApiSettings(BaseSettings):
         " when the collector's importer starts: how long an HTTP thread may wait for the GIL"
         " while the importer runs Python code (Python's default: 5 ms; 0: leave it)",
     )
+    gc_freeze_at_start: bool = Field(
+        default=True,
+        description="when the importer starts, move every object already allocated (modules,"
+        " the loaded serving state) out of reach of Python's cyclic GC (gc.freeze), so its"
+        " stop-the-world full collections scan only what was allocated since",
+    )
