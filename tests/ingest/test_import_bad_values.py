@@ -324,3 +324,25 @@ def test_mixed_crlf_and_lf_line_ends_are_read(ws: Workspace, tmp_path: Path) -> 
     jsonl = ((head % "j1") + ' "user_id": "u"}\r\n' + (head % "j2") + ' "user_id": "u"}\n').encode()
     r = run(ws, write(tmp_path, "mixed.jsonl", jsonl), source="j")
     assert (r.inserted, r.quarantined) == (2, 0)
+
+
+def test_a_quarantine_replay_closes_no_unparsable_line(tmp_path: Path) -> None:
+    """Replay imports a file of records under the source's name: its lines are not the
+    source's lines, so the malformed_row entries stay open."""
+    raw = default_settings().model_dump(exclude_none=True)
+    w = Workspace.ephemeral(default_settings(taxonomy=raw["taxonomy"]))
+    try:
+        head = "event_id,event_type,timestamp,user_id\n"
+        text = head + "a,page_view,2024-05-01 10:00:00,u1,extra\n"  # line 2: malformed
+        text += "b,teleported,2024-05-01 10:00:00,u1\n"  # unknown type: replayable
+        run(w, write(tmp_path, "feed.csv", text), source="feed")
+        assert open_entries(w) == [(1, "unknown_event_type"), (2, "malformed_row")]
+        raw["taxonomy"]["events"]["teleported"] = {"properties": {}}
+        fixed = default_settings(taxonomy=raw["taxonomy"])
+        from microseg.ingest.quarantine import replay
+
+        results = replay(w.store, fixed, w.keys, now=datetime(2024, 6, 1, 12))
+        assert [r.inserted for r in results] == [1]
+        assert open_entries(w) == [(2, "malformed_row")]
+    finally:
+        w.close()

@@ -100,12 +100,17 @@ def import_events(
     progress: Progress | None = None,
     now: datetime | None = None,
     chunk_rows: int = PARQUET_CHUNK_ROWS,
+    close_reparsed: bool = True,
 ) -> ImportResult:
     """Import one CSV / JSON Lines / Parquet file of events into the store.
 
     Parquet files larger than ``chunk_rows`` are imported in consecutive row ranges, each
     validated and committed on its own (bounded memory; sessions and dedup continue across
-    ranges as they do across imports, so a re-run after a crash stores nothing twice)."""
+    ranges as they do across imports, so a re-run after a crash stores nothing twice).
+
+    A CSV / JSON Lines import is taken as the whole of ``source_name``: its lines that parse
+    now close their open unparsable-line entries (``close_reparsed=False`` for imports of
+    other files under the source's name, e.g. a quarantine replay)."""
     progress = progress or SilentProgress()
     spec = spec or SourceSpec()
     path = Path(path)
@@ -119,7 +124,9 @@ def import_events(
     now = now or utcnow()
     total = reader.parquet_rows(path) if fmt == "parquet" else None
     if total is None or total <= chunk_rows:
-        return _import_range(store, settings, keys, path, spec, fmt, source_name, progress, now)
+        return _import_range(
+            store, settings, keys, path, spec, fmt, source_name, progress, now, None, close_reparsed
+        )
     began = time.perf_counter()
     results = []
     for lo in range(0, total, chunk_rows):
@@ -170,12 +177,24 @@ def _import_range(
     progress: Progress,
     now: datetime,
     rows: tuple[int, int] | None = None,
+    close_reparsed: bool = False,
 ) -> ImportResult:
     """Import the whole file, or rows [lo, hi) of a Parquet file, as one batch."""
     started = time.perf_counter()
     with linebreaks.cleaned(path, fmt, spec.encoding, spec.header) as text:
         result = _import_batch(
-            store, settings, keys, path, text, spec, fmt, source_name, progress, now, rows
+            store,
+            settings,
+            keys,
+            path,
+            text,
+            spec,
+            fmt,
+            source_name,
+            progress,
+            now,
+            rows,
+            close_reparsed=close_reparsed and rows is None and fmt in {"csv", "jsonl"},
         )
     result.seconds = time.perf_counter() - started
     return result
@@ -193,6 +212,8 @@ def _import_batch(
     progress: Progress,
     now: datetime,
     rows: tuple[int, int] | None,
+    *,
+    close_reparsed: bool,
 ) -> ImportResult:
     """One batch read from ``text.path`` (``path`` itself or its cleaned copy)."""
     shown = display_path(path)
@@ -234,7 +255,7 @@ def _import_batch(
                     now=now,
                 )
                 result = _record(store, done, rejects, batch_id, source_name, shown, spec, now)
-                if rows is None and fmt in {"csv", "jsonl"}:
+                if close_reparsed:
                     _resolve_reparsed(store, batch, fmt, rejects, batch_id, source_name, now)
     finally:
         progress.stop()

@@ -84,6 +84,7 @@ def replay(
                     source_name=source,
                     progress=progress,
                     now=now,
+                    close_reparsed=False,  # the replay file is not the source's file
                 )
             except BaseException:
                 store.execute(
