@@ -4,7 +4,8 @@ Reads the JSON lines ``bench_soak.py --diag`` collected in the server (see
 :mod:`microseg.bench.soak_diag`) and prints one row per sample: RSS, the Python heap (allocated
 blocks, GC objects, tracemalloc when on), glibc in-use / free, DuckDB's buffer memory, and the
 sizes of the structures that could grow (serving profiles, evaluator events / heap / timers),
-then the plateau figures (slope after the warm-up and over its last half, MiB/min).
+then the plateau figures (slope after the warm-up and over its last half, MiB/min; also RSS
+minus DuckDB's buffer cache) and the server's malloc_trim figures.
 """
 
 from __future__ import annotations
@@ -61,6 +62,9 @@ def main() -> None:
     summary = summarize(rows, args.warmup)
     for key in ("sizes_after_warmup", "sizes_end", "duckdb_end"):
         print(f"{key}: {json.dumps(summary.pop(key, None), default=str)}")
+    trims = [r["server_trim"] for r in rows if r.get("server_trim")]
+    if trims:  # the server's own malloc_trim thread (api/memory.py), at the last sample
+        print(f"server malloc_trim: {json.dumps(trims[-1])}")
     print("plateau (MiB or thousands; slopes per minute):")
     for name, figures in summary.items():
         print(f"  {name:<20} {json.dumps(figures)}")

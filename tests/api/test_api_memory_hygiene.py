@@ -42,8 +42,11 @@ def test_malloc_trim_returns_fragmented_free_pages() -> None:
         if i % 32:
             libc.free(p)
     fragmented = rss_mib()
-    assert memory.malloc_trim() is True
+    assert memory.resident_mib() == pytest.approx(fragmented, abs=2)
+    trimmer = memory.MallocTrimmer(3600)  # not started: one timed trim by hand
+    assert trimmer.trim_once() is True
     trimmed = rss_mib()
+    assert trimmer.stats.last_released_mib == pytest.approx(fragmented - trimmed, abs=2)
     for p in kept:
         libc.free(p)
     assert fragmented - trimmed > 48, (fragmented, trimmed)  # ~93 MiB were free inside
@@ -68,6 +71,7 @@ def test_trimmer_runs_times_and_stops() -> None:
     assert n >= 3 and set(calls) == {0}
     stats = trimmer.stats.as_dict()
     assert stats["runs"] == n and stats["released"] == (n + 1) // 2
+    assert isinstance(stats["released_mib"], float) and "durations" not in stats
     assert stats["max_ms"] >= stats["p50_ms"] >= 0 and stats["total_ms"] >= stats["max_ms"]
     with pytest.raises(ValueError):
         memory.MallocTrimmer(0)

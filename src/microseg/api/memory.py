@@ -84,14 +84,18 @@ class TrimStats:
 
     runs: int = 0
     released: int = 0
+    released_mib: float = 0.0  # RSS before minus after, summed (other threads move it too)
+    last_released_mib: float = 0.0
     total_seconds: float = 0.0
     max_seconds: float = 0.0
     last_seconds: float = 0.0
     durations: list[float] = field(default_factory=list, repr=False)  # last 256 (ring)
 
-    def record(self, seconds: float, released: bool) -> None:
+    def record(self, seconds: float, released: bool, rss_drop_mib: float = 0.0) -> None:
         self.runs += 1
         self.released += int(released)
+        self.released_mib += rss_drop_mib
+        self.last_released_mib = rss_drop_mib
         self.total_seconds += seconds
         self.last_seconds = seconds
         self.max_seconds = max(self.max_seconds, seconds)
@@ -105,6 +109,8 @@ class TrimStats:
         ring = sorted(out.pop("durations"))
         for key in ("total_seconds", "max_seconds", "last_seconds"):
             out[key.replace("seconds", "ms")] = round(1000 * out.pop(key), 3)
+        for key in ("released_mib", "last_released_mib"):
+            out[key] = round(out[key], 2)
         out["p50_ms"] = round(1000 * ring[len(ring) // 2], 3) if ring else None
         return out
 
@@ -127,6 +133,7 @@ class MallocTrimmer(threading.Thread):
 
     def trim_once(self) -> bool:
         """One timed trim (also callable directly)."""
+        before = resident_mib()
         started = time.perf_counter()
         try:
             released = bool(self._trim(0))
@@ -134,13 +141,26 @@ class MallocTrimmer(threading.Thread):
             log.exception("malloc_trim failed; the trimmer stops")
             self._stopped.set()
             return False
-        self.stats.record(time.perf_counter() - started, released)
+        elapsed = time.perf_counter() - started
+        self.stats.record(elapsed, released, before - resident_mib())
         return released
 
     def stop(self, timeout: float = 5.0) -> None:
         self._stopped.set()
         if self.is_alive():
             self.join(timeout)
+
+
+_PAGE_MIB = (os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096) / (1024 * 1024)
+
+
+def resident_mib() -> float:
+    """This process's resident memory in MiB (``/proc/self/statm``; 0.0 where absent)."""
+    try:
+        with open("/proc/self/statm", encoding="ascii") as f:
+            return int(f.read().split()[1]) * _PAGE_MIB
+    except (OSError, ValueError, IndexError):
+        return 0.0
 
 
 _ACTIVE: MallocTrimmer | None = None
