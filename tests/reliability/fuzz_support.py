@@ -24,6 +24,7 @@ REASONS = frozenset(
         "unknown_event_type",
         "missing_timestamp",
         "invalid_timestamp",
+        "non_finite_number",
         "future_timestamp",
         "timestamp_too_old",
         "missing_identity",

@@ -31,7 +31,6 @@ from reliability_support import PROBLEM_JSON, make_keys, new_project
 
 from microseg.api import ApiSettings, create_app
 from microseg.config.sources import SourceSpec
-from microseg.errors import ImportFileError
 from microseg.workspace import Workspace
 
 
@@ -347,16 +346,20 @@ def test_fuzzed_import_files_account_for_every_row(tmp_path: Path) -> None:
     print(f"fuzzed import rows: {totals}")
 
 
-def test_a_csv_with_a_stray_carriage_return_is_refused_whole_with_one_line(tmp_path: Path) -> None:
-    """Mixed line endings defeat DuckDB's CSV sniffer: the file is refused atomically."""
+def test_a_csv_with_a_stray_carriage_return_keeps_its_valid_rows(tmp_path: Path) -> None:
+    """Mixed line endings and a CR inside a row: the valid row is stored, the broken line is
+    quarantined as malformed_row under its own line number (the file used to be refused)."""
     ws = Workspace.open(new_project(tmp_path / "proj"))
     path = tmp_path / "mixed.csv"
-    path.write_text("event_id,event_type,timestamp,user_id,url\ne0,page_view,2026-01-01,u1,0\r\n")
-    with pytest.raises(ImportFileError) as err:
-        ws.import_events(path, source="mixed", spec=SourceSpec(format="csv"))
-    assert "\n" not in str(err.value) and "mixed.csv" in str(err.value)
-    assert ws.store.scalar("SELECT count(*) FROM events") == 0
-    assert ws.store.scalar("SELECT count(*) FROM quarantine") == 0
+    path.write_bytes(
+        b"event_id,event_type,timestamp,user_id,url\n"
+        b"e0,page_view,2026-01-01,u1,0\r\n"
+        b"e1,page_\rview,2026-01-01,u1,1\n"
+    )
+    r = ws.import_events(path, source="mixed", spec=SourceSpec(format="csv"))
+    assert (r.rows_read, r.inserted, r.reasons) == (2, 1, {"malformed_row": 1})
+    assert ws.store.scalar("SELECT event_id FROM events") == "e0"
+    assert ws.store.scalar("SELECT row_number FROM quarantine") == 3
     ws.close()
 
 
