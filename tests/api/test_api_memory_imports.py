@@ -114,6 +114,8 @@ def test_committed_batches_retain_no_python_memory(
         monkeypatch.setattr(ws, "import_events", leaky)
         planted = _retained_per_import(post, 1000, 10)
         assert len(hoard) == 10
+        remembered = (len(bridge._committed_ids), len(bridge._delivered))
+        assert remembered == (100, 5), remembered  # at their bounds, not growing
         assert planted > LIMIT_BYTES_PER_IMPORT + 3000, planted  # the measurement sees it
     finally:
         if not was_tracing:
