@@ -71,6 +71,7 @@ from microseg.store import Store
 from microseg.workspace import Workspace
 
 SEGMENT = "live_viewers"
+STALL_SECONDS = 60.0  # the load stops when no request has been acknowledged for this long
 TYPES = ("page_view", "page_view", "product_view", "add_to_cart", "purchase")
 
 
@@ -170,6 +171,8 @@ def generator(
     interval = size / rate
     probe_every = max(1, round(rate / size / probes)) if probes > 0 else 0
     acked: list[int] = []
+    last_ack = [time.monotonic()]  # watchdog: a server that stops acknowledging ends the run
+    stalled: list[float] = []
     status: dict[int, int] = {}
     errors = 0
     lag: list[float] = []
@@ -199,6 +202,7 @@ def generator(
         status[r.status_code] = status.get(r.status_code, 0) + 1
         if r.status_code in (200, 202):
             acked.append(b)
+            last_ack[0] = time.monotonic()
             if probe:
                 q.put(("ack", b, time.monotonic()))
         elif probe:
@@ -212,7 +216,11 @@ def generator(
             start_t = time.monotonic()
             tasks: set[asyncio.Task[None]] = set()
             b = 0
+            last_ack[0] = start_t
             while (now := time.monotonic()) < start_t + seconds:
+                if now - last_ack[0] > STALL_SECONDS:
+                    stalled.append(now - start_t)  # no acknowledgement for a minute
+                    break
                 due = start_t + b * interval
                 if due > now:
                     await asyncio.sleep(due - now)
@@ -233,6 +241,7 @@ def generator(
             "status": status,
             "transport_errors": errors,
             "schedule_lag_p99_ms": 1000 * lag[int(0.99 * (len(lag) - 1))] if lag else 0.0,
+            "stalled_at_s": stalled[0] if stalled else None,
         }
     )
 
@@ -466,7 +475,8 @@ def run(
         stats = httpx.get(
             f"http://127.0.0.1:{port}/v1/admin/stats", headers=admin, timeout=120
         ).json()
-        if stats["collector"]["backlog_events"] == 0 or time.monotonic() - drain_t > 600:
+        drain_limit = 30 if g["stalled_at_s"] is not None else 600
+        if stats["collector"]["backlog_events"] == 0 or time.monotonic() - drain_t > drain_limit:
             break
         time.sleep(0.5)
     drain_seconds = time.monotonic() - drain_t
@@ -506,6 +516,7 @@ def run(
         "transport_errors": g["transport_errors"],
         "reader_transport_errors": r["transport_errors"],
         "schedule_lag_p99_ms": g["schedule_lag_p99_ms"],
+        "stalled_at_s": g["stalled_at_s"],  # set when the server stopped acknowledging
         "lost": lost,
         "duplicates": duplicates,
         "drain_seconds": drain_seconds,
@@ -533,6 +544,7 @@ def run(
         "rss_max_mib": round(max(m for _, m in rss), 1),
         "rss_slope_mib_per_min_after_warmup": rss_plateau["slope"],
         "rss_slope_mib_per_min_last_half": rss_plateau["last_half_slope"],
+        "rss_slope_mib_per_min_last_10min": rss_plateau["last_10min_slope"],
         "diagnostics": diag,
         "diagnostics_file": str(args.diag_out) if args.diag else None,
         "cpu_count": os.cpu_count(),
@@ -541,6 +553,13 @@ def run(
     print(json.dumps(figures, indent=2))
     if args.json:
         args.json.write_text(json.dumps({**figures, "rss_samples": rss}, indent=2))
+    if g["stalled_at_s"] is not None:  # keep the server's log: the project folder is removed
+        kept = Path(tempfile.gettempdir()) / f"microseg-soak-server-{time.strftime('%H%M%S')}.log"
+        shutil.copyfile(root.parent / "server.log", kept)
+        raise SystemExit(
+            f"the server stopped acknowledging at t={g['stalled_at_s']:.0f}s"
+            f" (no ack for {STALL_SECONDS:.0f}s); its log: {kept}"
+        )
 
 
 if __name__ == "__main__":

@@ -141,6 +141,12 @@ def test_plateau_separates_growth_from_a_plateau() -> None:
     assert f["slope"] > 0  # the ramp between 60 and 180 s still counts ...
     assert f["last_half_slope"] == pytest.approx(0, abs=1e-6)  # ... but the plateau shows
     assert math.isnan(soak_diag.plateau(growing, warmup=10_000)["slope"])  # no samples after
+    # a 25-minute run growing 10 MiB/min until 870 s: only the last 10 minutes are flat
+    long = [(float(t), 100 + min(t, 870) / 6) for t in range(0, 1501, 5)]
+    late = soak_diag.plateau(long, warmup=180)
+    assert late["last_half_slope"] > 0.05  # the end of the ramp is inside the last half
+    assert late["last_10min_slope"] == pytest.approx(0, abs=1e-6)
+    assert soak_diag.plateau(growing, warmup=120)["last_10min_slope"] == pytest.approx(10)
 
 
 def test_summarize_reads_every_series() -> None:

@@ -481,18 +481,26 @@ def slope_per_minute(points: list[tuple[float, float]]) -> float:
 
 def plateau(points: list[tuple[float, float]], warmup: float) -> dict[str, float]:
     """What "flat" means for one series: value after warm-up, at the end, the slope after
-    warm-up and the slope over the last half of the post-warm-up period (a plateau shows a
-    last-half slope near 0 even when the whole post-warm-up slope is still positive)."""
+    warm-up, over the last half of the post-warm-up period and over its last 10 minutes (a
+    plateau shows late slopes near 0 even when the whole post-warm-up slope is still positive)."""
     after = [(t, v) for t, v in points if t >= warmup]
     if not after:
         nan = float("nan")
-        return {"after_warmup": nan, "end": nan, "slope": nan, "last_half_slope": nan}
+        return {
+            "after_warmup": nan,
+            "end": nan,
+            "slope": nan,
+            "last_half_slope": nan,
+            "last_10min_slope": nan,
+        }
     middle = (after[0][0] + after[-1][0]) / 2
+    last_10 = max(after[0][0], after[-1][0] - 600)
     return {
         "after_warmup": round(after[0][1], 1),
         "end": round(after[-1][1], 1),
         "slope": round(slope_per_minute(after), 2),
         "last_half_slope": round(slope_per_minute([p for p in after if p[0] >= middle]), 2),
+        "last_10min_slope": round(slope_per_minute([p for p in after if p[0] >= last_10]), 2),
     }
 
 
