@@ -75,7 +75,8 @@ class Committed:
 
 def keyed_select(stage: exp.Select) -> exp.Select:
     """The stage SELECT plus ``email_token`` (a keyed token: the clear ``_email`` is not
-    kept) and ``id_key`` (the highest-priority id), computed in the same pass."""
+    kept) and ``id_key`` (the highest-priority id), computed in the same pass. Takes ownership
+    of ``stage`` (it becomes part of the result)."""
     email = q.col("_email")
     token = exp.Coalesce(
         this=exp.Case(
@@ -88,12 +89,13 @@ def keyed_select(stage: exp.Select) -> exp.Select:
         ),
         expressions=[q.col("_email_token_in")],
     )
+    # copy=False: ``stage`` is consumed here, and copying it is most of the cost of a small import
     tokened = exp.select(
         exp.Star(except_=[q.col("_email")]), exp.alias_(token, "email_token", quoted=True)
-    ).from_(stage.subquery("_s"))
+    ).from_(stage.subquery("_s", copy=False), copy=False)
     return exp.select(
         exp.Star(), exp.alias_(identity_keys.primary_key_expr(), "id_key", quoted=True)
-    ).from_(tokened.subquery("_t"))
+    ).from_(tokened.subquery("_t", copy=False), copy=False)
 
 
 def key_table_select(keyed: exp.Select) -> exp.Select:

@@ -200,30 +200,36 @@ class StageBuilder:
             exp.alias_(self.text("email_token"), "_email_token_in", quoted=True),
             exp.alias_(self.text("session_id"), "session_id", quoted=True),
         )
-        for prop in props:
-            inner = inner.select(
+        # copy=False: the builders would otherwise deep-copy the growing tree at every call
+        # (quadratic; it was half the import's CPU for a small spool segment)
+        inner = inner.select(
+            *(
                 exp.alias_(
                     self.text(prop) if self._is_text_prop(prop) else self._raw_or_null(prop),
                     f"_raw_{prop}",
                     quoted=True,
                 )
-            )
+                for prop in props
+            ),
+            copy=False,
+        )
         source = (
             reader.args["from_"].this.copy()
             if "from_" in reader.args
             else reader.args["from"].this.copy()
         )
         if self.fmt == "jsonl":
-            inner = inner.from_(self._json_source(source).subquery("j"))
+            inner = inner.from_(self._json_source(source).subquery("j", copy=False), copy=False)
             ok = exp.Not(this=exp.Is(this=q.col("_obj"), expression=exp.Null()))
             inner = inner.select(
                 exp.alias_(ok, "_json_ok", quoted=True),
                 exp.alias_(q.col("line"), "_line", quoted=True),
+                copy=False,
             )
         else:
-            inner = inner.from_(source)
+            inner = inner.from_(source, copy=False)
             if reader.args.get("where") is not None:  # a Parquet row range
-                inner = inner.where(reader.args["where"].this.copy())
+                inner = inner.where(reader.args["where"].this.copy(), copy=False)
 
         event_id = (
             q.col("_event_id_raw")
@@ -247,15 +253,19 @@ class StageBuilder:
         )
         for prop, base in props.items():
             outer = outer.select(
-                exp.alias_(self._typed_prop(prop, base), prop, quoted=True), q.col(f"_raw_{prop}")
+                exp.alias_(self._typed_prop(prop, base), prop, quoted=True),
+                q.col(f"_raw_{prop}"),
+                copy=False,
             )
         reason, detail = self._reason(event_id, props)
         outer = outer.select(
-            exp.alias_(reason, "_reason", quoted=True), exp.alias_(detail, "_detail", quoted=True)
+            exp.alias_(reason, "_reason", quoted=True),
+            exp.alias_(detail, "_detail", quoted=True),
+            copy=False,
         )
         if self.fmt == "jsonl":
-            outer = outer.select(q.col("_line"))
-        return outer.from_(inner.subquery("m"))
+            outer = outer.select(q.col("_line"), copy=False)
+        return outer.from_(inner.subquery("m", copy=False), copy=False)
 
     @staticmethod
     def _json_source(source: exp.Expr) -> exp.Select:
