@@ -76,7 +76,8 @@ class ApiSettings(BaseSettings):
     store_memory_limit: str | None = Field(
         default=None,
         pattern=r"^\d+(\.\d+)?\s*(KB|MB|GB|TB|KiB|MiB|GiB|TiB)$",
-        description="DuckDB memory cap for the server's store, e.g. 2GB (default: DuckDB's, 80% of RAM)",
+        description="DuckDB memory cap for the server's store, e.g. 2GB (default: a quarter of"
+        " RAM, clamped to 512 MiB-2 GiB: api.memory.default_store_memory_limit)",
     )
     retention_seconds: float = Field(
         default=3600.0, gt=0, description="retention job interval (when retention_days is set)"
