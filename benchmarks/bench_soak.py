@@ -545,6 +545,9 @@ def run(
         "rss_slope_mib_per_min_after_warmup": rss_plateau["slope"],
         "rss_slope_mib_per_min_last_half": rss_plateau["last_half_slope"],
         "rss_slope_mib_per_min_last_10min": rss_plateau["last_10min_slope"],
+        # the server's own counters at the end: spool rounds, GC pauses, the bridge's work
+        "server_collector": stats.get("collector"),
+        "server_realtime": stats.get("realtime"),
         "diagnostics": diag,
         "diagnostics_file": str(args.diag_out) if args.diag else None,
         "cpu_count": os.cpu_count(),
