@@ -22,6 +22,7 @@ import duckdb
 import orjson
 
 from microseg.api.fastcheck import SPACES
+from microseg.api.gcpolicy import GcPolicy
 from microseg.api.realtime import RealtimeBridge
 from microseg.api.schema import ensure_schema
 from microseg.api.serving import CommittedBatch, ServingState
@@ -111,6 +112,7 @@ class Collector:
         self.last_error: str | None = None
         self._inflight = 0
         self.gc_pauses = GcPauses()
+        self.gc_policy: GcPolicy | None = None  # periodic re-freeze (see api.gcpolicy)
         self._froze = False
 
     # -- lifecycle ------------------------------------------------------------------------------
@@ -140,6 +142,9 @@ class Collector:
         if self.settings.gc_freeze_at_start and not self._froze:
             gc.freeze()  # startup objects are long-lived: full collections skip them
             self._froze = True
+            self.gc_policy = GcPolicy(
+                self.settings.gc_refreeze_seconds, self.settings.gc_full_seconds
+            )
         gc.callbacks.append(self.gc_pauses)
         self._thread = threading.Thread(target=self._run, name="microseg-importer", daemon=True)
         self._thread.start()
@@ -163,6 +168,8 @@ class Collector:
 
     def _run(self) -> None:
         while True:
+            if self.gc_policy is not None:
+                self.gc_policy.tick()
             segment = self.spool.take()
             if segment is None:
                 if self._stop.is_set():
@@ -410,4 +417,5 @@ class Collector:
             "last_error": self.last_error,
             **{f"spool_{k}": v for k, v in self.spool.stats().items()},
             "gc_pauses": self.gc_pauses.stats(),
+            "gc_policy": self.gc_policy.stats() if self.gc_policy is not None else None,
         }

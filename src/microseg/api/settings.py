@@ -112,3 +112,15 @@ class ApiSettings(BaseSettings):
         " the loaded serving state) out of reach of Python's cyclic GC (gc.freeze), so its"
         " stop-the-world full collections scan only what was allocated since",
     )
+    gc_refreeze_seconds: float = Field(
+        default=60.0,
+        ge=0,
+        description="with gc_freeze_at_start: freeze the long-lived heap again this often, so"
+        " full collections under load stay short (0: only at start; see api.gcpolicy)",
+    )
+    gc_full_seconds: float = Field(
+        default=600.0,
+        ge=0,
+        description="with gc_refreeze_seconds: unfreeze and collect everything this often, so"
+        " reference cycles that died while frozen are reclaimed (0: never)",
+    )
