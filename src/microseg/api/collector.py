@@ -22,7 +22,7 @@ import duckdb
 import orjson
 
 from microseg.api.fastcheck import SPACES
-from microseg.api.gcpolicy import GcPolicy
+from microseg.api.gcpolicy import GcPauses, GcPolicy
 from microseg.api.realtime import RealtimeBridge
 from microseg.api.schema import ensure_schema
 from microseg.api.serving import CommittedBatch, ServingState
@@ -58,37 +58,6 @@ def event_id_text(item: Any) -> str | None:
     return orjson.dumps(value).decode()
 
 
-class GcPauses:
-    """Stop-the-world pauses of Python's cyclic GC by generation (a ``gc.callbacks`` hook):
-    while one runs, no request is served, so a full collection of a large heap shows up
-    directly in the latency tail."""
-
-    def __init__(self) -> None:
-        self.collections = [0, 0, 0]
-        self.total = [0.0, 0.0, 0.0]
-        self.longest = [0.0, 0.0, 0.0]
-        self._started = 0.0
-
-    def __call__(self, phase: str, info: dict[str, int]) -> None:
-        if phase == "start":
-            self._started = time.perf_counter()
-            return
-        gen, took = info["generation"], time.perf_counter() - self._started
-        self.collections[gen] += 1
-        self.total[gen] += took
-        self.longest[gen] = max(self.longest[gen], took)
-
-    def stats(self) -> dict[str, Any]:
-        return {
-            f"gen{g}": {
-                "collections": self.collections[g],
-                "total_ms": round(1000 * self.total[g], 1),
-                "max_ms": round(1000 * self.longest[g], 1),
-            }
-            for g in range(3)
-        } | {"frozen_objects": gc.get_freeze_count()}
-
-
 class Collector:
     """Owns the spool and the importer thread."""
 
@@ -112,8 +81,7 @@ class Collector:
         self.last_error: str | None = None
         self._inflight = 0
         self.gc_pauses = GcPauses()
-        self.gc_policy: GcPolicy | None = None  # periodic re-freeze (see api.gcpolicy)
-        self._froze = False
+        self.gc_policy: GcPolicy | None = None  # set while startup objects are frozen
 
     # -- lifecycle ------------------------------------------------------------------------------
     def recover(self) -> int:
@@ -139,9 +107,8 @@ class Collector:
             # The importer's Python work (building SQL, reading batches back) holds the GIL;
             # with the default 5 ms every hand-over to a request's thread can cost that much.
             sys.setswitchinterval(self.settings.gil_switch_ms / 1000)
-        if self.settings.gc_freeze_at_start and not self._froze:
+        if self.settings.gc_freeze_at_start and self.gc_policy is None:
             gc.freeze()  # startup objects are long-lived: full collections skip them
-            self._froze = True
             self.gc_policy = GcPolicy(
                 self.settings.gc_refreeze_seconds, self.settings.gc_full_seconds
             )
@@ -158,9 +125,9 @@ class Collector:
         self.spool.close()
         if self.gc_pauses in gc.callbacks:
             gc.callbacks.remove(self.gc_pauses)
-        if self._froze:  # back to the oldest generation (another app may start in-process)
+        if self.gc_policy is not None:  # back to the oldest generation (another app may start)
             gc.unfreeze()
-            self._froze = False
+            self.gc_policy = None
 
     def alive(self) -> bool:
         """True while the importer thread runs."""
