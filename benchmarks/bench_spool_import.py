@@ -21,38 +21,19 @@ import json
 import pstats
 import tempfile
 import time
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import orjson
+from bench_soak import batch_events
 
 from microseg.api.collector import SOURCE_PREFIX, SPEC
 from microseg.workspace import Workspace
 
-TYPES = ("page_view", "page_view", "product_view", "add_to_cart", "purchase")
-
 
 def segment(directory: Path, k: int, events: int) -> Path:
-    """A spool-shaped segment: the soak's event mix over 50,000 returning users."""
-    ts = (datetime.now(UTC) - timedelta(seconds=1)).isoformat()
+    """A spool-shaped segment: the soak's batch ``k`` (same event mix and users)."""
     path = directory / f"seg-{k:06d}.jsonl"
-    path.write_bytes(
-        b"".join(
-            orjson.dumps(
-                {
-                    "event_id": f"s{k}-{i}",
-                    "event_type": TYPES[i % len(TYPES)],
-                    "timestamp": ts,
-                    "user_id": f"u{(k * events + i) % 50_000}",
-                    "price": 10.0,
-                    "quantity": 1,
-                    "url": "/x",
-                }
-            )
-            + b"\n"
-            for i in range(events)
-        )
-    )
+    path.write_bytes(b"".join(orjson.dumps(e) + b"\n" for e in batch_events(k, events, None)))
     return path
 
 
