@@ -112,8 +112,10 @@ def test_committed_batches_retain_no_python_memory(
             return real_import(*args, **kwargs)
 
         monkeypatch.setattr(ws, "import_events", leaky)
-        planted = _retained_per_import(post, 1000, 10)
-        assert len(hoard) == 10
+        # 20 imports: frees by the server's background threads during the window average out
+        # (over 10, a loaded CI box once measured 3.6 KB of the planted 4 KiB)
+        planted = _retained_per_import(post, 1000, 20)
+        assert len(hoard) == 20
         remembered = (len(bridge._committed_ids), len(bridge._delivered))
         assert remembered == (100, 5), remembered  # at their bounds, not growing
         assert planted > LIMIT_BYTES_PER_IMPORT + 3000, planted  # the measurement sees it
