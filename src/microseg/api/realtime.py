@@ -332,8 +332,11 @@ class RealtimeBridge:
         return applied
 
     def pending_count(self) -> int:
-        """Events evaluated at acknowledgement whose import has not committed yet."""
-        return len(self._pending_ids)
+        """Events evaluated at acknowledgement whose import has not committed yet. Read under
+        the lock: a commit or discard pops its events first and corrects profiles after, so
+        an unlocked read could report 0 while the correction is still being applied."""
+        with self._lock:
+            return len(self._pending_ids)
 
     def stats(self) -> dict[str, int]:
         with self._lock:
