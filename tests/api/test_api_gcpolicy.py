@@ -56,3 +56,53 @@ def test_zero_interval_turns_the_policy_off() -> None:
     policy.tick()
     assert policy.freezes == 0 and policy.full_collections == 0
     assert gc.get_freeze_count() == 0
+
+
+def test_without_auto_full_python_runs_no_full_pass_and_activate_is_undone() -> None:
+    before = gc.get_threshold()
+    policy = GcPolicy(refreeze_seconds=60, full_seconds=600, auto_full=False)
+    policy.activate()
+    assert gc.get_threshold()[:2] == before[:2] and gc.get_threshold()[2] >= 2**31 - 1
+    assert gc.get_freeze_count() > 0
+    policy.deactivate()
+    assert gc.get_threshold() == before and gc.get_freeze_count() == 0
+    kept = GcPolicy(refreeze_seconds=60, full_seconds=600, auto_full=True)
+    kept.activate()
+    assert gc.get_threshold() == before  # Python's own full collections stay on
+    kept.deactivate()
+
+
+def test_an_imports_cycles_die_young_instead_of_being_promoted() -> None:
+    policy = GcPolicy(refreeze_seconds=60, full_seconds=600, auto_full=False)
+    policy.activate()
+    try:
+        promoted_before = len(gc.get_objects(2))
+        refs = []
+        with policy.importing():
+            assert not gc.isenabled()  # nothing the block allocates is promoted meanwhile
+            for _ in range(5_000):  # far past the young threshold: would be collected (and
+                a, b = Node(), Node()  # the survivors promoted) several times without it
+                a.other, b.other = b, a
+                refs.append(weakref.ref(a))
+            del a, b
+        assert gc.isenabled()
+        assert all(r() is None for r in refs)  # freed by the one young collection at the end
+        assert len(gc.get_objects(2)) - promoted_before < 100
+        stats = policy.stats()
+        assert stats["import_collections"] == 1 and stats["import_cycles_collected"] >= 10_000
+    finally:
+        policy.deactivate()
+
+
+def test_import_scope_is_inert_with_auto_full_or_a_disabled_collector() -> None:
+    with GcPolicy(60, 600, auto_full=True).importing():
+        assert gc.isenabled()
+    gc.disable()
+    try:
+        policy = GcPolicy(60, 600, auto_full=False)
+        with policy.importing():
+            assert not gc.isenabled()
+        assert not gc.isenabled()  # whoever disabled it keeps it disabled
+        assert policy.young_collections == 0
+    finally:
+        gc.enable()

@@ -15,6 +15,7 @@ import logging
 import sys
 import threading
 import time
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -108,10 +109,13 @@ class Collector:
             # with the default 5 ms every hand-over to a request's thread can cost that much.
             sys.setswitchinterval(self.settings.gil_switch_ms / 1000)
         if self.settings.gc_freeze_at_start and self.gc_policy is None:
-            gc.freeze()  # startup objects are long-lived: full collections skip them
+            # startup objects are long-lived: full collections skip them
             self.gc_policy = GcPolicy(
-                self.settings.gc_refreeze_seconds, self.settings.gc_full_seconds
+                self.settings.gc_refreeze_seconds,
+                self.settings.gc_full_seconds,
+                auto_full=self.settings.gc_auto_full,
             )
+            self.gc_policy.activate()
         gc.callbacks.append(self.gc_pauses)
         self._thread = threading.Thread(target=self._run, name="microseg-importer", daemon=True)
         self._thread.start()
@@ -126,7 +130,7 @@ class Collector:
         if self.gc_pauses in gc.callbacks:
             gc.callbacks.remove(self.gc_pauses)
         if self.gc_policy is not None:  # back to the oldest generation (another app may start)
-            gc.unfreeze()
+            self.gc_policy.deactivate()
             self.gc_policy = None
 
     def alive(self) -> bool:
@@ -253,7 +257,7 @@ class Collector:
         for attempt in range(1, self.settings.import_retries + 1):
             try:
                 # One holder of the DuckDB connection at a time: API reads wait for the commit.
-                with store.lock:
+                with store.lock, self._gc_scope():
                     result = self.workspace.import_events(segment.path, source=source, spec=SPEC)
                     committed = self._record_commit(segment, source, result)
                 break
@@ -280,6 +284,10 @@ class Collector:
         self.committed_segments += 1
         for waiter, outcome in zip(segment.waiters, outcomes, strict=True):
             waiter.future.set_result(outcome)
+
+    def _gc_scope(self) -> AbstractContextManager[None]:
+        """The GC policy's import scope (its short-lived cycles die young), if there is one."""
+        return self.gc_policy.importing() if self.gc_policy is not None else nullcontext()
 
     def _undo(self, segment: Segment, detail: str | None) -> None:
         """The segment is not imported now: undo what its events did in the real-time state

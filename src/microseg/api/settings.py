@@ -124,3 +124,10 @@ class ApiSettings(BaseSettings):
         description="with gc_refreeze_seconds: unfreeze and collect everything this often, so"
         " reference cycles that died while frozen are reclaimed (0: never)",
     )
+    gc_auto_full: bool = Field(
+        default=False,
+        description="with gc_freeze_at_start: let Python run its own full collections (each a"
+        " stop-the-world pass over everything unfrozen); off by default: the periodic full"
+        " pass of gc_full_seconds does them, and each spool import runs with the GC paused"
+        " and ends with one young collection that frees its short-lived cycles",
+    )
