@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import contextlib
 import json
+import threading
 import time
 import uuid
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -23,7 +25,7 @@ from microseg.config.models import ProjectSettings
 from microseg.config.sources import SourceSpec, detect_format, resolve_fields
 from microseg.console import Progress, SilentProgress
 from microseg.errors import ImportFileError, display_path
-from microseg.ingest import commit, linebreaks, reader
+from microseg.ingest import commit, linebreaks, reader, stage
 from microseg.ingest import rejects as rejects_mod
 from microseg.ingest.stage import StageBuilder
 from microseg.privacy.crypto import KeyRing, normalise_email
@@ -232,13 +234,15 @@ def _import_batch(
         else:
             source_columns = [c for c in columns if c != "file_row_number"]
         fields = resolve_fields(spec, source_columns, list(settings.taxonomy.property_columns()))
-        builder = StageBuilder(settings, fmt, columns, fields, source_name, now)
-        keyed = commit.keyed_select(builder.stage_select(source))
+        builder = StageBuilder(settings, fmt, columns, fields)
         progress.update(note=f"read + validate {path.name}")
         with store.lock:
             _register_token_udf(store.con, keys)
             register_marker_udf(store.con, keys)  # erased subjects' events -> quarantine
-            batch = _stage(store, keyed, params, _streamed(store, path, fmt, rows), shown)
+            store.execute(stage.SET_SOURCE, [source_name])
+            store.execute(stage.SET_FUTURE_LIMIT, [stage.future_limit(settings, now)])
+            streamed = _streamed(store, path, fmt, rows)
+            batch = _stage(store, builder, source, params, streamed, shown)
             rejects = reader.csv_rejects(store) if fmt in {"csv", "jsonl"} else []
             rejects = sorted(rejects + text.rejects)
             progress.update(note="store")
@@ -312,8 +316,55 @@ def _streamed(store: Store, path: Path, fmt: str, rows: tuple[int, int] | None) 
     return reader.row_groups(path, rows) >= threads
 
 
+class StageStatements:
+    """Rendered stage statements by file shape (bounded, least recently used out).
+
+    The HTTP collector imports a small spool segment every second or so, each of the same
+    shape: building and rendering its ~2,000-node stage tree cost ~40 ms of the importer's
+    CPU (holding the GIL) and left ~10,000 objects in reference cycles (sqlglot's parent
+    links), which only a stop-the-world collection frees. Per-import values (the source
+    name, the future-timestamp limit) are DuckDB variables, so the text is reusable."""
+
+    def __init__(self, size: int = 64) -> None:
+        self.size = size
+        self.hits = 0
+        self._lock = threading.Lock()
+        self._texts: OrderedDict[tuple[Any, ...], str] = OrderedDict()
+
+    def get(self, builder: StageBuilder, source: exp.Expr) -> str:
+        """``CREATE TEMP TABLE _ms_stage AS <stage select>`` for this builder and reader."""
+        key = (
+            stage.shape_key(builder.settings),
+            builder.fmt,
+            tuple(builder.columns.items()),
+            tuple(sorted(builder.fields.items())),
+            q.render(source),
+        )
+        with self._lock:
+            text = self._texts.get(key)
+            if text is not None:
+                self._texts.move_to_end(key)
+                self.hits += 1
+                return text
+        keyed = commit.keyed_select(builder.stage_select(source))
+        text = q.render(q.create_temp(STAGE, keyed))
+        with self._lock:
+            self._texts[key] = text
+            while len(self._texts) > self.size:
+                self._texts.popitem(last=False)
+        return text
+
+
+STAGE_STATEMENTS = StageStatements()
+
+
 def _stage(
-    store: Store, keyed: exp.Select, params: list[Any], streamed: bool, shown: str
+    store: Store,
+    builder: StageBuilder,
+    source: exp.Expr,
+    params: list[Any],
+    streamed: bool,
+    shown: str,
 ) -> commit.Batch:
     """Read and validate the file once into a temp table.
 
@@ -321,17 +372,19 @@ def _stage(
     again: cheaper than holding every column of millions of rows. Otherwise (CSV / JSON
     Lines: read once for their reject tables and row numbers; Parquet in few row groups;
     batches that may hold erased subjects, whose guard updates the stage) the whole stage
-    is kept."""
-    name = KEYS if streamed else STAGE
-    select = commit.key_table_select(keyed) if streamed else keyed
+    is kept (its statement comes from :data:`STAGE_STATEMENTS`)."""
+    keyed: exp.Select | None = None
+    statement: exp.Expr | str
+    if streamed:
+        keyed = commit.keyed_select(builder.stage_select(source))
+        statement = q.create_temp(KEYS, commit.key_table_select(keyed))
+    else:
+        statement = STAGE_STATEMENTS.get(builder, source)
     try:
-        store.execute(
-            q.create_temp(name, select),
-            params,
-        )
+        store.execute(statement, params)
     except duckdb.Error as exc:
         raise ImportFileError(f"{shown}: {reader.explain_read_error(exc)}") from None
-    if streamed:
+    if keyed is not None:
         return commit.Batch(rows=keyed, params=params, keys=KEYS)
     return commit.Batch(rows=q.table(STAGE), params=[], keys=STAGE)
 

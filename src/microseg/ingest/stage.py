@@ -23,6 +23,37 @@ VALID_OFFSET_RE = (
     r"|-(0\d|1[01])(:?[0-5]\d(:[0-5]\d)?)?|-12(:?00(:00)?)?)$"
 )
 JSON_PATH_OK = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.")
+# Per-import values the stage reads from DuckDB variables (set by :func:`set_stage_variables`)
+# instead of literals, so one file shape always renders to the same statement (cached).
+SOURCE_VAR = "microseg_stage_source"
+FUTURE_LIMIT_VAR = "microseg_stage_future_limit"
+
+
+SET_SOURCE = "SET VARIABLE microseg_stage_source = ?"
+SET_FUTURE_LIMIT = "SET VARIABLE microseg_stage_future_limit = CAST(? AS TIMESTAMP)"
+
+
+def future_limit(settings: ProjectSettings, now: datetime) -> datetime:
+    """Events timestamped after this are quarantined as future_timestamp."""
+    return now + timedelta(minutes=settings.ingest.max_future_skew_minutes)
+
+
+def shape_key(settings: ProjectSettings) -> str:
+    """Every setting the stage query depends on (part of its cache key)."""
+    return (
+        settings.taxonomy.model_dump_json()
+        + settings.ingest.model_dump_json()
+        + settings.identity.model_dump_json()
+    )
+
+
+def _variable(name: str, type_: str) -> exp.Expr:
+    return exp.cast(q.func("getvariable", q.lit(name)), type_)
+
+
+def source_prefix() -> exp.Expr:
+    """``<source name>:``, the prefix of ids generated from row numbers."""
+    return exp.DPipe(this=_variable(SOURCE_VAR, "VARCHAR"), expression=q.lit(":"))
 
 
 class StageBuilder:
@@ -34,16 +65,12 @@ class StageBuilder:
         fmt: str,
         columns: dict[str, str],
         fields: dict[str, FieldMap],
-        source_name: str,
-        now: datetime,
     ) -> None:
         self.settings = settings
         self.tax: Taxonomy = settings.taxonomy
         self.fmt = fmt
         self.columns = columns
         self.fields = fields
-        self.source_name = source_name
-        self.now = now
 
     # raw access -------------------------------------------------------------------------
     def _source(self, column: str) -> exp.Expr:
@@ -174,9 +201,7 @@ class StageBuilder:
         if "event_id" in self.fields:
             return self.text("event_id")
         # No id in the source: the file's row number makes re-imports idempotent.
-        return exp.DPipe(
-            this=q.lit(self.source_name + ":"), expression=exp.cast(q.col("_row"), "VARCHAR")
-        )
+        return exp.DPipe(this=source_prefix(), expression=exp.cast(q.col("_row"), "VARCHAR"))
 
     def row_number(self) -> exp.Expr:
         if self.fmt == "parquet":
@@ -234,9 +259,7 @@ class StageBuilder:
         event_id = (
             q.col("_event_id_raw")
             if "event_id" in self.fields
-            else exp.DPipe(
-                this=q.lit(self.source_name + ":"), expression=exp.cast(q.col("_row"), "VARCHAR")
-            )
+            else exp.DPipe(this=source_prefix(), expression=exp.cast(q.col("_row"), "VARCHAR"))
         )
         outer = exp.select(
             q.col("_row"),
@@ -373,10 +396,9 @@ class StageBuilder:
                 ),
             )
         )
-        limit = self.now + timedelta(minutes=self.settings.ingest.max_future_skew_minutes)
         checks.append(
             (
-                exp.GT(this=ts, expression=exp.cast(q.lit(limit.isoformat(sep=" ")), "TIMESTAMP")),
+                exp.GT(this=ts, expression=_variable(FUTURE_LIMIT_VAR, "TIMESTAMP")),
                 "future_timestamp",
                 exp.DPipe(this=q.lit("ts="), expression=exp.cast(ts, "VARCHAR")),
             )
