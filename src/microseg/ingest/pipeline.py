@@ -337,7 +337,7 @@ class StageStatements:
             stage.shape_key(builder.settings),
             builder.fmt,
             tuple(builder.columns.items()),
-            tuple(sorted(builder.fields.items())),
+            tuple((k, f.model_dump_json()) for k, f in sorted(builder.fields.items())),
             q.render(source),
         )
         with self._lock:
