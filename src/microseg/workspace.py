@@ -36,9 +36,10 @@ class Workspace:
         progress: Progress | None = None,
         actor: str = "library",
         memory_limit: str | None = None,
+        threads: int | None = None,
     ) -> None:
         self.project = project
-        self.store = store or Store(project.store_path, memory_limit=memory_limit)
+        self.store = store or Store(project.store_path, memory_limit=memory_limit, threads=threads)
         self.progress: Progress = progress or SilentProgress()
         self.actor = actor
         self._keys: KeyRing | None = None

@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
@@ -122,6 +123,7 @@ class RealtimeBridge:
         self.session_types = frozenset(session_types)
         self._lock = threading.Lock()
         self._persist_lock = threading.Lock()
+        self.lock_held_ms: dict[str, float] = {}  # longest hold of _lock, by holder
         self._pending: dict[str, dict[str, str]] = {}  # spool segment -> event id -> profile
         self._pending_ids: dict[str, str] = {}  # event id -> spool segment
         self._committed_ids: OrderedDict[str, None] = OrderedDict()
@@ -172,6 +174,7 @@ class RealtimeBridge:
             return 0
         source = SOURCE_PREFIX + segment
         with self._lock:
+            started = time.perf_counter()
             if segment in self._delivered:
                 return 0  # the import got there first: its commit already evaluated them
             pending = self._pending.setdefault(segment, {})
@@ -199,6 +202,7 @@ class RealtimeBridge:
                 raise
             finally:
                 self._apply(changes, state)  # saved when the batch commits
+                self._held("offer", started)
             self.provisional_events += len(fresh)
             return len(fresh)
 
@@ -212,6 +216,7 @@ class RealtimeBridge:
         rows = [r for r in table.to_pylist() if r.get("profile_id") is not None]
         rows.sort(key=lambda r: r["ts"])
         with self._lock:
+            started = time.perf_counter()
             pending = self._settle(batch.segment)
             fresh, stale = [], set()
             for row in rows:
@@ -232,6 +237,7 @@ class RealtimeBridge:
             changes = [c for row in fresh for c in self.evaluator.on_event(row)]
             changes.extend(self._correct(stale, state))
             self._apply(changes, state)
+            self._held("commit", started)
         self.persist()
 
     def discard(self, segment: str, state: ServingState) -> int:
@@ -327,9 +333,16 @@ class RealtimeBridge:
     def sweep(self, state: ServingState, now: datetime | None = None) -> int:
         """Settle time boundaries up to ``now``; returns the number of membership changes."""
         with self._lock:
+            started = time.perf_counter()
             applied = self._apply(self.evaluator.sweep(now or utcnow()), state)
+            self._held("sweep", started)
         self.persist()
         return applied
+
+    def _held(self, what: str, started: float) -> None:
+        """Record how long the evaluation lock was held (acknowledgements wait meanwhile)."""
+        took = 1000 * (time.perf_counter() - started)
+        self.lock_held_ms[what] = max(self.lock_held_ms.get(what, 0.0), took)
 
     def pending_count(self) -> int:
         """Events evaluated at acknowledgement whose import has not committed yet. Read under
@@ -338,7 +351,7 @@ class RealtimeBridge:
         with self._lock:
             return len(self._pending_ids)
 
-    def stats(self) -> dict[str, int]:
+    def stats(self) -> dict[str, float]:
         with self._lock:
             return {
                 "changes_applied": self.changes_applied,
@@ -346,7 +359,7 @@ class RealtimeBridge:
                 "pending_events": len(self._pending_ids),
                 "corrections": self.corrections,
                 "unsaved_changes": len(self._unsaved),
-            }
+            } | {f"lock_max_ms_{k}": round(v, 1) for k, v in self.lock_held_ms.items()}
 
     def _apply(self, changes: Iterable[Change], state: ServingState) -> int:
         """Serve the changes at once; they are saved by the next :meth:`persist`."""

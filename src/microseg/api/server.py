@@ -45,6 +45,12 @@ def tls_options(cert: str | Path | None, key: str | Path | None) -> dict[str, st
     return {"ssl_certfile": str(cert), "ssl_keyfile": str(key)}
 
 
+def default_store_threads() -> int:
+    """DuckDB threads of the server's store: every core but one (at least one), so the
+    importer's queries cannot take the cores the request and evaluation threads need."""
+    return max(1, (os.cpu_count() or 1) - 1)
+
+
 def serve(
     project: str | Path = ".",
     *,
@@ -75,7 +81,8 @@ def serve(
     settings = settings or ApiSettings()
     memory.set_arena_max(settings.malloc_arena_max)  # before the store's and server's threads
     memory_limit = settings.store_memory_limit or memory.default_store_memory_limit()
-    workspace = Workspace.open(project, actor="api", memory_limit=memory_limit)
+    threads = settings.store_threads or default_store_threads()
+    workspace = Workspace.open(project, actor="api", memory_limit=memory_limit, threads=threads)
     try:
         bridge = bridge_for(workspace, settings.realtime)
         app = create_app(workspace, settings, realtime=bridge, close_workspace=True, freeze_gc=True)

@@ -106,6 +106,14 @@ class ApiSettings(BaseSettings):
         " when the collector's importer starts: how long an HTTP thread may wait for the GIL"
         " while the importer runs Python code (Python's default: 5 ms; 0: leave it)",
     )
+    store_threads: int | None = Field(
+        default=None,
+        ge=1,
+        le=256,
+        description="DuckDB worker threads of the server's store (default: one fewer than the"
+        " machine's cores, at least 1, so the importer's queries leave a core to the request"
+        " path)",
+    )
     gc_freeze_at_start: bool = Field(
         default=True,
         description="when the importer starts, move every object already allocated (modules,"
