@@ -11,6 +11,10 @@ check that a faster import stores the same thing.
     python benchmarks/bench_import.py --sizes 1000000 --memory-limit 2GB --json out.json
 
 Targets (issue "The spine"): >= 1 M events/s from Parquet on 2 cores; peak RSS <= 3 GB at 10 M.
+
+``--floor`` also times DuckDB alone copying the same file into a table of a fresh database
+file (``CREATE TABLE ... AS SELECT * FROM read_parquet(...)``: no validation, ids, sessions or
+dedup, the same memory limit): the most any import into this store can reach on the machine.
 """
 
 from __future__ import annotations
@@ -76,6 +80,37 @@ print(json.dumps({"rows_read": r.rows_read, "inserted": r.inserted, "quarantined
 """
 
 
+FLOOR = r"""
+import json, sys, time, duckdb
+path, db, limit = sys.argv[1], sys.argv[2], sys.argv[3]
+con = duckdb.connect(db, config={"memory_limit": limit} if limit else {})
+c0, t0 = time.process_time(), time.perf_counter()
+con.execute("CREATE TABLE copied AS SELECT * FROM read_parquet(?)", [path])
+con.execute("CHECKPOINT")
+wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+rows = con.execute("SELECT count(*) FROM copied").fetchone()[0]
+print(json.dumps({"rows": rows, "wall_s": wall, "cpu_s": cpu}))
+"""
+
+
+def floor_copy(path: Path, workdir: Path, memory_limit: str) -> dict[str, float]:
+    """DuckDB alone copying ``path`` into a table of a fresh database file (see --floor)."""
+    db = workdir / f"floor_{path.stem}.duckdb"
+    db.unlink(missing_ok=True)
+    proc = subprocess.run(
+        [sys.executable, "-c", FLOOR, str(path), str(db), memory_limit],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    db.unlink(missing_ok=True)
+    Path(str(db) + ".wal").unlink(missing_ok=True)
+    if proc.returncode != 0:
+        raise RuntimeError(proc.stderr[-2000:])
+    out: dict[str, float] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return out
+
+
 def ensure_file(workdir: Path, n: int, seed: int) -> Path:
     """The cached synthetic file for ``n`` events (n / 10 profiles, 90 days)."""
     path = workdir / f"synth_{n}_s{seed}.parquet"
@@ -133,6 +168,11 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--json", type=Path, help="also write the results here")
     ap.add_argument(
+        "--floor",
+        action="store_true",
+        help="also time DuckDB alone copying the file into a table (the machine's ceiling)",
+    )
+    ap.add_argument(
         "--profile",
         action="store_true",
         help="time every statement of the import (wall and CPU-s) and print the costliest",
@@ -165,6 +205,15 @@ def main() -> None:
         print(f"{'':>12}  digest {r['digest']}", flush=True)
         if args.profile:
             print_stages(r["stages"], wall, cpu)  # type: ignore[arg-type]
+        if args.floor:
+            f = floor_copy(path, args.workdir, args.memory_limit)
+            r["floor"] = f
+            print(
+                f"{'':>12}  DuckDB's own copy of the file: {f['wall_s']:.1f}s wall "
+                f"({n / f['wall_s']:,.0f} ev/s), {f['cpu_s']:.1f}s CPU; the import takes "
+                f"{wall / f['wall_s']:.1f}x its time",
+                flush=True,
+            )
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
 

@@ -17,6 +17,9 @@ evaluator on, spool fsync on). Then, in separate processes:
   ``--probe-users N`` (or ``auto``) recycles a pool of N probe users instead, each reused only
   after it has left the segment (window + 90 s), so the population is bounded and memory can
   plateau. A reused user still in the segment when its probe is sent is skipped and counted.
+  With ``--probe-mode own`` the reader itself sends each probe as a one-event request (and
+  polls from that moment) instead of learning of it through a queue from the generator: the
+  queue hand-off in a busy process (reported as ``probe_handoff``) is then not in the figure.
 
 **Membership-visible latency** = time of the first decision response listing the segment
 minus the time the batch was sent (the target's reading: event -> visible), also reported
@@ -89,7 +92,9 @@ def rss_mb(pid: int) -> float:
     return float("nan")
 
 
-def setup(root: Path, window: str) -> dict[str, str]:
+def setup(root: Path, window: str, prefill: int = 0) -> dict[str, str]:
+    """The soak's project: one real-time segment, API keys and, with ``prefill``, that many
+    synthetic past events already stored (a store larger than DuckDB's cap from the start)."""
     Workspace.init(root, "soak").close()
     for f in (root / "segments").glob("*.yaml"):
         f.unlink()
@@ -97,6 +102,14 @@ def setup(root: Path, window: str) -> dict[str, str]:
         f"name: {SEGMENT}\nrule:\n  event: page_view\n  last: {window}\n  gte: 1\n"
     )
     with Workspace.open(root) as ws:
+        if prefill:
+            from microseg.synth import generate_events
+
+            past = root.parent / "prefill.parquet"
+            generate_events(past, prefill, max(prefill // 10, 1), seed=7)
+            ws.import_events(past, source="prefill")
+            past.unlink()
+            past.with_name(past.stem + ".truth.parquet").unlink(missing_ok=True)
         return {
             role: create_key(ws.store, ws.keys, role, rate_per_second=1e9)[1]
             for role in ("collector", "decision-reader", "admin")
@@ -247,12 +260,65 @@ def generator(
 
 
 # -------------------------------------------------------------------------------- reader
+class DecidePoller:
+    """``GET /v1/decide/<user>`` over pooled keep-alive sockets, parsed by hand: polling
+    every millisecond through httpx cost the reader most of a core on this 2-core machine,
+    CPU taken from the server it measures (and its own polls ran late)."""
+
+    def __init__(self, port: int, key: str) -> None:
+        self.port = port
+        self.key = key
+        self._idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+
+    async def segments(self, user: str) -> tuple[int, list[str]]:
+        """Status code and served segments (empty unless 200)."""
+        conn = (
+            self._idle.pop()
+            if self._idle
+            else await asyncio.open_connection("127.0.0.1", self.port)
+        )
+        reader, writer = conn
+        try:
+            writer.write(
+                f"GET /v1/decide/{user} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                f"X-API-Key: {self.key}\r\n\r\n".encode()
+            )
+            head = await reader.readuntil(b"\r\n\r\n")
+            lines = head.split(b"\r\n")
+            status = int(lines[0].split()[1])
+            lengths = [
+                int(line.split(b":", 1)[1])
+                for line in lines[1:]
+                if line.lower().startswith(b"content-length:")
+            ]
+            if not lengths:
+                raise ValueError("response without Content-Length")
+            length = lengths[0]
+            body = await reader.readexactly(length)
+        except BaseException:
+            writer.close()
+            raise
+        self._idle.append(conn)
+        return status, (orjson.loads(body)["segments"] if status == 200 else [])
+
+
 def reader(
-    port: int, key: str, q: Any, out: Any, stale_after: float, timeout: float = 300.0
+    port: int,
+    key: str,
+    q: Any,
+    out: Any,
+    stale_after: float,
+    own: tuple[str, float, int, float] | None = None,
+    timeout: float = 300.0,
 ) -> None:
-    """Poll the decision API for every probe from its send time; see the module docstring."""
+    """Poll the decision API for every probe from its send time; see the module docstring.
+
+    ``own`` = (collector key, probes/s, probe users, seconds): this process sends each probe
+    itself, a one-event request, and polls from that moment (``--probe-mode own``)."""
     sent_at: dict[int, float] = {}
     acked_at: dict[int, float] = {}
+    handoff: list[float] = []  # from the generator's send until this process starts polling
+    own_acked: list[str] = []
     failed: set[int] = set()
     seen_at: dict[int, float] = {}
     last_seen: dict[str, float] = {}  # probe user -> when its membership was last observed
@@ -261,23 +327,66 @@ def reader(
     fivexx = 0
     transport = [0]
 
+    poller = DecidePoller(port, key)
+
     async def probe(client: httpx.AsyncClient, b: int, user: str, sent: float) -> None:
         nonlocal fivexx
         while time.monotonic() - sent < timeout and b not in failed:
             try:
-                r = await client.get(f"/v1/decide/{user}", headers={"X-API-Key": key})
-            except httpx.TransportError:  # e.g. a keep-alive connection closed by the server
+                status, segments = await poller.segments(user)
+            except (OSError, asyncio.IncompleteReadError, ValueError):  # connection closed
                 transport[0] += 1
                 continue
-            if r.status_code >= 500:
+            if status >= 500:
                 fivexx += 1
-            if r.status_code == 200 and SEGMENT in r.json()["segments"]:
+            if status == 200 and SEGMENT in segments:
                 seen_at[b] = last_seen[user] = time.monotonic()
                 return
             # 1 ms resolution for the first 100 ms, then 10 ms (fewer polls when far behind)
             await asyncio.sleep(0.001 if time.monotonic() - sent < 0.1 else 0.01)
         if b not in failed:
             timed_out.add(b)
+
+    async def send_own(client: httpx.AsyncClient, k: int, user: str, sent: float) -> None:
+        assert own is not None
+        event_id = f"r{k}"
+        event = {"event_id": event_id, "event_type": "page_view", "user_id": user}
+        event["timestamp"] = (datetime.now(UTC) - timedelta(seconds=1)).isoformat()
+        try:
+            r = await client.post(
+                "/v1/events/batch?wait=false",
+                content=orjson.dumps({"events": [event]}),
+                headers={"X-API-Key": own[0], "content-type": "application/json"},
+            )
+        except httpx.HTTPError:
+            failed.add(k)
+            return
+        if r.status_code in (200, 202):
+            acked_at[k] = time.monotonic()
+            own_acked.append(event_id)
+        else:
+            failed.add(k)
+
+    async def own_probes(client: httpx.AsyncClient) -> None:
+        nonlocal stale
+        assert own is not None
+        _, rate, users, seconds = own
+        start_t, tasks, k = time.monotonic(), [], 0
+        while time.monotonic() < start_t + seconds:
+            due = start_t + k / rate
+            if due > time.monotonic():
+                await asyncio.sleep(due - time.monotonic())
+            user = f"p{k % users}" if users > 0 else f"p{k}"
+            sent = time.monotonic()
+            if sent - last_seen.get(user, -1e18) < stale_after:
+                stale += 1
+            else:
+                sent_at[k] = sent
+                handoff.append(0.0)
+                tasks.append(asyncio.create_task(send_own(client, k, user, sent)))
+                tasks.append(asyncio.create_task(probe(client, k, user, sent)))
+            k += 1
+        await asyncio.gather(*tasks)
 
     async def main() -> None:
         nonlocal stale
@@ -286,6 +395,11 @@ def reader(
         async with httpx.AsyncClient(
             base_url=f"http://127.0.0.1:{port}", timeout=30, limits=limits
         ) as client:
+            if own is not None:
+                await own_probes(client)
+                while await loop.run_in_executor(None, q.get) is not None:
+                    pass  # the generator sends no probes in this mode
+                return
             tasks = []
             while True:
                 item = await loop.run_in_executor(None, q.get)
@@ -297,6 +411,7 @@ def reader(
                         stale += 1  # a recycled user that may still be a member: not a probe
                         continue
                     sent_at[b] = sent
+                    handoff.append(time.monotonic() - sent)
                     tasks.append(asyncio.create_task(probe(client, b, user, sent)))
                 elif item[0] == "ack":
                     acked_at[item[1]] = item[2]
@@ -315,6 +430,8 @@ def reader(
             "stale_skipped": stale,
             "5xx": fivexx,
             "transport_errors": transport[0],
+            "handoff": handoff,
+            "own_acked": own_acked,
         }
     )
 
@@ -351,7 +468,22 @@ def main() -> None:
         help="seconds excluded from the slope (default: the window + 60 s: the evaluator's"
         " window fills and every returning user has been seen)",
     )
+    ap.add_argument(
+        "--probe-mode",
+        choices=("batch", "own"),
+        default="batch",
+        help="batch: a probe event rides in a generator batch and the reader learns of it"
+        " through a queue (its hand-off delay is in the latency, reported as probe_handoff);"
+        " own: the reader sends each probe as a one-event request and polls from that moment",
+    )
     ap.add_argument("--memory-limit", help="DuckDB cap of the server (e.g. 256MB)")
+    ap.add_argument(
+        "--prefill",
+        type=int,
+        default=0,
+        help="store this many synthetic past events before the server starts (with"
+        " --memory-limit: a database larger than the cap from the first minute)",
+    )
     ap.add_argument("--malloc-arena-max", type=int, help="MALLOC_ARENA_MAX for the server")
     ap.add_argument(
         "--duckdb-malloc-conf",
@@ -389,7 +521,7 @@ def main() -> None:
     env = server_env(args)
     tmp = Path(tempfile.mkdtemp(prefix="microseg-soak-"))
     root = tmp / "proj"
-    keys = setup(root, args.window)
+    keys = setup(root, args.window, args.prefill)
     port = free_port()
     server = start(root, port, env, diag=args.diag)
     try:
@@ -438,15 +570,21 @@ def run(
             keys["collector"],
             args.rate,
             args.batch,
-            args.probes,
+            args.probes if args.probe_mode == "batch" else 0.0,
             args.probe_users,
             seconds,
             q,
             gen_out,
         ),
     )
+    own = (
+        (keys["collector"], args.probes, args.probe_users, seconds)
+        if args.probe_mode == "own"
+        else None
+    )
     rd = ctx.Process(
-        target=reader, args=(port, keys["decision-reader"], q, read_out, args.stale_after)
+        target=reader,
+        args=(port, keys["decision-reader"], q, read_out, args.stale_after, own),
     )
     rss: list[tuple[float, float]] = []
     t0 = time.monotonic()
@@ -491,7 +629,12 @@ def run(
         for b in g["acked"]
         for e in batch_events(b, args.batch, None)  # ids only; probe id added below
     }
-    probe_every = max(1, round(args.rate / args.batch / args.probes)) if args.probes > 0 else 0
+    probe_every = (
+        max(1, round(args.rate / args.batch / args.probes))
+        if args.probes > 0 and args.probe_mode == "batch"
+        else 0
+    )
+    expected.update(r["own_acked"])
     for b in g["acked"]:
         if probe_every and b % probe_every == 0:
             expected.discard(f"s{b}-{args.batch - 1}")
@@ -533,8 +676,14 @@ def run(
         "visible_after_ack_p99_ms": pct(r["from_ack"], 99),
         "visible_after_send_p50_ms": pct(r["from_send"], 50),
         "visible_after_send_p99_ms": pct(r["from_send"], 99),
+        "visible_after_send_p90_ms": pct(r["from_send"], 90),
+        "visible_after_send_max_ms": pct(r["from_send"], 100),
+        "probe_mode": args.probe_mode,
+        "probe_handoff_p50_ms": pct(r["handoff"], 50),
+        "probe_handoff_p99_ms": pct(r["handoff"], 99),
         "warmup_seconds": args.warmup,
         "duckdb_memory_limit": args.memory_limit,
+        "prefilled_events": args.prefill,
         "malloc_arena_max": args.malloc_arena_max,
         "duckdb_malloc_conf": args.duckdb_malloc_conf,
         "diag_trim": args.diag and args.trim,
