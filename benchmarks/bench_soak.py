@@ -107,7 +107,7 @@ def setup(root: Path, window: str, prefill: int = 0) -> dict[str, str]:
 
             past = root.parent / "prefill.parquet"
             generate_events(past, prefill, max(prefill // 10, 1), seed=7)
-            ws.import_events(past, source="prefill")
+            ws.import_events(past)
             past.unlink()
             past.with_name(past.stem + ".truth.parquet").unlink(missing_ok=True)
         return {
