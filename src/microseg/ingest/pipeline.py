@@ -242,7 +242,8 @@ def _import_batch(
             store.execute(stage.SET_SOURCE, [source_name])
             store.execute(stage.SET_FUTURE_LIMIT, [stage.future_limit(settings, now)])
             streamed = _streamed(store, path, fmt, rows)
-            batch = _stage(store, builder, source, params, streamed, shown)
+            literals = (source_name, stage.future_limit(settings, now))
+            batch = _stage(store, builder, source, params, streamed, shown, literals)
             rejects = reader.csv_rejects(store) if fmt in {"csv", "jsonl"} else []
             rejects = sorted(rejects + text.rejects)
             progress.update(note="store")
@@ -365,6 +366,7 @@ def _stage(
     params: list[Any],
     streamed: bool,
     shown: str,
+    literals: tuple[str, datetime],
 ) -> commit.Batch:
     """Read and validate the file once into a temp table.
 
@@ -375,7 +377,10 @@ def _stage(
     is kept (its statement comes from :data:`STAGE_STATEMENTS`)."""
     keyed: exp.Select | None = None
     statement: exp.Expr | str
-    if streamed:
+    if streamed:  # one large file: built for this import, with its values as literals
+        builder = StageBuilder(
+            builder.settings, builder.fmt, builder.columns, builder.fields, literals=literals
+        )
         keyed = commit.keyed_select(builder.stage_select(source))
         statement = q.create_temp(KEYS, commit.key_table_select(keyed))
     else:

@@ -51,11 +51,6 @@ def _variable(name: str, type_: str) -> exp.Expr:
     return exp.cast(q.func("getvariable", q.lit(name)), type_)
 
 
-def source_prefix() -> exp.Expr:
-    """``<source name>:``, the prefix of ids generated from row numbers."""
-    return exp.DPipe(this=_variable(SOURCE_VAR, "VARCHAR"), expression=q.lit(":"))
-
-
 class StageBuilder:
     """Builds the stage SELECT for one file: mapped, typed and validated columns."""
 
@@ -65,12 +60,30 @@ class StageBuilder:
         fmt: str,
         columns: dict[str, str],
         fields: dict[str, FieldMap],
+        literals: tuple[str, datetime] | None = None,
     ) -> None:
+        """``literals`` (source name, future limit) are written into the query, for a query
+        built for one import only; without them it reads the DuckDB variables that
+        :data:`SET_SOURCE` and :data:`SET_FUTURE_LIMIT` set (a reusable statement). DuckDB
+        evaluates ``getvariable`` per row: 93 instead of 79 CPU-s for a 10 M-row streamed import."""
         self.settings = settings
         self.tax: Taxonomy = settings.taxonomy
         self.fmt = fmt
         self.columns = columns
         self.fields = fields
+        self.literals = literals
+
+    def source_prefix(self) -> exp.Expr:
+        """``<source name>:``, the prefix of ids generated from row numbers."""
+        if self.literals is not None:
+            return q.lit(self.literals[0] + ":")
+        return exp.DPipe(this=_variable(SOURCE_VAR, "VARCHAR"), expression=q.lit(":"))
+
+    def future_limit(self) -> exp.Expr:
+        """Timestamps after this are quarantined as future_timestamp."""
+        if self.literals is not None:
+            return exp.cast(q.lit(self.literals[1].isoformat(sep=" ")), "TIMESTAMP")
+        return _variable(FUTURE_LIMIT_VAR, "TIMESTAMP")
 
     # raw access -------------------------------------------------------------------------
     def _source(self, column: str) -> exp.Expr:
@@ -201,7 +214,7 @@ class StageBuilder:
         if "event_id" in self.fields:
             return self.text("event_id")
         # No id in the source: the file's row number makes re-imports idempotent.
-        return exp.DPipe(this=source_prefix(), expression=exp.cast(q.col("_row"), "VARCHAR"))
+        return exp.DPipe(this=self.source_prefix(), expression=exp.cast(q.col("_row"), "VARCHAR"))
 
     def row_number(self) -> exp.Expr:
         if self.fmt == "parquet":
@@ -259,7 +272,7 @@ class StageBuilder:
         event_id = (
             q.col("_event_id_raw")
             if "event_id" in self.fields
-            else exp.DPipe(this=source_prefix(), expression=exp.cast(q.col("_row"), "VARCHAR"))
+            else exp.DPipe(this=self.source_prefix(), expression=exp.cast(q.col("_row"), "VARCHAR"))
         )
         outer = exp.select(
             q.col("_row"),
@@ -398,7 +411,7 @@ class StageBuilder:
         )
         checks.append(
             (
-                exp.GT(this=ts, expression=_variable(FUTURE_LIMIT_VAR, "TIMESTAMP")),
+                exp.GT(this=ts, expression=self.future_limit()),
                 "future_timestamp",
                 exp.DPipe(this=q.lit("ts="), expression=exp.cast(ts, "VARCHAR")),
             )
