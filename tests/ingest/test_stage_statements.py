@@ -108,3 +108,21 @@ def test_cache_is_bounded_and_a_cached_import_leaves_few_cycles(
     assert statements.hits >= 1
     # was ~14,500 objects per import before the stage statement was cached (mostly sqlglot)
     assert cyclic_garbage < 8_000
+
+
+def test_a_file_above_the_cache_size_gets_its_own_query_with_literals(
+    ws: Workspace, tmp_path: Path, statements: StageStatements, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(pipeline, "CACHED_STAGE_MAX_BYTES", 0)
+    rows = ["page_view,2024-06-01T12:30:00Z,u1,p1", "page_view,2024-06-01T11:00:00Z,u2,p1"]
+    result = import_events(
+        ws.store,
+        ws.settings,
+        ws.keys,
+        csv(tmp_path, "big.csv", rows),
+        source_name="big",
+        now=datetime(2024, 6, 1, 12, 0),
+    )
+    assert statements.hits == 0 and not statements._texts  # nothing cached
+    assert result.inserted == 1 and result.reasons == {"future_timestamp": 1}
+    assert ws.store.rows("SELECT event_id FROM events") == [("big:2",)]

@@ -35,6 +35,9 @@ from microseg.store import sql as q
 
 STAGE = "_ms_stage"
 KEYS = "_ms_batch_keys"
+# Files up to this size reuse a cached stage statement (per-import values read from DuckDB
+# variables, evaluated per row); larger ones get a query of their own with literals.
+CACHED_STAGE_MAX_BYTES = 16 * 2**20
 PARQUET_CHUNK_ROWS = 10_000_000  # larger Parquet files are imported range by range
 # Parquet batches are streamed (narrow key table + second read of the file) when the range
 # has at least one row group per DuckDB thread, so that the second read is parallel; a file
@@ -243,7 +246,8 @@ def _import_batch(
             store.execute(stage.SET_FUTURE_LIMIT, [stage.future_limit(settings, now)])
             streamed = _streamed(store, path, fmt, rows)
             literals = (source_name, stage.future_limit(settings, now))
-            batch = _stage(store, builder, source, params, streamed, shown, literals)
+            cacheable = text.path.stat().st_size <= CACHED_STAGE_MAX_BYTES
+            batch = _stage(store, builder, source, params, streamed, shown, literals, cacheable)
             rejects = reader.csv_rejects(store) if fmt in {"csv", "jsonl"} else []
             rejects = sorted(rejects + text.rejects)
             progress.update(note="store")
@@ -367,6 +371,7 @@ def _stage(
     streamed: bool,
     shown: str,
     literals: tuple[str, datetime],
+    cacheable: bool,
 ) -> commit.Batch:
     """Read and validate the file once into a temp table.
 
@@ -377,12 +382,17 @@ def _stage(
     is kept (its statement comes from :data:`STAGE_STATEMENTS`)."""
     keyed: exp.Select | None = None
     statement: exp.Expr | str
-    if streamed:  # one large file: built for this import, with its values as literals
+    if streamed or not cacheable:  # built for this import only, its values as literals
         builder = StageBuilder(
             builder.settings, builder.fmt, builder.columns, builder.fields, literals=literals
         )
         keyed = commit.keyed_select(builder.stage_select(source))
+    if streamed:
+        assert keyed is not None
         statement = q.create_temp(KEYS, commit.key_table_select(keyed))
+    elif keyed is not None:
+        statement = q.create_temp(STAGE, keyed)
+        keyed = None
     else:
         statement = STAGE_STATEMENTS.get(builder, source)
     try:
