@@ -68,3 +68,52 @@ def test_serve_bridge_from_project_files(project: Path, caplog: pytest.LogCaptur
         bridge = bridge_for(ws)
         assert bridge is not None and bridge.store is ws.store
         assert bridge_for(ws, enabled=False) is None
+
+
+def test_sweep_settles_in_chunks_releasing_the_lock_between_them(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import microseg.api.realtime as realtime_mod
+
+    monkeypatch.setattr(realtime_mod, "SWEEP_CHUNK", 4)
+    ws = Workspace.open(project)
+    keys = make_keys(ws)
+    busy = parse_segment({"name": "busy", "rule": {"event": "page_view", "last": "1h", "gte": 2}})
+    evaluator = RealtimeEvaluator.from_store(
+        ws.store, ws.settings, [busy], start=utcnow() - timedelta(hours=1)
+    )
+    bridge = RealtimeBridge(evaluator, ws.store)
+    app = create_app(ws, ApiSettings(sweep_seconds=3600), realtime=bridge)
+    holds: list[bool] = []
+    sizes: list[int] = []
+    original = evaluator.sweep
+
+    def sweep_chunk(now: object, limit: int | None = None) -> list[object]:
+        holds.append(bridge._lock.locked())  # each chunk runs under the lock
+        changes = original(now, limit)  # type: ignore[arg-type]
+        sizes.append(len(changes))
+        return changes
+
+    monkeypatch.setattr(evaluator, "sweep", sweep_chunk)
+    with TestClient(app) as client:
+        collect = {"X-API-Key": keys["collector"]}
+        decide = {"X-API-Key": keys["decision-reader"]}
+        users = [f"c{i}" for i in range(10)]
+        batch = [event(100 + 2 * i + k, user=u) for i, u in enumerate(users) for k in (0, 1)]
+        assert client.post("/v1/events/batch", json=batch, headers=collect).json()["accepted"] == 20
+        assert all(
+            client.get(f"/v1/decide/{u}", headers=decide).json()["segments"] == ["busy"]
+            for u in users
+        )
+        state = app.state.services.state
+        later = utcnow() + timedelta(hours=2)
+        holds.clear()  # on_event settles due boundaries first through sweep() too
+        sizes.clear()
+        assert bridge.sweep(state, later) == 10  # every exit, at most 4 per hold of the lock
+        assert len(holds) >= 3 and all(holds) and max(sizes) <= 4 and sum(sizes) == 10
+        assert not evaluator.has_due(later)
+        assert all(
+            client.get(f"/v1/decide/{u}", headers=decide).json()["segments"] == [] for u in users
+        )
+        assert bridge.stats()["lock_max_ms_sweep"] >= 0
+    ws.close()

@@ -68,7 +68,8 @@ class Evaluator(Protocol):
     """What the bridge needs from ``microseg.segments.RealtimeEvaluator``."""
 
     def on_event(self, event: Mapping[str, Any], now: datetime | None = None) -> list[Any]: ...
-    def sweep(self, now: datetime) -> list[Any]: ...
+    def sweep(self, now: datetime, limit: int | None = None) -> list[Any]: ...
+    def has_due(self, now: datetime) -> bool: ...
     def on_consent(
         self,
         profile_id: str,
@@ -102,6 +103,7 @@ def bridge_for(workspace: Any, enabled: bool = True) -> RealtimeBridge | None:
 SOURCE_PREFIX = "http:"  # the collector's source name prefix for spool segments
 REMEMBERED_IDS = 100_000  # committed event ids kept to refuse late provisional duplicates
 REMEMBERED_SEGMENTS = 1_000
+SWEEP_CHUNK = 200  # profiles settled per hold of the evaluation lock (see RealtimeBridge.sweep)
 
 
 class RealtimeBridge:
@@ -331,11 +333,20 @@ class RealtimeBridge:
                 self.validator.set_markers(all_markers(self.store))
 
     def sweep(self, state: ServingState, now: datetime | None = None) -> int:
-        """Settle time boundaries up to ``now``; returns the number of membership changes."""
-        with self._lock:
-            started = time.perf_counter()
-            applied = self._apply(self.evaluator.sweep(now or utcnow()), state)
-            self._held("sweep", started)
+        """Settle time boundaries up to ``now``; returns the number of membership changes.
+
+        In chunks of :data:`SWEEP_CHUNK` profiles, releasing the evaluation lock between
+        them: acknowledgements wait for one chunk, not for the whole sweep (a 10 s sweep at
+        2,000 ev/s held the lock up to 72 ms)."""
+        now = now or utcnow()
+        applied = 0
+        while True:
+            with self._lock:
+                started = time.perf_counter()
+                applied += self._apply(self.evaluator.sweep(now, limit=SWEEP_CHUNK), state)
+                self._held("sweep", started)
+                if not self.evaluator.has_due(now):
+                    break
         self.persist()
         return applied
 

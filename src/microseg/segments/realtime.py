@@ -304,13 +304,18 @@ class RealtimeEvaluator:
         self._schedule(profile_id, now, affected)
         return changes
 
-    def sweep(self, now: datetime) -> list[MembershipChange]:
-        """Settle every time boundary up to ``now`` (each at its own time)."""
+    def sweep(self, now: datetime, limit: int | None = None) -> list[MembershipChange]:
+        """Settle every time boundary up to ``now`` (each at its own time); with ``limit``,
+        at most that many profiles, the rest on the next call (see :meth:`has_due`)."""
         changes: list[MembershipChange] = []
+        settled = 0
         while self._heap and self._heap[0][0] <= now:
+            if limit is not None and settled >= limit:
+                return changes  # the clock moves once everything up to `now` is settled
             due, pid = heapq.heappop(self._heap)
             if self._due.get(pid) != due:
                 continue  # superseded
+            settled += 1
             del self._due[pid]
             nexts = self._next.get(pid, {})
             names = [n for n in self.timed if nexts.get(n) == due]
@@ -321,6 +326,11 @@ class RealtimeEvaluator:
             self._prune_all(self.profiles[pid], due)
         self.clock = max(now, self.clock or now)
         return changes
+
+    def has_due(self, now: datetime) -> bool:
+        """Whether a time boundary up to ``now`` is still to settle (a heap entry may be
+        superseded: then the next sweep only drops it)."""
+        return bool(self._heap) and self._heap[0][0] <= now
 
     # -- state ----------------------------------------------------------------------------
     def _prune(self, data: ProfileData, etype: str, now: datetime) -> None:
