@@ -237,17 +237,20 @@ def _import_batch(
         else:
             source_columns = [c for c in columns if c != "file_row_number"]
         fields = resolve_fields(spec, source_columns, list(settings.taxonomy.property_columns()))
-        builder = StageBuilder(settings, fmt, columns, fields)
         progress.update(note=f"read + validate {path.name}")
         with store.lock:
             _register_token_udf(store.con, keys)
             register_marker_udf(store.con, keys)  # erased subjects' events -> quarantine
-            store.execute(stage.SET_SOURCE, [source_name])
-            store.execute(stage.SET_FUTURE_LIMIT, [stage.future_limit(settings, now)])
             streamed = _streamed(store, path, fmt, rows)
-            literals = (source_name, stage.future_limit(settings, now))
-            cacheable = text.path.stat().st_size <= CACHED_STAGE_MAX_BYTES
-            batch = _stage(store, builder, source, params, streamed, shown, literals, cacheable)
+            limit = stage.future_limit(settings, now)
+            if streamed or text.path.stat().st_size > CACHED_STAGE_MAX_BYTES:
+                # a query of its own, with this import's values as literals
+                builder = StageBuilder(settings, fmt, columns, fields, (source_name, limit))
+            else:  # the cached statement reads them from DuckDB variables
+                builder = StageBuilder(settings, fmt, columns, fields)
+                store.execute(stage.SET_SOURCE, [source_name])
+                store.execute(stage.SET_FUTURE_LIMIT, [limit])
+            batch = _stage(store, builder, source, params, streamed, shown)
             rejects = reader.csv_rejects(store) if fmt in {"csv", "jsonl"} else []
             rejects = sorted(rejects + text.rejects)
             progress.update(note="store")
@@ -370,8 +373,6 @@ def _stage(
     params: list[Any],
     streamed: bool,
     shown: str,
-    literals: tuple[str, datetime],
-    cacheable: bool,
 ) -> commit.Batch:
     """Read and validate the file once into a temp table.
 
@@ -379,27 +380,24 @@ def _stage(
     again: cheaper than holding every column of millions of rows. Otherwise (CSV / JSON
     Lines: read once for their reject tables and row numbers; Parquet in few row groups;
     batches that may hold erased subjects, whose guard updates the stage) the whole stage
-    is kept (its statement comes from :data:`STAGE_STATEMENTS`)."""
+    is kept. A builder without literals gets its statement from :data:`STAGE_STATEMENTS`."""
     keyed: exp.Select | None = None
     statement: exp.Expr | str
-    if streamed or not cacheable:  # built for this import only, its values as literals
-        builder = StageBuilder(
-            builder.settings, builder.fmt, builder.columns, builder.fields, literals=literals
-        )
-        keyed = commit.keyed_select(builder.stage_select(source))
-    if streamed:
-        assert keyed is not None
-        statement = q.create_temp(KEYS, commit.key_table_select(keyed))
-    elif keyed is not None:
-        statement = q.create_temp(STAGE, keyed)
-        keyed = None
-    else:
+    if builder.literals is None:
         statement = STAGE_STATEMENTS.get(builder, source)
+    else:
+        keyed = commit.keyed_select(builder.stage_select(source))
+        statement = (
+            q.create_temp(KEYS, commit.key_table_select(keyed))
+            if streamed
+            else q.create_temp(STAGE, keyed)
+        )
     try:
         store.execute(statement, params)
     except duckdb.Error as exc:
         raise ImportFileError(f"{shown}: {reader.explain_read_error(exc)}") from None
-    if keyed is not None:
+    if streamed:
+        assert keyed is not None  # a streamed batch always has literals
         return commit.Batch(rows=keyed, params=params, keys=KEYS)
     return commit.Batch(rows=q.table(STAGE), params=[], keys=STAGE)
 

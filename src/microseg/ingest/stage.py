@@ -23,12 +23,10 @@ VALID_OFFSET_RE = (
     r"|-(0\d|1[01])(:?[0-5]\d(:[0-5]\d)?)?|-12(:?00(:00)?)?)$"
 )
 JSON_PATH_OK = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.")
-# Per-import values the stage reads from DuckDB variables (set by :func:`set_stage_variables`)
-# instead of literals, so one file shape always renders to the same statement (cached).
+# Per-import values a reusable stage statement reads from DuckDB variables (set by the two
+# statements below) instead of literals, so one file shape always renders to the same text.
 SOURCE_VAR = "microseg_stage_source"
 FUTURE_LIMIT_VAR = "microseg_stage_future_limit"
-
-
 SET_SOURCE = "SET VARIABLE microseg_stage_source = ?"
 SET_FUTURE_LIMIT = "SET VARIABLE microseg_stage_future_limit = CAST(? AS TIMESTAMP)"
 
