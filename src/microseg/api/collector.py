@@ -109,13 +109,12 @@ class Collector:
             # with the default 5 ms every hand-over to a request's thread can cost that much.
             sys.setswitchinterval(self.settings.gil_switch_ms / 1000)
         if self.settings.gc_freeze_at_start and self.gc_policy is None:
-            # startup objects are long-lived: full collections skip them
             self.gc_policy = GcPolicy(
                 self.settings.gc_refreeze_seconds,
                 self.settings.gc_full_seconds,
                 auto_full=self.settings.gc_auto_full,
             )
-            self.gc_policy.activate()
+            self.gc_policy.activate()  # startup objects are long-lived: frozen from now
         gc.callbacks.append(self.gc_pauses)
         self._thread = threading.Thread(target=self._run, name="microseg-importer", daemon=True)
         self._thread.start()

@@ -45,7 +45,8 @@ import logging
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
@@ -175,8 +176,7 @@ class RealtimeBridge:
         if not rows:
             return 0
         source = SOURCE_PREFIX + segment
-        with self._lock:
-            started = time.perf_counter()
+        with self._evaluating("offer"):
             if segment in self._delivered:
                 return 0  # the import got there first: its commit already evaluated them
             pending = self._pending.setdefault(segment, {})
@@ -204,7 +204,6 @@ class RealtimeBridge:
                 raise
             finally:
                 self._apply(changes, state)  # saved when the batch commits
-                self._held("offer", started)
             self.provisional_events += len(fresh)
             return len(fresh)
 
@@ -217,8 +216,7 @@ class RealtimeBridge:
             table = table.select([c for c in table.column_names if c in keep])
         rows = [r for r in table.to_pylist() if r.get("profile_id") is not None]
         rows.sort(key=lambda r: r["ts"])
-        with self._lock:
-            started = time.perf_counter()
+        with self._evaluating("commit"):
             pending = self._settle(batch.segment)
             fresh, stale = [], set()
             for row in rows:
@@ -239,7 +237,6 @@ class RealtimeBridge:
             changes = [c for row in fresh for c in self.evaluator.on_event(row)]
             changes.extend(self._correct(stale, state))
             self._apply(changes, state)
-            self._held("commit", started)
         self.persist()
 
     def discard(self, segment: str, state: ServingState) -> int:
@@ -341,19 +338,24 @@ class RealtimeBridge:
         now = now or utcnow()
         applied = 0
         while True:
-            with self._lock:
-                started = time.perf_counter()
+            with self._evaluating("sweep"):
                 applied += self._apply(self.evaluator.sweep(now, limit=SWEEP_CHUNK), state)
-                self._held("sweep", started)
                 if not self.evaluator.has_due(now):
                     break
         self.persist()
         return applied
 
-    def _held(self, what: str, started: float) -> None:
-        """Record how long the evaluation lock was held (acknowledgements wait meanwhile)."""
-        took = 1000 * (time.perf_counter() - started)
-        self.lock_held_ms[what] = max(self.lock_held_ms.get(what, 0.0), took)
+    @contextmanager
+    def _evaluating(self, what: str) -> Iterator[None]:
+        """Hold the evaluation lock, recording the longest hold by ``what`` (acknowledgements
+        wait meanwhile)."""
+        with self._lock:
+            started = time.perf_counter()
+            try:
+                yield
+            finally:
+                took = 1000 * (time.perf_counter() - started)
+                self.lock_held_ms[what] = max(self.lock_held_ms.get(what, 0.0), took)
 
     def pending_count(self) -> int:
         """Events evaluated at acknowledgement whose import has not committed yet. Read under
