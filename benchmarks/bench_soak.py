@@ -329,7 +329,7 @@ def reader(
 
     poller = DecidePoller(port, key)
 
-    async def probe(client: httpx.AsyncClient, b: int, user: str, sent: float) -> None:
+    async def probe(b: int, user: str, sent: float) -> None:
         nonlocal fivexx
         while time.monotonic() - sent < timeout and b not in failed:
             try:
@@ -376,7 +376,7 @@ def reader(
             due = start_t + k / rate
             if due > time.monotonic():
                 await asyncio.sleep(due - time.monotonic())
-            user = f"p{k % users}" if users > 0 else f"p{k}"
+            user = probe_user(k, 1, users)  # every request is a probe
             sent = time.monotonic()
             if sent - last_seen.get(user, -1e18) < stale_after:
                 stale += 1
@@ -384,7 +384,7 @@ def reader(
                 sent_at[k] = sent
                 handoff.append(0.0)
                 tasks.append(asyncio.create_task(send_own(client, k, user, sent)))
-                tasks.append(asyncio.create_task(probe(client, k, user, sent)))
+                tasks.append(asyncio.create_task(probe(k, user, sent)))
             k += 1
         await asyncio.gather(*tasks)
 
@@ -412,7 +412,7 @@ def reader(
                         continue
                     sent_at[b] = sent
                     handoff.append(time.monotonic() - sent)
-                    tasks.append(asyncio.create_task(probe(client, b, user, sent)))
+                    tasks.append(asyncio.create_task(probe(b, user, sent)))
                 elif item[0] == "ack":
                     acked_at[item[1]] = item[2]
                 else:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from api_support import event, make_keys
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from microseg.api import ApiSettings, create_app
@@ -16,7 +17,11 @@ from microseg.store import utcnow
 from microseg.workspace import Workspace
 
 
-def test_collected_events_enter_a_realtime_segment(project: Path) -> None:
+def busy_app(
+    project: Path,
+) -> tuple[Workspace, dict[str, str], RealtimeBridge, FastAPI]:
+    """An app serving the real-time segment ``busy`` (>= 2 page_views in the last hour),
+    swept only on demand."""
     ws = Workspace.open(project)
     keys = make_keys(ws)
     busy = parse_segment({"name": "busy", "rule": {"event": "page_view", "last": "1h", "gte": 2}})
@@ -25,6 +30,11 @@ def test_collected_events_enter_a_realtime_segment(project: Path) -> None:
     )
     bridge = RealtimeBridge(evaluator, ws.store)
     app = create_app(ws, ApiSettings(sweep_seconds=3600), realtime=bridge)
+    return ws, keys, bridge, app
+
+
+def test_collected_events_enter_a_realtime_segment(project: Path) -> None:
+    ws, keys, bridge, app = busy_app(project)
     with TestClient(app) as client:
         collect = {"X-API-Key": keys["collector"]}
         decide = {"X-API-Key": keys["decision-reader"]}
@@ -76,14 +86,8 @@ def test_sweep_settles_in_chunks_releasing_the_lock_between_them(
     import microseg.api.realtime as realtime_mod
 
     monkeypatch.setattr(realtime_mod, "SWEEP_CHUNK", 4)
-    ws = Workspace.open(project)
-    keys = make_keys(ws)
-    busy = parse_segment({"name": "busy", "rule": {"event": "page_view", "last": "1h", "gte": 2}})
-    evaluator = RealtimeEvaluator.from_store(
-        ws.store, ws.settings, [busy], start=utcnow() - timedelta(hours=1)
-    )
-    bridge = RealtimeBridge(evaluator, ws.store)
-    app = create_app(ws, ApiSettings(sweep_seconds=3600), realtime=bridge)
+    ws, keys, bridge, app = busy_app(project)
+    evaluator = bridge.evaluator
     holds: list[bool] = []
     sizes: list[int] = []
     original = evaluator.sweep

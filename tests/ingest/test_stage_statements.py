@@ -11,7 +11,7 @@ import pytest
 from test_pipeline_validation import default_settings
 
 from microseg.ingest import pipeline
-from microseg.ingest.pipeline import StageStatements, import_events
+from microseg.ingest.pipeline import ImportResult, StageStatements, import_events
 from microseg.workspace import Workspace
 
 HEADER = "event_type,timestamp,user_id,product_id\n"  # no event_id: ids are <source>:<row>
@@ -41,22 +41,13 @@ def test_same_shape_reuses_the_statement_with_this_imports_source_and_clock(
     ws: Workspace, tmp_path: Path, statements: StageStatements
 ) -> None:
     row = "page_view,2024-06-01T12:30:00Z,u1,p1"  # 30 min after the first import's clock
-    first = import_events(
-        ws.store,
-        ws.settings,
-        ws.keys,
-        csv(tmp_path, "a.csv", [row]),
-        source_name="alpha",
-        now=datetime(2024, 6, 1, 12, 0),
-    )
-    second = import_events(
-        ws.store,
-        ws.settings,
-        ws.keys,
-        csv(tmp_path, "b.csv", [row]),
-        source_name="beta",
-        now=datetime(2024, 6, 1, 13, 0),
-    )
+
+    def run(name: str, source: str, now: datetime) -> ImportResult:
+        path = csv(tmp_path, name, [row])
+        return import_events(ws.store, ws.settings, ws.keys, path, source_name=source, now=now)
+
+    first = run("a.csv", "alpha", datetime(2024, 6, 1, 12, 0))
+    second = run("b.csv", "beta", datetime(2024, 6, 1, 13, 0))
     assert statements.hits == 1  # one render for both files
     # the first import's clock made the row a future event (skew 5 min), the second's did not
     assert first.quarantined == 1 and first.reasons == {"future_timestamp": 1}
