@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+import threading
 import time
 from pathlib import Path
 
@@ -301,4 +303,55 @@ def test_startup_objects_are_frozen_and_gc_pauses_reported(project: Path) -> Non
     off.start()
     assert gc.get_freeze_count() == 0
     off.stop()
+    ws.close()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread priority: Linux")
+def test_imports_run_in_the_nicer_thread(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from microseg.api.collector import Collector
+    from microseg.api.priority import thread_nice
+
+    ws = Workspace.open(project)
+    base = thread_nice()
+    assert base is not None
+    seen: list[tuple[str, int | None]] = []
+    real = ws.import_events
+
+    def spy(*args: object, **kwargs: object) -> object:  # where it ran, then import for real
+        seen.append((threading.current_thread().name, thread_nice()))
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(ws, "import_events", spy)
+    collector = Collector(ws, ApiSettings(import_nice=4))
+    collector.start()
+    items = [event(i) for i in range(3)]
+    lines, ids, indexes, _ = collector.encode(items)
+    ticket = collector.submit(lines, ids, indexes, True, items)
+    assert ticket is not None and ticket.waiter is not None
+    outcome = ticket.waiter.future.result(timeout=30)
+    collector.stop()
+    assert outcome["status"] == "committed" and outcome["accepted"] == 3
+    assert seen[0] == ("microseg-import-db_0", min(19, base + 4))
+    assert threading.current_thread().name != seen[0][0] and thread_nice() == base
+    assert _events(ws) == 3
+    ws.close()
+
+
+def test_without_real_time_evaluation_the_importer_does_not_linger(project: Path) -> None:
+    from microseg.api.collector import Collector
+
+    ws = Workspace.open(project)
+    collector = Collector(ws, ApiSettings(import_linger_ms=60_000))  # no real-time bridge
+    items = [event(i) for i in range(2)]
+    lines, ids, indexes, _ = collector.encode(items)
+    ticket = collector.submit(lines, ids, indexes, False, items)
+    assert ticket is not None and ticket.where is not None and ticket.where.urgent
+    assert collector.spool.needs_import()
+    collector.start()
+    deadline = time.monotonic() + 30
+    while collector.committed_events < 2:
+        assert time.monotonic() < deadline, "the import lingered"
+        time.sleep(0.02)
+    collector.stop()
+    assert _events(ws) == 2
     ws.close()

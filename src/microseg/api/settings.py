@@ -114,6 +114,26 @@ class ApiSettings(BaseSettings):
         " machine's cores, at least 1, so the importer's queries leave a core to the request"
         " path)",
     )
+    import_linger_ms: float = Field(
+        default=500.0,
+        ge=0,
+        le=60_000,
+        description="with real-time evaluation: let the spool segment grow for up to this long"
+        " after the previous import began when every event in it was already evaluated at"
+        " acknowledgement, so imports are fewer and larger (each has a fixed cost that would"
+        " otherwise take CPU from the request path); a request waiting for its commit, a full"
+        " segment or an event only the import can evaluate ends the wait (0: import as soon as"
+        " the previous import ends)",
+    )
+    import_nice: int = Field(
+        default=10,
+        ge=0,
+        le=19,
+        description="how much nicer (Linux scheduling priority) the thread running the"
+        " collector's spool imports is than the request path, so a busy machine serves"
+        " acknowledgements and decisions first; the real-time commit that follows an import"
+        " stays at normal priority (0: same priority)",
+    )
     gc_freeze_at_start: bool = Field(
         default=True,
         description="when the importer starts, move every object already allocated (modules,"

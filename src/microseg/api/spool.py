@@ -81,6 +81,7 @@ class Segment:
     lines: int = 0
     waiters: list[Waiter] = field(default_factory=list)
     ids: list[str | None] = field(default_factory=list)  # event id of every line, in order
+    urgent: bool = False  # import without lingering (see Spool.needs_import)
     fd: int | None = field(default=None, repr=False)  # the writer thread's, while it writes
     size: int = 0  # bytes written
     last_seq: int = 0  # the number of the last write placed in it
@@ -125,6 +126,8 @@ class Spool:
         self._closing = False
         self._writer: threading.Thread | None = None
         self.has_data = threading.Event()
+        # set when a segment starts to need its import soon (see needs_import)
+        self.urgent = threading.Event()
         self.spooled_events = 0
         self.rounds = 0  # write + fsync rounds (each covers every write queued before it)
         self.round_writes = 0
@@ -166,14 +169,32 @@ class Spool:
             if indexes is not None:
                 ticket.waiter = Waiter(seg.lines + 1, event_ids, indexes)
                 seg.waiters.append(ticket.waiter)
+                seg.urgent = True
+                self.urgent.set()
             seg.ids.extend(event_ids)
             seg.lines += len(lines)
             self.spooled_events += len(lines)
             if seg.lines >= self.max_segment_events:
                 self._seal_locked()
+                self.urgent.set()
             self._work.notify()
         self.has_data.set()
         return ticket
+
+    def urge(self, ticket: Ticket) -> None:
+        """The ticket's segment should be imported without waiting (its events were not all
+        evaluated at acknowledgement: only the import shows them)."""
+        if ticket.where is not None:
+            with self._lock:
+                ticket.where.urgent = True
+            self.urgent.set()
+
+    def needs_import(self) -> bool:
+        """True when a spooled segment should be imported now: one is sealed (full, or
+        sealed at close), or the current one is urgent (a request waits for its commit, or
+        it holds events that were not evaluated at acknowledgement)."""
+        with self._lock:
+            return bool(self._sealed) or (self._current is not None and self._current.urgent)
 
     def sync(self, ticket: Ticket) -> None:
         """Block until the ticket's lines are written and (with ``fsync``) durable.
