@@ -3,6 +3,7 @@ and corrected from the store when the import disagrees."""
 
 from __future__ import annotations
 
+import time
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -429,3 +430,79 @@ def test_membership_is_served_while_the_spool_fsync_is_still_running(
         post.join(30)
         assert answers == [202]
     ws.close()
+
+
+def _until(check: Any, seconds: float = 30.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not check():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+
+
+def test_the_importer_lingers_only_while_every_event_was_evaluated(project: Path) -> None:
+    with Workspace.open(project) as ws:
+        bridge = bridge_for(ws, SEEN)
+        collector, state = collector_for(ws, bridge, ApiSettings(import_linger_ms=60_000))
+        spool(collector, [event(1, user="r1")])  # evaluated at acknowledgement
+        assert not collector.spool.needs_import()
+        collector.start()
+        try:
+            time.sleep(0.5)
+            assert collector.committed_events == 0  # lingering; the membership is served
+            assert segments_of(state, "user_id:r1") == {"seen"}
+            odd = event(2, user="r2")  # the fast check leaves it: only the import shows it
+            odd["timestamp"] = (utcnow() - timedelta(minutes=3)).strftime("%Y-%m-%d %H:%M")
+            spool(collector, [odd])
+            _until(lambda: collector.committed_events == 2)
+            assert segments_of(state, "user_id:r2") == {"seen"}
+            spool(collector, [event(3, user="r3")])
+            time.sleep(0.3)
+            assert collector.committed_events == 2  # lingering again
+            items = [event(4, user="r4")]
+            lines, ids, indexes, _ = collector.encode(items)
+            ticket = collector.submit(lines, ids, indexes, True, items)  # waits for its commit
+            assert ticket is not None and ticket.waiter is not None
+            assert ticket.waiter.future.result(timeout=30)["accepted"] == 1
+            assert collector.committed_events == 4
+            spool(collector, [event(5, user="r5")])
+            started = time.monotonic()
+        finally:
+            collector.stop()  # ends the linger and imports what is spooled
+        assert time.monotonic() - started < 30
+        assert collector.committed_events == 5
+        assert ws.store.scalar("SELECT count(*) FROM events") == 5
+
+
+def test_the_commit_confirms_in_chunks_and_a_resend_between_them_is_refused(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import microseg.api.realtime as realtime_mod
+
+    monkeypatch.setattr(realtime_mod, "COMMIT_CHUNK", 3)
+    with Workspace.open(project) as ws:
+        bridge = bridge_for(ws, BUSY, SEEN)
+        collector, state = collector_for(ws, bridge)
+        items = [event(i, user=f"c{i % 4}") for i in range(10)]  # 2-3 page_views each
+        spool(collector, items)
+        assert bridge.stats()["pending_events"] == 10
+        real = bridge._evaluating
+        commits: list[int] = []
+        resent: list[int] = []
+
+        def evaluating(what: str) -> Any:
+            if what == "commit":
+                commits.append(1)
+                if len(commits) == 3:  # between the first and second chunk: a client re-sends
+                    resent.append(bridge.offer("seg-later", [items[-1]], state))
+            return real(what)
+
+        monkeypatch.setattr(bridge, "_evaluating", evaluating)
+        import_spooled(collector)
+        # one hold to take the segment, ceil(10 / 3) chunks, one to settle the rest
+        assert len(commits) == 2 + 4
+        assert resent == [0]  # still pending under its own segment: not counted twice
+        stats = bridge.stats()
+        assert stats["pending_events"] == 0 and stats["provisional_events"] == 10
+        assert bridge.corrections == 0
+        for user in range(4):
+            assert segments_of(state, f"user_id:c{user}") == {"seen", "busy"}

@@ -32,7 +32,6 @@ SPACES = "".join(c for c in map(chr, range(0x3001)) if unicodedata.category(c) =
 _DATE_TIME = r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}(?:\.\d{1,6})?"
 _WITH_OFFSET = re.compile(_DATE_TIME + r"(?:Z|[+-]\d{2}:\d{2}| UTC)")
 _NAIVE = re.compile(_DATE_TIME)
-_OFFSET = re.compile(r"([+-])(\d{2}):(\d{2})$")
 _INTEGER = re.compile(r"-?\d{1,18}")
 _NUMBER = re.compile(r"-?\d{1,15}(?:\.\d{1,15})?")
 _EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+", re.ASCII)
@@ -126,7 +125,12 @@ class FastValidator:
         row["id_key"] = key
         row.update(self._nulls)  # properties other event types declare
         for prop, rule in self.declared.get(etype, {}).items():
-            value = _typed(item.get(prop), rule)
+            value = item.get(prop)
+            if value is None:  # absent: stays None unless required (then the import decides)
+                if rule[1]:
+                    return None
+                continue
+            value = _typed(value, rule)
             if value is _UNSURE:
                 return None
             row[prop] = value
@@ -180,17 +184,20 @@ class FastValidator:
 
 def _offset_in_use(text: str) -> bool:
     """Whether a '+hh:mm' / '-hh:mm' ending is an offset in use (-12:00..+14:00, mm < 60),
-    the range the import accepts; 'Z' and ' UTC' endings are."""
-    match = _OFFSET.search(text)
-    if match is None:
+    the range the import accepts; 'Z' and ' UTC' endings are. ``text`` matched
+    ``_WITH_OFFSET``, so it ends in one of the three (sliced: a regex search costs 3x)."""
+    sign = text[-6]
+    if sign not in "+-" or text[-3] != ":":
         return True
-    sign, hours, minutes = match.group(1), int(match.group(2)), int(match.group(3))
+    hours, minutes = int(text[-5:-3]), int(text[-2:])
     total = hours * 60 + minutes
     return minutes < 60 and total <= (14 * 60 if sign == "+" else 12 * 60)
 
 
 def _text(value: Any) -> Any:
     """What json_extract_string + trim + blank-to-null gives, or _UNSURE for odd values."""
+    if type(value) is str:  # the common case first (a str subclass takes the slow path)
+        return value.strip(SPACES) or None
     if value is None:
         return None
     if isinstance(value, bool):

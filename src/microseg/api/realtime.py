@@ -104,7 +104,8 @@ def bridge_for(workspace: Any, enabled: bool = True) -> RealtimeBridge | None:
 SOURCE_PREFIX = "http:"  # the collector's source name prefix for spool segments
 REMEMBERED_IDS = 100_000  # committed event ids kept to refuse late provisional duplicates
 REMEMBERED_SEGMENTS = 1_000
-SWEEP_CHUNK = 200  # profiles settled per hold of the evaluation lock (see RealtimeBridge.sweep)
+COMMIT_CHUNK = 200  # stored events confirmed per hold of the evaluation lock (see __call__)
+SWEEP_CHUNK = 50  # profiles settled per hold of the evaluation lock (see RealtimeBridge.sweep)
 
 
 class RealtimeBridge:
@@ -127,6 +128,9 @@ class RealtimeBridge:
         self._lock = threading.Lock()
         self._persist_lock = threading.Lock()
         self.lock_held_ms: dict[str, float] = {}  # longest hold of _lock, by holder
+        self.lock_total_ms: dict[str, float] = {}  # all holds, by holder
+        self.lock_holds: dict[str, int] = {}
+        self.lock_waited_ms: dict[str, float] = {}  # longest wait for _lock, by holder
         self._pending: dict[str, dict[str, str]] = {}  # spool segment -> event id -> profile
         self._pending_ids: dict[str, str] = {}  # event id -> spool segment
         self._committed_ids: OrderedDict[str, None] = OrderedDict()
@@ -216,24 +220,40 @@ class RealtimeBridge:
             table = table.select([c for c in table.column_names if c in keep])
         rows = [r for r in table.to_pylist() if r.get("profile_id") is not None]
         rows.sort(key=lambda r: r["ts"])
+        segment = batch.segment
         with self._evaluating("commit"):
-            pending = self._settle(batch.segment)
-            fresh, stale = [], set()
-            for row in rows:
-                eid, pid = row["event_id"], row["profile_id"]
-                self._remember(self._committed_ids, eid, REMEMBERED_IDS)
-                seen_as = pending.pop(eid, None)
-                if seen_as is None and eid in self._pending_ids:
-                    # pending under a later segment (a re-send): this commit stores it
-                    later = self._pending_ids.pop(eid)
-                    seen_as = self._pending.get(later, {}).pop(eid, None)
-                if seen_as == pid:
-                    continue  # evaluated at acknowledgement
-                if seen_as is not None:
-                    stale.add(seen_as)  # evaluated under another profile
-                fresh.append(row)
-            stale.update(pending.values())  # evaluated, but the import did not store them
-            stale.update(self._suspect.pop(batch.segment, ()))
+            # offers of this segment are refused from now on; its pending events are ours
+            self._remember(self._delivered, segment, REMEMBERED_SEGMENTS)
+            pending = self._pending.pop(segment, {})
+        fresh: list[dict[str, Any]] = []
+        stale: set[str] = set()
+        # Confirm the stored events in chunks, releasing the lock in between (acknowledgements
+        # wait for one chunk, not the whole batch). An id stays in _pending_ids until its
+        # chunk moves it to _committed_ids, so an offer in between still refuses a re-send.
+        for start in range(0, len(rows), COMMIT_CHUNK):
+            with self._evaluating("commit"):
+                for row in rows[start : start + COMMIT_CHUNK]:
+                    eid, pid = row["event_id"], row["profile_id"]
+                    self._remember(self._committed_ids, eid, REMEMBERED_IDS)
+                    seen_as = pending.pop(eid, None)
+                    owner = self._pending_ids.get(eid)
+                    if owner == segment:
+                        del self._pending_ids[eid]
+                    elif seen_as is None and owner is not None:
+                        # pending under a later segment (a re-send): this commit stores it
+                        del self._pending_ids[eid]
+                        seen_as = self._pending.get(owner, {}).pop(eid, None)
+                    if seen_as == pid:
+                        continue  # evaluated at acknowledgement
+                    if seen_as is not None:
+                        stale.add(seen_as)  # evaluated under another profile
+                    fresh.append(row)
+        with self._evaluating("commit"):
+            for eid, pid in pending.items():  # evaluated, but the import did not store them
+                if self._pending_ids.get(eid) == segment:
+                    del self._pending_ids[eid]
+                stale.add(pid)
+            stale.update(self._suspect.pop(segment, ()))
             changes = [c for row in fresh for c in self.evaluator.on_event(row)]
             changes.extend(self._correct(stale, state))
             self._apply(changes, state)
@@ -349,6 +369,7 @@ class RealtimeBridge:
     def _evaluating(self, what: str) -> Iterator[None]:
         """Hold the evaluation lock, recording the longest hold by ``what`` (acknowledgements
         wait meanwhile)."""
+        asked = time.perf_counter()
         with self._lock:
             started = time.perf_counter()
             try:
@@ -356,6 +377,10 @@ class RealtimeBridge:
             finally:
                 took = 1000 * (time.perf_counter() - started)
                 self.lock_held_ms[what] = max(self.lock_held_ms.get(what, 0.0), took)
+                self.lock_total_ms[what] = self.lock_total_ms.get(what, 0.0) + took
+                self.lock_holds[what] = self.lock_holds.get(what, 0) + 1
+                waited = 1000 * (started - asked)
+                self.lock_waited_ms[what] = max(self.lock_waited_ms.get(what, 0.0), waited)
 
     def pending_count(self) -> int:
         """Events evaluated at acknowledgement whose import has not committed yet. Read under
@@ -372,7 +397,16 @@ class RealtimeBridge:
                 "pending_events": len(self._pending_ids),
                 "corrections": self.corrections,
                 "unsaved_changes": len(self._unsaved),
-            } | {f"lock_max_ms_{k}": round(v, 1) for k, v in self.lock_held_ms.items()}
+            } | {
+                f"lock_{figure}_{k}": round(v, 1)
+                for figure, values in (
+                    ("max_ms", self.lock_held_ms),
+                    ("total_ms", self.lock_total_ms),
+                    ("holds", self.lock_holds),
+                    ("max_wait_ms", self.lock_waited_ms),
+                )
+                for k, v in values.items()
+            }
 
     def _apply(self, changes: Iterable[Change], state: ServingState) -> int:
         """Serve the changes at once; they are saved by the next :meth:`persist`."""
