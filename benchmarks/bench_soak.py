@@ -310,6 +310,7 @@ def reader(
     stale_after: float,
     own: tuple[str, float, int, float] | None = None,
     timeout: float = 300.0,
+    ready: Any = None,
 ) -> None:
     """Poll the decision API for every probe from its send time; see the module docstring.
 
@@ -395,6 +396,11 @@ def reader(
         async with httpx.AsyncClient(
             base_url=f"http://127.0.0.1:{port}", timeout=30, limits=limits
         ) as client:
+            # one poll opens a connection; then the load may start (the first probes of a
+            # reader still importing its modules would be timed from their send)
+            await poller.segments("user_id:soak-reader-warmup")
+            if ready is not None:
+                ready.set()
             if own is not None:
                 await own_probes(client)
                 while await loop.run_in_executor(None, q.get) is not None:
@@ -424,6 +430,8 @@ def reader(
     out.put(
         {
             "from_send": [seen_at[b] - sent_at[b] for b in probes if b in seen_at],
+            # (send time, visible after send) of every probe, to see whether slow ones cluster
+            "series": [(sent_at[b], seen_at[b] - sent_at[b]) for b in probes if b in seen_at],
             "from_ack": [seen_at[b] - acked_at[b] for b in probes if b in seen_at],
             "ack": [acked_at[b] - sent_at[b] for b in probes],
             "timeouts": sum(1 for b in probes if b in timed_out),
@@ -434,6 +442,14 @@ def reader(
             "own_acked": own_acked,
         }
     )
+
+
+def slow_probes(series: list[tuple[float, float]], over: float = 0.020) -> list[list[float]]:
+    """[seconds since the first probe, ms] of the probes slower than ``over`` seconds."""
+    if not series:
+        return []
+    first = min(t for t, _ in series)
+    return [[round(t - first, 2), round(1000 * v, 1)] for t, v in sorted(series) if v > over]
 
 
 def pct(values: list[float], p: float) -> float:
@@ -582,14 +598,19 @@ def run(
         if args.probe_mode == "own"
         else None
     )
+    ready = ctx.Event()
     rd = ctx.Process(
         target=reader,
         args=(port, keys["decision-reader"], q, read_out, args.stale_after, own),
+        kwargs={"ready": ready},
     )
+    rd.start()
+    if not ready.wait(120):  # the generator starts once the reader polls
+        rd.kill()
+        raise SystemExit("the latency reader did not start within 120 s")
     rss: list[tuple[float, float]] = []
     t0 = time.monotonic()
     rss.append((0.0, rss_mb(server.pid)))
-    rd.start()
     gen.start()
     g: dict[str, Any] | None = None
     while g is None:  # read the result before joining: a child with queued data cannot exit
@@ -678,6 +699,8 @@ def run(
         "visible_after_send_p99_ms": pct(r["from_send"], 99),
         "visible_after_send_p90_ms": pct(r["from_send"], 90),
         "visible_after_send_max_ms": pct(r["from_send"], 100),
+        "visible_after_send_over_20ms": sum(1 for v in r["from_send"] if v > 0.020),
+        "probe_series_s_ms": slow_probes(r["series"]),
         "probe_mode": args.probe_mode,
         "probe_handoff_p50_ms": pct(r["handoff"], 50),
         "probe_handoff_p99_ms": pct(r["handoff"], 99),
