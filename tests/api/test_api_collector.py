@@ -6,6 +6,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import orjson
 import pytest
@@ -15,6 +16,19 @@ from fastapi.testclient import TestClient
 from microseg.api import ApiSettings, create_app
 from microseg.api.spool import repair
 from microseg.workspace import Workspace
+
+if TYPE_CHECKING:
+    from microseg.api.collector import Collector
+
+
+def _collect_and_wait(collector: Collector, n: int) -> dict[str, Any]:
+    """Submit ``n`` events through a started collector and wait for their commit's outcome."""
+    items = [event(i) for i in range(n)]
+    lines, ids, indexes, _ = collector.encode(items)
+    ticket = collector.submit(lines, ids, indexes, True, items)
+    assert ticket is not None and ticket.waiter is not None
+    outcome: dict[str, Any] = ticket.waiter.future.result(timeout=30)
+    return outcome
 
 
 def _events(ws: Workspace) -> int:
@@ -271,11 +285,7 @@ def test_the_importer_survives_an_unexpected_error(
     monkeypatch.setattr(ws, "import_events", flaky)
     collector = Collector(ws, ApiSettings())
     collector.start()
-    items = [event(i) for i in range(5)]
-    lines, ids, indexes, _ = collector.encode(items)
-    ticket = collector.submit(lines, ids, indexes, True, items)
-    assert ticket is not None and ticket.waiter is not None
-    outcome = ticket.waiter.future.result(timeout=30)
+    outcome = _collect_and_wait(collector, 5)
     assert outcome["status"] == "committed" and outcome["accepted"] == 5
     assert collector.alive() and "SystemError" in (collector.last_error or "")
     collector.stop()
@@ -324,11 +334,7 @@ def test_imports_run_in_the_nicer_thread(project: Path, monkeypatch: pytest.Monk
     monkeypatch.setattr(ws, "import_events", spy)
     collector = Collector(ws, ApiSettings(import_nice=4))
     collector.start()
-    items = [event(i) for i in range(3)]
-    lines, ids, indexes, _ = collector.encode(items)
-    ticket = collector.submit(lines, ids, indexes, True, items)
-    assert ticket is not None and ticket.waiter is not None
-    outcome = ticket.waiter.future.result(timeout=30)
+    outcome = _collect_and_wait(collector, 3)
     collector.stop()
     assert outcome["status"] == "committed" and outcome["accepted"] == 3
     assert seen[0] == ("microseg-import-db_0", min(19, base + 4))
