@@ -35,11 +35,11 @@ def lower_thread_priority(increment: int) -> bool:
     return True
 
 
-def thread_nice(tid: int | None = None) -> int | None:
-    """The nice value of a thread (default: the calling one); None where unsupported."""
+def thread_nice() -> int | None:
+    """The calling thread's nice value; None where priorities are not per thread."""
     if not sys.platform.startswith("linux"):
         return None
-    return os.getpriority(os.PRIO_PROCESS, threading.get_native_id() if tid is None else tid)
+    return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
 
 
 def background_executor(name: str, nice: int) -> ThreadPoolExecutor:

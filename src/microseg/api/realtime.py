@@ -222,9 +222,7 @@ class RealtimeBridge:
         rows.sort(key=lambda r: r["ts"])
         segment = batch.segment
         with self._evaluating("commit"):
-            # offers of this segment are refused from now on; its pending events are ours
-            self._remember(self._delivered, segment, REMEMBERED_SEGMENTS)
-            pending = self._pending.pop(segment, {})
+            pending = self._take(segment)  # offers of this segment are refused from now on
         fresh: list[dict[str, Any]] = []
         stale: set[str] = set()
         # Confirm the stored events in chunks, releasing the lock in between (acknowledgements
@@ -249,10 +247,8 @@ class RealtimeBridge:
                         stale.add(seen_as)  # evaluated under another profile
                     fresh.append(row)
         with self._evaluating("commit"):
-            for eid, pid in pending.items():  # evaluated, but the import did not store them
-                if self._pending_ids.get(eid) == segment:
-                    del self._pending_ids[eid]
-                stale.add(pid)
+            self._release(segment, pending)
+            stale.update(pending.values())  # evaluated, but the import did not store them
             stale.update(self._suspect.pop(segment, ()))
             changes = [c for row in fresh for c in self.evaluator.on_event(row)]
             changes.extend(self._correct(stale, state))
@@ -270,12 +266,21 @@ class RealtimeBridge:
 
     def _settle(self, segment: str) -> dict[str, str]:
         """Pending events of a segment (now leaving the pending set); marks it delivered."""
+        pending = self._take(segment)
+        self._release(segment, pending)
+        return pending
+
+    def _take(self, segment: str) -> dict[str, str]:
+        """Mark a segment delivered (its offers are refused from now on) and return its
+        pending events; their ids stay pending until :meth:`_release`."""
         self._remember(self._delivered, segment, REMEMBERED_SEGMENTS)
-        pending = self._pending.pop(segment, {})
-        for eid in pending:
+        return self._pending.pop(segment, {})
+
+    def _release(self, segment: str, event_ids: Iterable[str]) -> None:
+        """The ids no longer pending under ``segment`` (a later re-send keeps its own)."""
+        for eid in event_ids:
             if self._pending_ids.get(eid) == segment:
                 del self._pending_ids[eid]
-        return pending
 
     @staticmethod
     def _remember(seen: OrderedDict[str, None], key: str, limit: int) -> None:

@@ -77,6 +77,11 @@ class StageBuilder:
             return q.lit(self.literals[0] + ":")
         return exp.DPipe(this=_variable(SOURCE_VAR, "VARCHAR"), expression=q.lit(":"))
 
+    def generated_event_id(self) -> exp.Expr:
+        """``<source name>:<row number>``: the id of an event whose source has no id column
+        (re-importing the file gives the same ids)."""
+        return exp.DPipe(this=self.source_prefix(), expression=exp.cast(q.col("_row"), "VARCHAR"))
+
     def future_limit(self) -> exp.Expr:
         """Timestamps after this are quarantined as future_timestamp."""
         if self.literals is not None:
@@ -212,7 +217,7 @@ class StageBuilder:
         if "event_id" in self.fields:
             return self.text("event_id")
         # No id in the source: the file's row number makes re-imports idempotent.
-        return exp.DPipe(this=self.source_prefix(), expression=exp.cast(q.col("_row"), "VARCHAR"))
+        return self.generated_event_id()
 
     def row_number(self) -> exp.Expr:
         if self.fmt == "parquet":
@@ -268,9 +273,7 @@ class StageBuilder:
                 inner = inner.where(reader.args["where"].this.copy(), copy=False)
 
         event_id = (
-            q.col("_event_id_raw")
-            if "event_id" in self.fields
-            else exp.DPipe(this=self.source_prefix(), expression=exp.cast(q.col("_row"), "VARCHAR"))
+            q.col("_event_id_raw") if "event_id" in self.fields else self.generated_event_id()
         )
         outer = exp.select(
             q.col("_row"),
