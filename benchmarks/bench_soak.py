@@ -9,7 +9,8 @@ evaluator on, spool fsync on). Then, in separate processes:
 
 * the load generator posts ``--rate`` events/s in batches of ``--batch`` on a steady schedule
   (``?wait=false``: acknowledged once fsync'd to the spool), mixed event types over 50,000
-  returning users;
+  returning users, through pooled keep-alive sockets (:class:`RawHttp`, like a load tool:
+  httpx spent 1-3 ms in the client before a request's bytes left, counted in every latency);
 * ``--probes`` times a second a batch also carries a ``page_view`` of a probe user; from the
   moment the batch is SENT the reader polls ``GET /v1/decide/<user>`` (every 1 ms for the first
   100 ms, then every 10 ms) until ``live_viewers`` is among the served segments. By default
@@ -190,7 +191,7 @@ def generator(
     errors = 0
     lag: list[float] = []
 
-    async def send(client: httpx.AsyncClient, b: int) -> None:
+    async def send(client: RawHttp, b: int) -> None:
         nonlocal errors
         probe = (
             probe_user(b, probe_every, probe_users)
@@ -202,18 +203,14 @@ def generator(
         if probe:  # the reader starts polling now: the latency is measured from the send
             q.put(("send", b, probe, sent))
         try:
-            r = await client.post(
-                "/v1/events/batch?wait=false",
-                content=body,
-                headers={"X-API-Key": key, "content-type": "application/json"},
-            )
-        except httpx.HTTPError:
+            code, _ = await client.request("POST", "/v1/events/batch?wait=false", body)
+        except (OSError, asyncio.IncompleteReadError, ValueError, TimeoutError):
             errors += 1
             if probe:
                 q.put(("fail", b))
             return
-        status[r.status_code] = status.get(r.status_code, 0) + 1
-        if r.status_code in (200, 202):
+        status[code] = status.get(code, 0) + 1
+        if code in (200, 202):
             acked.append(b)
             last_ack[0] = time.monotonic()
             if probe:
@@ -222,27 +219,24 @@ def generator(
             q.put(("fail", b))
 
     async def main() -> None:
-        limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
-        async with httpx.AsyncClient(
-            base_url=f"http://127.0.0.1:{port}", limits=limits, timeout=60
-        ) as client:
-            start_t = time.monotonic()
-            tasks: set[asyncio.Task[None]] = set()
-            b = 0
-            last_ack[0] = start_t
-            while (now := time.monotonic()) < start_t + seconds:
-                if now - last_ack[0] > STALL_SECONDS:
-                    stalled.append(now - start_t)  # no acknowledgement for a minute
-                    break
-                due = start_t + b * interval
-                if due > now:
-                    await asyncio.sleep(due - now)
-                lag.append(max(0.0, time.monotonic() - due))
-                task = asyncio.create_task(send(client, b))
-                tasks.add(task)
-                task.add_done_callback(tasks.discard)
-                b += 1
-            await asyncio.gather(*tasks)
+        client = RawHttp(port, key)
+        start_t = time.monotonic()
+        tasks: set[asyncio.Task[None]] = set()
+        b = 0
+        last_ack[0] = start_t
+        while (now := time.monotonic()) < start_t + seconds:
+            if now - last_ack[0] > STALL_SECONDS:
+                stalled.append(now - start_t)  # no acknowledgement for a minute
+                break
+            due = start_t + b * interval
+            if due > now:
+                await asyncio.sleep(due - now)
+            lag.append(max(0.0, time.monotonic() - due))
+            task = asyncio.create_task(send(client, b))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+            b += 1
+        await asyncio.gather(*tasks)
 
     asyncio.run(main())
     q.put(None)
@@ -260,31 +254,38 @@ def generator(
 
 
 # -------------------------------------------------------------------------------- reader
-class DecidePoller:
-    """``GET /v1/decide/<user>`` over pooled keep-alive sockets, parsed by hand: polling
-    every millisecond through httpx cost the reader most of a core on this 2-core machine,
-    CPU taken from the server it measures (and its own polls ran late)."""
+class RawHttp:
+    """HTTP/1.1 requests over pooled keep-alive sockets, parsed by hand. Polling every
+    millisecond through httpx cost the reader most of a core on this 2-core machine, CPU taken
+    from the server it measures (and its own polls ran late); the generator's posts through
+    httpx spent ~1-3 ms in the client before their bytes left, counted in every latency."""
 
-    def __init__(self, port: int, key: str) -> None:
+    def __init__(self, port: int, key: str, connections: int = 64, timeout: float = 60) -> None:
         self.port = port
         self.key = key
+        self.timeout = timeout
         self._idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+        self._slots = asyncio.Semaphore(connections)
 
-    async def segments(self, user: str) -> tuple[int, list[str]]:
-        """Status code and served segments (empty unless 200)."""
+    async def request(self, method: str, target: str, body: bytes = b"") -> tuple[int, bytes]:
+        """Status code and body of one request (raises OSError / ValueError when the
+        connection fails or the response is not understood, TimeoutError after ``timeout``)."""
+        async with self._slots, asyncio.timeout(self.timeout):
+            return await self._request(method, target, body)
+
+    async def _request(self, method: str, target: str, body: bytes) -> tuple[int, bytes]:
         conn = (
             self._idle.pop()
             if self._idle
             else await asyncio.open_connection("127.0.0.1", self.port)
         )
         reader, writer = conn
+        head = f"{method} {target} HTTP/1.1\r\nHost: 127.0.0.1\r\nX-API-Key: {self.key}\r\n"
+        if body:
+            head += f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
         try:
-            writer.write(
-                f"GET /v1/decide/{user} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-                f"X-API-Key: {self.key}\r\n\r\n".encode()
-            )
-            head = await reader.readuntil(b"\r\n\r\n")
-            lines = head.split(b"\r\n")
+            writer.write(head.encode() + b"\r\n" + body)
+            lines = (await reader.readuntil(b"\r\n\r\n")).split(b"\r\n")
             status = int(lines[0].split()[1])
             lengths = [
                 int(line.split(b":", 1)[1])
@@ -293,12 +294,16 @@ class DecidePoller:
             ]
             if not lengths:
                 raise ValueError("response without Content-Length")
-            length = lengths[0]
-            body = await reader.readexactly(length)
+            payload = await reader.readexactly(lengths[0])
         except BaseException:
             writer.close()
             raise
         self._idle.append(conn)
+        return status, payload
+
+    async def segments(self, user: str) -> tuple[int, list[str]]:
+        """``GET /v1/decide/<user>``: status code and served segments (empty unless 200)."""
+        status, body = await self.request("GET", f"/v1/decide/{user}")
         return status, (orjson.loads(body)["segments"] if status == 200 else [])
 
 
@@ -328,7 +333,7 @@ def reader(
     fivexx = 0
     transport = [0]
 
-    poller = DecidePoller(port, key)
+    poller = RawHttp(port, key)
 
     async def probe(b: int, user: str, sent: float) -> None:
         nonlocal fivexx
@@ -348,30 +353,27 @@ def reader(
         if b not in failed:
             timed_out.add(b)
 
-    async def send_own(client: httpx.AsyncClient, k: int, user: str, sent: float) -> None:
-        assert own is not None
+    async def send_own(client: RawHttp, k: int, user: str, sent: float) -> None:
         event_id = f"r{k}"
         event = {"event_id": event_id, "event_type": "page_view", "user_id": user}
         event["timestamp"] = (datetime.now(UTC) - timedelta(seconds=1)).isoformat()
+        body = orjson.dumps({"events": [event]})
         try:
-            r = await client.post(
-                "/v1/events/batch?wait=false",
-                content=orjson.dumps({"events": [event]}),
-                headers={"X-API-Key": own[0], "content-type": "application/json"},
-            )
-        except httpx.HTTPError:
+            code, _ = await client.request("POST", "/v1/events/batch?wait=false", body)
+        except (OSError, asyncio.IncompleteReadError, ValueError, TimeoutError):
             failed.add(k)
             return
-        if r.status_code in (200, 202):
+        if code in (200, 202):
             acked_at[k] = time.monotonic()
             own_acked.append(event_id)
         else:
             failed.add(k)
 
-    async def own_probes(client: httpx.AsyncClient) -> None:
+    async def own_probes() -> None:
         nonlocal stale
         assert own is not None
-        _, rate, users, seconds = own
+        collector_key, rate, users, seconds = own
+        client = RawHttp(port, collector_key)
         start_t, tasks, k = time.monotonic(), [], 0
         while time.monotonic() < start_t + seconds:
             due = start_t + k / rate
@@ -392,38 +394,34 @@ def reader(
     async def main() -> None:
         nonlocal stale
         loop = asyncio.get_running_loop()
-        limits = httpx.Limits(max_connections=200, max_keepalive_connections=50)
-        async with httpx.AsyncClient(
-            base_url=f"http://127.0.0.1:{port}", timeout=30, limits=limits
-        ) as client:
-            # one poll opens a connection; then the load may start (the first probes of a
-            # reader still importing its modules would be timed from their send)
-            await poller.segments("user_id:soak-reader-warmup")
-            if ready is not None:
-                ready.set()
-            if own is not None:
-                await own_probes(client)
-                while await loop.run_in_executor(None, q.get) is not None:
-                    pass  # the generator sends no probes in this mode
-                return
-            tasks = []
-            while True:
-                item = await loop.run_in_executor(None, q.get)
-                if item is None:
-                    break
-                if item[0] == "send":
-                    _, b, user, sent = item
-                    if sent - last_seen.get(user, -1e18) < stale_after:
-                        stale += 1  # a recycled user that may still be a member: not a probe
-                        continue
-                    sent_at[b] = sent
-                    handoff.append(time.monotonic() - sent)
-                    tasks.append(asyncio.create_task(probe(b, user, sent)))
-                elif item[0] == "ack":
-                    acked_at[item[1]] = item[2]
-                else:
-                    failed.add(item[1])
-            await asyncio.gather(*tasks)
+        # one poll opens a connection; then the load may start (the first probes of a
+        # reader still importing its modules would be timed from their send)
+        await poller.segments("user_id:soak-reader-warmup")
+        if ready is not None:
+            ready.set()
+        if own is not None:
+            await own_probes()
+            while await loop.run_in_executor(None, q.get) is not None:
+                pass  # the generator sends no probes in this mode
+            return
+        tasks = []
+        while True:
+            item = await loop.run_in_executor(None, q.get)
+            if item is None:
+                break
+            if item[0] == "send":
+                _, b, user, sent = item
+                if sent - last_seen.get(user, -1e18) < stale_after:
+                    stale += 1  # a recycled user that may still be a member: not a probe
+                    continue
+                sent_at[b] = sent
+                handoff.append(time.monotonic() - sent)
+                tasks.append(asyncio.create_task(probe(b, user, sent)))
+            elif item[0] == "ack":
+                acked_at[item[1]] = item[2]
+            else:
+                failed.add(item[1])
+        await asyncio.gather(*tasks)
 
     asyncio.run(main())
     probes = [b for b in sent_at if b in acked_at]

@@ -489,12 +489,12 @@ def test_the_commit_confirms_in_chunks_and_a_resend_between_them_is_refused(
         commits: list[int] = []
         resent: list[int] = []
 
-        def evaluating(what: str) -> Any:
+        def evaluating(what: str, blocking: bool = True) -> Any:
             if what == "commit":
                 commits.append(1)
                 if len(commits) == 3:  # between the first and second chunk: a client re-sends
                     resent.append(bridge.offer("seg-later", [items[-1]], state))
-            return real(what)
+            return real(what, blocking)
 
         monkeypatch.setattr(bridge, "_evaluating", evaluating)
         import_spooled(collector)
@@ -506,3 +506,34 @@ def test_the_commit_confirms_in_chunks_and_a_resend_between_them_is_refused(
         assert bridge.corrections == 0
         for user in range(4):
             assert segments_of(state, f"user_id:c{user}") == {"seen", "busy"}
+
+
+def test_placing_without_blocking_evaluates_now_or_leaves_the_rest(project: Path) -> None:
+    """The event loop's placement: evaluated at once while the evaluation lock is free; while
+    another thread holds it, nothing waits and the evaluation is left as ``rest``."""
+    with Workspace.open(project) as ws:
+        bridge = bridge_for(ws, SEEN)
+        collector, state = collector_for(ws, bridge)
+        first = [event(1, user="n1")]
+        lines, ids, indexes, _ = collector.encode(first)
+        placement = collector.place(lines, ids, indexes, False, first, blocking=False)
+        assert placement.ticket is not None and placement.rest is None
+        assert segments_of(state, "user_id:n1") == {"seen"}
+
+        second = [event(2, user="n2")]
+        lines, ids, indexes, _ = collector.encode(second)
+        with bridge._lock:  # a commit or a sweep holds it
+            started = time.monotonic()
+            placement = collector.place(lines, ids, indexes, False, second, blocking=False)
+            assert time.monotonic() - started < 1.0  # did not wait for the lock
+        assert placement.rest is not None
+        with pytest.raises(NotFoundError):  # not evaluated yet: not even known
+            state.get("user_id:n2")
+        assert bridge.stats()["lock_busy_offer"] == 1
+        placement.rest()
+        assert segments_of(state, "user_id:n2") == {"seen"}
+        assert bridge.stats()["provisional_events"] == 2
+        import_spooled(collector)
+        assert ws.store.scalar("SELECT count(*) FROM events") == 2
+        assert segments_of(state, "user_id:n2") == {"seen"}
+        assert bridge.corrections == 0

@@ -131,6 +131,7 @@ class RealtimeBridge:
         self.lock_total_ms: dict[str, float] = {}  # all holds, by holder
         self.lock_holds: dict[str, int] = {}
         self.lock_waited_ms: dict[str, float] = {}  # longest wait for _lock, by holder
+        self.lock_busy: dict[str, int] = {}  # non-blocking asks that found _lock busy
         self._pending: dict[str, dict[str, str]] = {}  # spool segment -> event id -> profile
         self._pending_ids: dict[str, str] = {}  # event id -> spool segment
         self._committed_ids: OrderedDict[str, None] = OrderedDict()
@@ -167,20 +168,42 @@ class RealtimeBridge:
 
         Events the fast check is not sure about, duplicates of pending or recently committed
         events, and events of a segment already committed are left to the import."""
-        if self.validator is None or not items:
-            return 0
         now = now or utcnow()
+        evaluated = self.offer_rows(segment, self.check(items, now), state, now)
+        assert evaluated is not None  # a blocking offer always gets the lock
+        return evaluated
+
+    def check(self, items: Sequence[Any], now: datetime) -> list[dict[str, Any]]:
+        """The fast check's rows of the items it can evaluate now, as the import will store
+        them (no lock: run it before :meth:`offer_rows`)."""
+        if self.validator is None or not items:
+            return []
         checked = (self.validator.check(item, now) for item in items)
-        rows = [
+        return [
             row
             for row in checked
             if row is not None
             and (row["session_id"] is not None or row["event_type"] not in self.session_types)
         ]
+
+    def offer_rows(
+        self,
+        segment: str,
+        rows: list[dict[str, Any]],
+        state: ServingState,
+        now: datetime,
+        *,
+        blocking: bool = True,
+    ) -> int | None:
+        """:meth:`offer` for rows :meth:`check` returned at ``now``. With ``blocking=False``
+        it returns None, having done nothing, when the evaluation lock is busy (the caller
+        must not wait: the event loop), and the caller offers them again later."""
         if not rows:
             return 0
         source = SOURCE_PREFIX + segment
-        with self._evaluating("offer"):
+        with self._evaluating("offer", blocking) as held:
+            if not held:
+                return None
             if segment in self._delivered:
                 return 0  # the import got there first: its commit already evaluated them
             pending = self._pending.setdefault(segment, {})
@@ -371,21 +394,25 @@ class RealtimeBridge:
         return applied
 
     @contextmanager
-    def _evaluating(self, what: str) -> Iterator[None]:
-        """Hold the evaluation lock, recording the longest hold by ``what`` (acknowledgements
-        wait meanwhile)."""
+    def _evaluating(self, what: str, blocking: bool = True) -> Iterator[bool]:
+        """Hold the evaluation lock (acknowledgements wait meanwhile), recording the holds
+        by ``what``. Yields False, without the lock, when ``blocking`` is off and it is busy."""
         asked = time.perf_counter()
-        with self._lock:
-            started = time.perf_counter()
-            try:
-                yield
-            finally:
-                took = 1000 * (time.perf_counter() - started)
-                self.lock_held_ms[what] = max(self.lock_held_ms.get(what, 0.0), took)
-                self.lock_total_ms[what] = self.lock_total_ms.get(what, 0.0) + took
-                self.lock_holds[what] = self.lock_holds.get(what, 0) + 1
-                waited = 1000 * (started - asked)
-                self.lock_waited_ms[what] = max(self.lock_waited_ms.get(what, 0.0), waited)
+        if not self._lock.acquire(blocking):
+            self.lock_busy[what] = self.lock_busy.get(what, 0) + 1
+            yield False
+            return
+        started = time.perf_counter()
+        try:
+            yield True
+        finally:
+            took = 1000 * (time.perf_counter() - started)
+            self.lock_held_ms[what] = max(self.lock_held_ms.get(what, 0.0), took)
+            self.lock_total_ms[what] = self.lock_total_ms.get(what, 0.0) + took
+            self.lock_holds[what] = self.lock_holds.get(what, 0) + 1
+            waited = 1000 * (started - asked)
+            self.lock_waited_ms[what] = max(self.lock_waited_ms.get(what, 0.0), waited)
+            self._lock.release()
 
     def pending_count(self) -> int:
         """Events evaluated at acknowledgement whose import has not committed yet. Read under
@@ -393,6 +420,10 @@ class RealtimeBridge:
         an unlocked read could report 0 while the correction is still being applied."""
         with self._lock:
             return len(self._pending_ids)
+
+    def pending_estimate(self) -> int:
+        """:meth:`pending_count` without the lock (for a threshold; never waits)."""
+        return len(self._pending_ids)
 
     def stats(self) -> dict[str, float]:
         with self._lock:
@@ -409,6 +440,7 @@ class RealtimeBridge:
                     ("total_ms", self.lock_total_ms),
                     ("holds", self.lock_holds),
                     ("max_wait_ms", self.lock_waited_ms),
+                    ("busy", self.lock_busy),
                 )
                 for k, v in values.items()
             }

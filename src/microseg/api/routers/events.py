@@ -78,10 +78,13 @@ def parse(body: bytes) -> Any:
 async def collect(services: Services, items: list[Any], wait: bool) -> Response:
     collector = services.collector
     lines, ids, indexes, rejected = collector.encode(items)
-    # placed + evaluated in a worker thread (the evaluator may wait for the importer's
-    # commit); the fsync is awaited without holding a thread
+    # placed + evaluated here when the evaluation lock is free, else evaluated in a worker
+    # thread (it may wait for the importer's commit); the fsync is awaited without a thread
     try:
-        ticket = await run_in_threadpool(collector.place, lines, ids, indexes, wait, items)
+        placement = collector.place(lines, ids, indexes, wait, items, blocking=False)
+        if placement.rest is not None:
+            await run_in_threadpool(placement.rest)
+        ticket = placement.ticket
         if ticket is not None:
             await asyncio.wrap_future(ticket.durable)
     except SpoolSyncError as exc:  # not durable, so not acknowledged: the client retries
