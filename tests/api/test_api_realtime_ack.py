@@ -3,6 +3,7 @@ and corrected from the store when the import disagrees."""
 
 from __future__ import annotations
 
+import threading
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -537,3 +538,38 @@ def test_placing_without_blocking_evaluates_now_or_leaves_the_rest(project: Path
         assert ws.store.scalar("SELECT count(*) FROM events") == 2
         assert segments_of(state, "user_id:n2") == {"seen"}
         assert bridge.corrections == 0
+
+
+def test_membership_writes_run_in_the_import_thread_while_the_collector_runs(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with Workspace.open(project) as ws:
+        bridge = bridge_for(ws, SEEN)
+        collector, _ = collector_for(ws, bridge)
+        threads: list[str] = []
+        real = bridge._persist
+
+        def persist() -> int:
+            threads.append(threading.current_thread().name)
+            return real()
+
+        monkeypatch.setattr(bridge, "_persist", persist)
+        collector.start()
+        try:
+            assert bridge.store_runner == collector.on_import_thread
+            spool(collector, [event(1, user="w1")])
+            deadline = time.monotonic() + 30
+            while collector.committed_events < 1 and time.monotonic() < deadline:
+                time.sleep(0.01)
+        finally:
+            collector.stop()
+        assert threads and all(t.startswith("microseg-import-db") for t in threads), threads
+        pid = ws.profile_id("user_id:w1")
+        assert ws.store.rows("SELECT segment FROM memberships WHERE profile_id = ?", [pid]) == [
+            ("seen",)
+        ]
+        # once stopped, writes run in the caller's thread again
+        assert bridge.store_runner is None
+        threads.clear()
+        bridge.persist()
+        assert threads == [threading.current_thread().name]

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import duckdb
 import orjson
@@ -44,6 +44,7 @@ from microseg.workspace import Workspace
 log = logging.getLogger("microseg.api.collector")
 SPEC = SourceSpec(format="jsonl")
 SOURCE_PREFIX = "http:"
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -134,8 +135,19 @@ class Collector:
             )
             self.gc_policy.activate()  # startup objects are long-lived: frozen from now
         gc.callbacks.append(self.gc_pauses)
+        if self.realtime is not None:  # its membership writes run at the imports' priority
+            self.realtime.store_runner = self.on_import_thread
         self._thread = threading.Thread(target=self._run, name="microseg-importer", daemon=True)
         self._thread.start()
+
+    def on_import_thread(self, work: Callable[[], T]) -> T:
+        """Run store work in the nicer import thread and wait for its result (in the calling
+        thread once the collector has stopped)."""
+        try:
+            future = self._db.submit(work)
+        except RuntimeError:  # shut down: nothing else uses the store through it any more
+            return work()
+        return future.result()
 
     def stop(self, timeout: float = 60.0) -> None:
         """Stop accepting work for the importer; import what is spooled, then return."""
@@ -151,6 +163,8 @@ class Collector:
             self.gc_policy.deactivate()
             self.gc_policy = None
         self._db.shutdown(wait=True)
+        if self.realtime is not None and self.realtime.store_runner == self.on_import_thread:
+            self.realtime.store_runner = None
 
     def alive(self) -> bool:
         """True while the importer thread runs."""
@@ -174,6 +188,13 @@ class Collector:
                 self._import(segment)
             finally:
                 self._inflight = 0
+                import os as _o
+
+                if _o.environ.get("MICROSEG_IMPLOG"):
+                    with open(_o.environ["MICROSEG_IMPLOG"], "a") as _fh:
+                        _fh.write(
+                            f"{began:.4f} {time.monotonic():.4f} {segment.lines} {self._t1:.4f} {self._t2:.4f}\n"
+                        )
 
     def _linger(self, began: float) -> None:
         """Wait until ``import_linger_ms`` after the previous import ``began``, unless the

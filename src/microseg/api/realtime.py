@@ -45,10 +45,12 @@ import logging
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import Any, Protocol
+
+import pyarrow as pa
 
 from microseg.api.fastcheck import FastValidator, profile_id_for_new_key
 from microseg.api.serving import CommittedBatch, ServingState
@@ -132,6 +134,8 @@ class RealtimeBridge:
         self.lock_holds: dict[str, int] = {}
         self.lock_waited_ms: dict[str, float] = {}  # longest wait for _lock, by holder
         self.lock_busy: dict[str, int] = {}  # non-blocking asks that found _lock busy
+        # runs persist()'s store work and waits for it (None: in the calling thread)
+        self.store_runner: Callable[[Callable[[], int]], int] | None = None
         self._pending: dict[str, dict[str, str]] = {}  # spool segment -> event id -> profile
         self._pending_ids: dict[str, str] = {}  # event id -> spool segment
         self._committed_ids: OrderedDict[str, None] = OrderedDict()
@@ -237,24 +241,25 @@ class RealtimeBridge:
     # -- at commit --------------------------------------------------------------------------
     def __call__(self, batch: CommittedBatch, state: ServingState) -> None:
         table = batch.events
-        fields = getattr(self.evaluator, "fields", None)
-        if fields is not None:  # only what conditions read (to_pylist is the costly part)
-            keep = {*fields, "event_id", "event_type", "ts", "profile_id", "session_id"}
-            table = table.select([c for c in table.column_names if c in keep])
-        rows = [r for r in table.to_pylist() if r.get("profile_id") is not None]
-        rows.sort(key=lambda r: r["ts"])
+        # Confirming an event needs only its id and profile: only the events evaluated here
+        # (not at acknowledgement) become Python rows (to_pylist is the costly part, and it
+        # holds the GIL the request path needs).
+        event_ids = table.column("event_id").to_pylist() if table.num_rows else []
+        profile_ids = table.column("profile_id").to_pylist() if table.num_rows else []
         segment = batch.segment
         with self._evaluating("commit"):
             pending = self._take(segment)  # offers of this segment are refused from now on
-        fresh: list[dict[str, Any]] = []
+        fresh: list[int] = []  # positions of the stored events to evaluate now
         stale: set[str] = set()
         # Confirm the stored events in chunks, releasing the lock in between (acknowledgements
         # wait for one chunk, not the whole batch). An id stays in _pending_ids until its
         # chunk moves it to _committed_ids, so an offer in between still refuses a re-send.
-        for start in range(0, len(rows), COMMIT_CHUNK):
+        for start in range(0, len(event_ids), COMMIT_CHUNK):
             with self._evaluating("commit"):
-                for row in rows[start : start + COMMIT_CHUNK]:
-                    eid, pid = row["event_id"], row["profile_id"]
+                for i in range(start, min(start + COMMIT_CHUNK, len(event_ids))):
+                    eid, pid = event_ids[i], profile_ids[i]
+                    if pid is None:
+                        continue
                     self._remember(self._committed_ids, eid, REMEMBERED_IDS)
                     seen_as = pending.pop(eid, None)
                     owner = self._pending_ids.get(eid)
@@ -268,15 +273,29 @@ class RealtimeBridge:
                         continue  # evaluated at acknowledgement
                     if seen_as is not None:
                         stale.add(seen_as)  # evaluated under another profile
-                    fresh.append(row)
+                    fresh.append(i)
+        rows = self._rows(table, fresh)
         with self._evaluating("commit"):
             self._release(segment, pending)
             stale.update(pending.values())  # evaluated, but the import did not store them
             stale.update(self._suspect.pop(segment, ()))
-            changes = [c for row in fresh for c in self.evaluator.on_event(row)]
+            changes = [c for row in rows for c in self.evaluator.on_event(row)]
             changes.extend(self._correct(stale, state))
             self._apply(changes, state)
         self.persist()
+
+    def _rows(self, table: pa.Table, positions: list[int]) -> list[dict[str, Any]]:
+        """The events at ``positions`` as evaluator rows (only the columns conditions read),
+        in time order."""
+        if not positions:
+            return []
+        fields = getattr(self.evaluator, "fields", None)
+        if fields is not None:
+            keep = {*fields, "event_id", "event_type", "ts", "profile_id", "session_id"}
+            table = table.select([c for c in table.column_names if c in keep])
+        rows = table.take(positions).to_pylist()
+        rows.sort(key=lambda r: r["ts"])
+        return rows
 
     def discard(self, segment: str, state: ServingState) -> int:
         """A spool segment will not be imported now (parked after failed imports): undo what
@@ -459,9 +478,16 @@ class RealtimeBridge:
         """Write the unsaved membership changes to the store, in order; returns how many.
 
         Runs outside the evaluation lock (acknowledgements never wait for the store);
-        its own lock keeps batches taken by different threads in order."""
+        its own lock keeps batches taken by different threads in order. With a
+        ``store_runner`` the writing runs through it (the collector's nicer import thread:
+        the store work then yields the CPU to requests)."""
         if self.store is None:
             return 0
+        runner = self.store_runner
+        return runner(self._persist) if runner is not None else self._persist()
+
+    def _persist(self) -> int:
+        assert self.store is not None
         from microseg.segments import apply_changes
 
         with self._persist_lock:

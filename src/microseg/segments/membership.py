@@ -10,6 +10,7 @@ from datetime import datetime
 from typing import Any
 
 import pandas as pd
+import pyarrow as pa
 from sqlglot import exp
 
 from microseg.config.models import ProjectSettings
@@ -440,18 +441,20 @@ def apply_changes(store: Store, changes: Iterable[MembershipChange]) -> int:
     rows = list(changes)
     if not rows:
         return 0
-    frame = pd.DataFrame(
+    # Arrow, not pandas: DuckDB scans an Arrow table natively, while a pandas frame of Python
+    # strings is read holding the GIL (the real-time path's request threads need it)
+    frame = pa.table(
         {
-            "seq": range(len(rows)),
-            "segment": [c.segment for c in rows],
-            "profile_id": [c.profile_id for c in rows],
-            "change": [c.change for c in rows],
-            "changed_at": [c.at for c in rows],
-            "reason": [c.reason for c in rows],
-            "source": [c.source for c in rows],
+            "seq": pa.array(range(len(rows)), pa.int64()),
+            "segment": pa.array([c.segment for c in rows], pa.string()),
+            "profile_id": pa.array([c.profile_id for c in rows], pa.string()),
+            "change": pa.array([c.change for c in rows], pa.string()),
+            "changed_at": pa.array([c.at for c in rows], pa.timestamp("us")),
+            "reason": pa.array([c.reason for c in rows], pa.string()),
+            "source": pa.array([c.source for c in rows], pa.string()),
+            "recorded_at": pa.array([utcnow()] * len(rows), pa.timestamp("us")),
         }
     )
-    frame["recorded_at"] = utcnow()
     with store.transaction():  # holds the store lock for the registered frame too
         store.con.register("_ms_changes", frame)
         try:
