@@ -188,13 +188,6 @@ class Collector:
                 self._import(segment)
             finally:
                 self._inflight = 0
-                import os as _o
-
-                if _o.environ.get("MICROSEG_IMPLOG"):
-                    with open(_o.environ["MICROSEG_IMPLOG"], "a") as _fh:
-                        _fh.write(
-                            f"{began:.4f} {time.monotonic():.4f} {segment.lines} {self._t1:.4f} {self._t2:.4f}\n"
-                        )
 
     def _linger(self, began: float) -> None:
         """Wait until ``import_linger_ms`` after the previous import ``began``, unless the
