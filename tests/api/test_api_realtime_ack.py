@@ -561,9 +561,22 @@ def test_membership_writes_run_in_the_import_thread_while_the_collector_runs(
             deadline = time.monotonic() + 30
             while collector.committed_events < 1 and time.monotonic() < deadline:
                 time.sleep(0.01)
+            assert threads and all(t.startswith("microseg-import-db") for t in threads), threads
+            # a caller holding the store's lock writes itself (the import thread would wait
+            # for the lock, and the caller for the import thread)
+            done = threading.Event()
+
+            def persist_holding_the_store() -> None:
+                with ws.store.lock:
+                    bridge.persist()
+                done.set()
+
+            holder = threading.Thread(target=persist_holding_the_store, name="holder", daemon=True)
+            holder.start()
+            assert done.wait(10), "persist() deadlocked behind the store lock"
+            assert threads[-1] == "holder"
         finally:
             collector.stop()
-        assert threads and all(t.startswith("microseg-import-db") for t in threads), threads
         pid = ws.profile_id("user_id:w1")
         assert ws.store.rows("SELECT segment FROM memberships WHERE profile_id = ?", [pid]) == [
             ("seen",)

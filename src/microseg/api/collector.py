@@ -142,7 +142,10 @@ class Collector:
 
     def on_import_thread(self, work: Callable[[], T]) -> T:
         """Run store work in the nicer import thread and wait for its result (in the calling
-        thread once the collector has stopped)."""
+        thread once the collector has stopped, or while it holds the store's lock: the import
+        thread would wait for that lock, and this thread for the import thread)."""
+        if self.workspace.store.lock._is_owned():  # type: ignore[attr-defined]
+            return work()
         try:
             future = self._db.submit(work)
         except RuntimeError:  # shut down: nothing else uses the store through it any more
