@@ -545,15 +545,15 @@ def test_membership_writes_run_in_the_import_thread_while_the_collector_runs(
 ) -> None:
     with Workspace.open(project) as ws:
         bridge = bridge_for(ws, SEEN)
-        collector, _ = collector_for(ws, bridge)
+        collector, state = collector_for(ws, bridge)
         threads: list[str] = []
-        real = bridge._persist
+        real = bridge._write
 
-        def persist() -> int:
+        def write(changes: list[Any]) -> set[str]:
             threads.append(threading.current_thread().name)
-            return real()
+            return real(changes)
 
-        monkeypatch.setattr(bridge, "_persist", persist)
+        monkeypatch.setattr(bridge, "_write", write)
         collector.start()
         try:
             assert bridge.store_runner == collector.on_import_thread
@@ -563,7 +563,9 @@ def test_membership_writes_run_in_the_import_thread_while_the_collector_runs(
                 time.sleep(0.01)
             assert threads and all(t.startswith("microseg-import-db") for t in threads), threads
             # a caller holding the store's lock writes itself (the import thread would wait
-            # for the lock, and the caller for the import thread)
+            # for the lock, and the caller for the import thread); w2 is never imported, so
+            # its change stays unsaved and every persist() below writes
+            assert bridge.offer("seg-unimported", [event(2, user="w2")], state) == 1
             done = threading.Event()
 
             def persist_holding_the_store() -> None:
@@ -584,5 +586,6 @@ def test_membership_writes_run_in_the_import_thread_while_the_collector_runs(
         # once stopped, writes run in the caller's thread again
         assert bridge.store_runner is None
         threads.clear()
-        bridge.persist()
+        assert bridge.persist() == 0  # w2 has no stored profile: kept for later
         assert threads == [threading.current_thread().name]
+        assert bridge.stats()["unsaved_changes"] == 1

@@ -2,11 +2,11 @@
 
 Linux schedules every thread on its own, so ``setpriority(PRIO_PROCESS, <thread id>)`` makes
 one thread nicer and leaves the rest of the process alone. The collector runs its DuckDB
-imports in such a thread (setting ``import_nice``): when the machine is busy, an HTTP thread
-acknowledging events, or a decision, gets the core first, and the import, which is not on the
-path to visibility (events are evaluated at acknowledgement), waits. The steps that hold
-the real-time evaluation lock stay at normal priority, so a request never waits for a nice
-thread that the scheduler keeps off the CPU.
+imports and the real-time membership writes in such a thread (setting ``import_nice``): when
+the machine is busy, an HTTP thread acknowledging events, or a decision, gets the core first,
+and the store work, which is not on the path to visibility (events are evaluated at
+acknowledgement), waits. The steps that hold the real-time evaluation lock stay at normal
+priority, so a request never waits for a nice thread that the scheduler keeps off the CPU.
 
 A raised nice value cannot be lowered again without privileges; the thread keeps it for life.
 """

@@ -135,7 +135,7 @@ class RealtimeBridge:
         self.lock_waited_ms: dict[str, float] = {}  # longest wait for _lock, by holder
         self.lock_busy: dict[str, int] = {}  # non-blocking asks that found _lock busy
         # runs persist()'s store work and waits for it (None: in the calling thread)
-        self.store_runner: Callable[[Callable[[], int]], int] | None = None
+        self.store_runner: Callable[[Callable[[], set[str]]], set[str]] | None = None
         self._pending: dict[str, dict[str, str]] = {}  # spool segment -> event id -> profile
         self._pending_ids: dict[str, str] = {}  # event id -> spool segment
         self._committed_ids: OrderedDict[str, None] = OrderedDict()
@@ -479,36 +479,21 @@ class RealtimeBridge:
 
         Runs outside the evaluation lock (acknowledgements never wait for the store);
         its own lock keeps batches taken by different threads in order. With a
-        ``store_runner`` the writing runs through it (the collector's nicer import thread:
-        the store work then yields the CPU to requests)."""
+        ``store_runner`` the store work runs through it (the collector's nicer import thread:
+        it then yields the CPU to requests); the evaluation lock is taken in the calling thread
+        only, never in the nicer one."""
         if self.store is None:
             return 0
-        runner = self.store_runner
-        return runner(self._persist) if runner is not None else self._persist()
-
-    def _persist(self) -> int:
-        assert self.store is not None
-        from microseg.segments import apply_changes
-
         with self._persist_lock:
             with self._lock:
                 changes, self._unsaved = self._unsaved, []
             if not changes:
                 return 0
+            runner = self.store_runner
             try:
-                with self.store.lock:
-                    # only profiles the store has: an erased one (forgotten while this batch
-                    # was taken) must not come back; a provisional one waits for its import
-                    stored = {
-                        str(r[0])
-                        for r in self.store.rows(
-                            "SELECT profile_id FROM profiles WHERE list_contains(?, profile_id)",
-                            [sorted({c.profile_id for c in changes})],
-                        )
-                    }
-                    ready = [c for c in changes if c.profile_id in stored]
-                    if ready:
-                        apply_changes(self.store, ready)  # type: ignore[arg-type]
+                stored = (
+                    self._write(changes) if runner is None else runner(lambda: self._write(changes))
+                )
             except BaseException:
                 with self._lock:  # keep them for the next attempt
                     self._unsaved[:0] = changes
@@ -517,4 +502,24 @@ class RealtimeBridge:
             if later:
                 with self._lock:
                     self._unsaved[:0] = [c for c in later if self.evaluator.knows(c.profile_id)]
-            return len(ready)
+            return len(changes) - len(later)
+
+    def _write(self, changes: list[Change]) -> set[str]:
+        """Save the changes of profiles the store has; returns those profiles. An erased one
+        (forgotten while this batch was taken) must not come back; a provisional one waits
+        for its import."""
+        from microseg.segments import apply_changes
+
+        assert self.store is not None
+        with self.store.lock:
+            stored = {
+                str(r[0])
+                for r in self.store.rows(
+                    "SELECT profile_id FROM profiles WHERE list_contains(?, profile_id)",
+                    [sorted({c.profile_id for c in changes})],
+                )
+            }
+            ready = [c for c in changes if c.profile_id in stored]
+            if ready:
+                apply_changes(self.store, ready)  # type: ignore[arg-type]
+        return stored

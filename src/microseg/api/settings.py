@@ -131,8 +131,9 @@ class ApiSettings(BaseSettings):
         le=19,
         description="how much nicer (Linux scheduling priority) the thread running the"
         " collector's spool imports is than the request path, so a busy machine serves"
-        " acknowledgements and decisions first; the real-time commit that follows an import"
-        " stays at normal priority (0: same priority)",
+        " acknowledgements and decisions first; the real-time membership writes run there"
+        " too, while the commit's evaluation (it holds the evaluation lock) stays at normal"
+        " priority (0: same priority)",
     )
     gc_freeze_at_start: bool = Field(
         default=True,
