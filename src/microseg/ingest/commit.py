@@ -115,18 +115,7 @@ def commit(
 ) -> Committed:
     """Quarantine invalid rows, store the new events with their sessions and register
     their identities. Call inside a transaction."""
-    keys = q.table(batch.keys)
-    counts = {
-        str(k): int(v)
-        for k, v in store.rows(
-            exp.select(
-                exp.Coalesce(this=q.col("_reason"), expressions=[q.lit("")]),
-                exp.Count(this=exp.Star()),
-            )
-            .from_(keys)
-            .group_by(q.lit(1))
-        )
-    }
+    counts = {str(k): int(v) for k, v in store.rows(q.cached(_reason_counts, batch.keys))}
     rows_staged = sum(counts.values())
     reasons = {k: v for k, v in counts.items() if k}
     if reasons:  # an all-valid batch skips the (re-)reading quarantine pass
@@ -140,6 +129,18 @@ def commit(
         sessions.update_stored_sessions(store)
     identity_keys.register(store, NEW, now)
     return Committed(rows_staged, inserted, valid - inserted, reasons)
+
+
+def _reason_counts(keys: str) -> exp.Expr:
+    """Rows of the key table by quarantine reason ('' for valid rows)."""
+    return (
+        exp.select(
+            exp.Coalesce(this=q.col("_reason"), expressions=[q.lit("")]),
+            exp.Count(this=exp.Star()),
+        )
+        .from_(q.table(keys))
+        .group_by(q.lit(1))
+    )
 
 
 def cleanup(store: Store) -> None:
@@ -156,7 +157,11 @@ def drop_relation(store: Store, name: str) -> None:
     )
     if kind is not None:
         what = "VIEW" if "VIEW" in str(kind).upper() else "TABLE"
-        store.execute(f"DROP {what} IF EXISTS {q.render(q.table(name))}")
+        store.execute(q.cached(_drop, name, what))
+
+
+def _drop(name: str, kind: str) -> exp.Expr:
+    return exp.Drop(tables=[q.table(name)], kind=kind, exists=True)
 
 
 # -- quarantine -------------------------------------------------------------------------------
@@ -217,48 +222,62 @@ def _rows_from(batch: Batch, alias: str) -> exp.Expr:
 def _select_new(store: Store, keys: str, valid: int, *, all_valid: bool) -> bool:
     """Make ``_ms_new``: the key rows of valid events whose id is new (not stored, not
     earlier in the batch). Returns whether it differs from "every key row"."""
-    valid_rows = (
-        exp.select(*(q.col(c) for c in KEY_COLUMNS if c != "_reason"))
-        .from_(q.table(keys))
-        .where(exp.Is(this=q.col("_reason"), expression=exp.Null()))
-    )
     # Repeated ids within the batch: a hash-distinct count proves there are none (equal
     # counts cannot hide a repeat); otherwise the exact first-occurrence window decides.
-    repeats = valid and int(
-        store.scalar(
-            exp.select(
-                exp.Sub(
-                    this=exp.Count(this=q.col("event_id")),
-                    expression=exp.Count(
-                        this=exp.Distinct(expressions=[q.func("hash", q.col("event_id"))])
-                    ),
-                )
-            )
-            .from_(q.table(keys))
-            .where(exp.Is(this=q.col("_reason"), expression=exp.Null()))
-        )
-        or 0
-    )
+    repeats = valid and int(store.scalar(q.cached(_repeated_ids, keys)) or 0)
     # Ids already stored: found by probing the stored ids against the batch's (the batch
     # is the small side of the join); usually none, and then no anti-join is needed.
     hits = 0
     if valid and store.scalar("SELECT 1 FROM events LIMIT 1") is not None:
-        store.execute(
-            q.create_temp(
-                HITS,
-                exp.select(q.col("event_id"))
-                .from_("events")
-                .where(
-                    exp.In(
-                        this=q.col("event_id"),
-                        query=exp.Subquery(this=exp.select(q.col("event_id")).from_(q.table(keys))),
-                    )
-                )
-                .distinct(),
+        store.execute(q.cached(_stored_hits, keys))
+        hits = int(store.scalar("SELECT count(*) FROM _ms_hits"))
+    filtered = bool(repeats or hits or not all_valid)
+    drop_relation(store, NEW)
+    store.execute(q.cached(_new_events, keys, bool(repeats), bool(hits)))
+    return filtered
+
+
+def _repeated_ids(keys: str) -> exp.Expr:
+    """How many valid rows of the key table repeat an earlier row's event id (0: none)."""
+    return (
+        exp.select(
+            exp.Sub(
+                this=exp.Count(this=q.col("event_id")),
+                expression=exp.Count(
+                    this=exp.Distinct(expressions=[q.func("hash", q.col("event_id"))])
+                ),
             )
         )
-        hits = int(store.scalar("SELECT count(*) FROM _ms_hits"))
-    new = valid_rows
+        .from_(q.table(keys))
+        .where(exp.Is(this=q.col("_reason"), expression=exp.Null()))
+    )
+
+
+def _stored_hits(keys: str) -> exp.Expr:
+    """``_ms_hits``: the batch's event ids that are already stored."""
+    return q.create_temp(
+        HITS,
+        exp.select(q.col("event_id"))
+        .from_("events")
+        .where(
+            exp.In(
+                this=q.col("event_id"),
+                query=exp.Subquery(this=exp.select(q.col("event_id")).from_(q.table(keys))),
+            )
+        )
+        .distinct(),
+    )
+
+
+def _new_events(keys: str, repeats: bool, hits: bool) -> exp.Expr:
+    """``_ms_new``: the valid key rows, without later repeats of an id in the batch
+    (``repeats``) and ids already stored (``hits``, from ``_ms_hits``); a view when nothing is
+    dropped (no copy of the key rows)."""
+    new = (
+        exp.select(*(q.col(c) for c in KEY_COLUMNS if c != "_reason"))
+        .from_(q.table(keys))
+        .where(exp.Is(this=q.col("_reason"), expression=exp.Null()))
+    )
     if repeats:
         first = exp.Window(
             this=exp.RowNumber(),
@@ -269,11 +288,7 @@ def _select_new(store: Store, keys: str, valid: int, *, all_valid: bool) -> bool
     if hits:
         seen = exp.select(q.col("event_id")).from_(q.table(HITS))
         new = new.where(exp.Not(this=exp.In(this=q.col("event_id"), query=exp.Subquery(this=seen))))
-    filtered = bool(repeats or hits or not all_valid)
-    drop_relation(store, NEW)
-    # a view when nothing is dropped: no copy of the key rows
-    store.execute(q.create_temp(NEW, new, "TABLE" if repeats or hits else "VIEW", replace=False))
-    return filtered
+    return q.create_temp(NEW, new, "TABLE" if repeats or hits else "VIEW", replace=False)
 
 
 # -- events -------------------------------------------------------------------------------------
@@ -290,10 +305,38 @@ def _insert_events(
     """Insert the new events, their session starts joined in by ``_row`` (one pass, no UPDATE).
 
     The join keeps only the rows of ``_ms_new``; without filtering or computed sessions every
-    row is inserted as read (no join)."""
+    row is inserted as read (no join). A materialised stage gets the same statement every
+    time, with the receive time and source as named parameters (:func:`q.cached`); a streamed
+    batch's SELECT binds the file's parameters by position, so it takes them as literals."""
+    received_at = now.isoformat(sep=" ")
+    if isinstance(batch.rows, exp.Table):
+        text = q.cached(_insert_from_table, batch.rows.name, tuple(props), filtered, computed)
+        store.execute(text, {"received_at": received_at, "source": source_name})
+        return
+    rows = _rows_from(batch, "r")
+    insert = _insert(rows, props, filtered, computed, q.lit(received_at), q.lit(source_name))
+    store.execute(insert, batch.params)
+
+
+def _insert_from_table(
+    table: str, props: tuple[str, ...], filtered: bool, computed: bool
+) -> exp.Expr:
+    rows = exp.Table(this=q.ident(table), alias=exp.TableAlias(this=q.ident("r")))
+    received_at, source = exp.Placeholder(this="received_at"), exp.Placeholder(this="source")
+    return _insert(rows, list(props), filtered, computed, received_at, source)
+
+
+def _insert(
+    rows: exp.Expr,
+    props: list[str],
+    filtered: bool,
+    computed: bool,
+    received_at: exp.Expr,
+    source: exp.Expr,
+) -> exp.Expr:
+    """``INSERT INTO events`` from ``rows`` (a FROM item aliased ``r``)."""
     joined = filtered or computed
     session: exp.Expr = q.col("session_id", "r")
-    source = _rows_from(batch, "r")
     if joined:  # the row's own session id, else the name of its computed session
         start = q.col("_start", "j")
         session = exp.Case(
@@ -303,25 +346,24 @@ def _insert_events(
     values: list[exp.Expr] = []
     for c in [*CORE_EVENT_COLUMNS, *props]:
         if c == "received_at":
-            value: exp.Expr = exp.cast(q.lit(now.isoformat(sep=" ")), "TIMESTAMP")
+            value: exp.Expr = exp.cast(received_at, "TIMESTAMP")
         elif c == "source":
-            value = q.lit(source_name)
+            value = source
         elif c == "session_id":
             value = session
         else:
             value = q.col(c, "r")
         values.append(exp.alias_(value, c, quoted=True))
-    select = exp.select(*values).from_(source)
+    select = exp.select(*values).from_(rows)
     if joined:
         select = select.join(
             sessions.final_sessions(NEW, computed).subquery("j"),
             on=exp.EQ(this=q.col("_row", "r"), expression=q.col("_row", "j")),
             join_type="INNER",
         )
-    insert = exp.Insert(
+    return exp.Insert(
         this=exp.Schema(
             this=q.table("events"), expressions=[q.ident(c) for c in [*CORE_EVENT_COLUMNS, *props]]
         ),
         expression=select,
     )
-    store.execute(insert, batch.params)

@@ -56,10 +56,9 @@ def profile_id_expr(key: exp.Expr) -> exp.Expr:
     )
 
 
-def register(store: Store, table: str, now: datetime) -> None:
-    """Register the id keys of newly inserted events (in ``table``) and their co-occurrence."""
-    # One row per (primary key, key) with its first and last time: every step below reads
-    # these (a few per profile) instead of one row per event and id.
+def keys_table(table: str) -> exp.Expr:
+    """``_ms_keys``: one row per (primary key, key) of the events in ``table`` with its first
+    and last time."""
     parts = []
     for id_type, column in ID_COLUMNS:
         sel = (
@@ -89,7 +88,14 @@ def register(store: Store, table: str, now: datetime) -> None:
         .from_(exp.Subquery(this=union, alias=exp.TableAlias(this=q.ident("u"))))
         .group_by(q.col("primary_key"), q.col("id_key"))
     )
-    store.execute(q.create_temp("_ms_keys", pairs))
+    return q.create_temp("_ms_keys", pairs)
+
+
+def register(store: Store, table: str, now: datetime) -> None:
+    """Register the id keys of newly inserted events (in ``table``) and their co-occurrence."""
+    # One row per (primary key, key) with its first and last time: every step below reads
+    # these (a few per profile) instead of one row per event and id.
+    store.execute(q.cached(keys_table, table))
     params = [now, now]
     # 1. primary keys never seen before get a fresh profile of their own
     store.execute(

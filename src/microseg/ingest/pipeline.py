@@ -289,14 +289,7 @@ def _resolve_reparsed(
     """A full re-import of a text source closes the entries of its lines that parse now."""
     unparsed: list[int] | None = None
     if fmt == "jsonl" and not rejects:  # rows are the file's lines
-        unparsed = [
-            int(r[0])
-            for r in store.rows(
-                exp.select(q.col("_row"))
-                .from_(q.table(batch.keys))
-                .where(exp.EQ(this=q.col("_reason"), expression=q.lit("malformed_json")))
-            )
-        ]
+        unparsed = [int(r[0]) for r in store.rows(q.cached(_unparsed_rows, batch.keys))]
     closed = rejects_mod.resolve_reparsed(
         store,
         source_name=source_name,
@@ -309,6 +302,14 @@ def _resolve_reparsed(
         store.audit(
             "import", "quarantine_resolved", source_name, {"batch_id": batch_id, "closed": closed}
         )
+
+
+def _unparsed_rows(keys: str) -> exp.Expr:
+    return (
+        exp.select(q.col("_row"))
+        .from_(q.table(keys))
+        .where(exp.EQ(this=q.col("_reason"), expression=q.lit("malformed_json")))
+    )
 
 
 def _streamed(store: Store, path: Path, fmt: str, rows: tuple[int, int] | None) -> bool:
@@ -339,14 +340,14 @@ class StageStatements:
         self._lock = threading.Lock()
         self._texts: OrderedDict[tuple[Any, ...], str] = OrderedDict()
 
-    def get(self, builder: StageBuilder, source: exp.Expr) -> str:
+    def get(self, builder: StageBuilder, source: str) -> str:
         """``CREATE TEMP TABLE _ms_stage AS <stage select>`` for this builder and reader."""
         key = (
             stage.shape_key(builder.settings),
             builder.fmt,
             tuple(builder.columns.items()),
             tuple((k, f.model_dump_json()) for k, f in sorted(builder.fields.items())),
-            q.render(source),
+            source,
         )
         with self._lock:
             text = self._texts.get(key)
@@ -354,7 +355,7 @@ class StageStatements:
                 self._texts.move_to_end(key)
                 self.hits += 1
                 return text
-        keyed = commit.keyed_select(builder.stage_select(source))
+        keyed = commit.keyed_select(builder.stage_select(q.parse_static(source)))
         text = q.render(q.create_temp(STAGE, keyed))
         with self._lock:
             self._texts[key] = text
@@ -369,7 +370,7 @@ STAGE_STATEMENTS = StageStatements()
 def _stage(
     store: Store,
     builder: StageBuilder,
-    source: exp.Expr,
+    source: str,
     params: list[Any],
     streamed: bool,
     shown: str,
@@ -386,7 +387,7 @@ def _stage(
     if builder.literals is None:
         statement = STAGE_STATEMENTS.get(builder, source)
     else:
-        keyed = commit.keyed_select(builder.stage_select(source))
+        keyed = commit.keyed_select(builder.stage_select(q.parse_static(source)))
         statement = (
             q.create_temp(KEYS, commit.key_table_select(keyed))
             if streamed

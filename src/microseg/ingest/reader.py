@@ -9,12 +9,10 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
-from sqlglot import exp
 
 from microseg.config.sources import SourceSpec
 from microseg.errors import ImportFileError
 from microseg.store import Store
-from microseg.store import sql as q
 
 REJECTS = "_ms_rejects"
 REJECT_SCANS = "_ms_reject_scans"
@@ -22,18 +20,19 @@ REJECT_SCANS = "_ms_reject_scans"
 
 def reader(
     path: Path, fmt: str, spec: SourceSpec, rows: tuple[int, int] | None = None
-) -> tuple[exp.Expr, list[Any]]:
-    """FROM-clause table function for the file, with the path bound as a parameter.
+) -> tuple[str, list[Any]]:
+    """A fixed ``SELECT * FROM <table function>`` reading the file (parse it with
+    :func:`q.parse_static` to build on it), with the path and options bound as parameters.
 
     ``rows`` = [lo, hi) restricts a Parquet file to a row range (DuckDB skips the row groups
     outside it)."""
     if fmt == "parquet":
         if rows is not None:
-            return q.parse_static(
+            return (
                 "SELECT * FROM read_parquet(?, file_row_number = TRUE)"
                 " WHERE file_row_number >= ? AND file_row_number < ?"
             ), [str(path), rows[0], rows[1]]
-        return q.parse_static("SELECT * FROM read_parquet(?, file_row_number = TRUE)"), [str(path)]
+        return "SELECT * FROM read_parquet(?, file_row_number = TRUE)", [str(path)]
     if fmt == "jsonl":
         # One VARCHAR per line; JSON is parsed in SQL so malformed lines can be quarantined.
         tmpl = (
@@ -42,7 +41,7 @@ def reader(
             " store_rejects = TRUE, rejects_table = '_ms_rejects',"
             " rejects_scan = '_ms_reject_scans')"
         )
-        return q.parse_static(tmpl), [str(path), "\x1f", spec.encoding]
+        return tmpl, [str(path), "\x1f", spec.encoding]
     tmpl = (
         "SELECT * FROM read_csv(?, all_varchar = TRUE, header = ?, encoding = ?,"
         " store_rejects = TRUE, rejects_table = '_ms_rejects', rejects_scan = '_ms_reject_scans')"
@@ -51,11 +50,11 @@ def reader(
     if spec.delimiter:
         tmpl = tmpl[:-1] + ", delim = ?)"
         params.append(spec.delimiter)
-    return q.parse_static(tmpl), params
+    return tmpl, params
 
 
-def describe(store: Store, reader: exp.Expr, params: list[Any]) -> dict[str, str]:
-    text = "DESCRIBE " + q.render(reader)
+def describe(store: Store, reader: str, params: list[Any]) -> dict[str, str]:
+    text = "DESCRIBE " + reader
     try:
         rows = store.rows(text, params)
     except duckdb.Error as exc:
@@ -70,11 +69,10 @@ def explain_read_error(exc: duckdb.Error) -> str:
     return f"cannot read file: {msg}"
 
 
-def json_keys(store: Store, reader: exp.Expr, params: list[Any]) -> list[str]:
-    inner = q.render(reader)
+def json_keys(store: Store, reader: str, params: list[Any]) -> list[str]:
     text = (
         "SELECT DISTINCT k FROM (SELECT unnest(json_keys(line)) AS k FROM ("
-        + inner
+        + reader
         + ") WHERE json_valid(line) AND json_type(line) = 'OBJECT') ORDER BY k"
     )
     try:

@@ -120,7 +120,18 @@ def session_name(id_key: exp.Expr | None = None, start: exp.Expr | None = None) 
 
 def update_stored_sessions(store: Store) -> None:
     """Give stored events the recomputed id of a session the new events changed."""
-    changed = (
+    store.execute(
+        "UPDATE events SET session_id = s.new_session FROM ("
+        + q.cached(_changed_sessions)
+        + """) s
+        WHERE events.event_id = s.event_id AND events.id_key = s.id_key
+          AND s.old_session IS DISTINCT FROM s.new_session"""
+    )
+
+
+def _changed_sessions() -> exp.Expr:
+    """The stored events of ``_ms_sess`` with their old and recomputed session ids."""
+    return (
         exp.select(
             q.col("event_id"),
             q.col("id_key"),
@@ -129,13 +140,6 @@ def update_stored_sessions(store: Store) -> None:
         )
         .from_(q.table(SESS))
         .where(exp.Not(this=q.col("is_new")))
-    )
-    store.execute(
-        "UPDATE events SET session_id = s.new_session FROM ("
-        + q.render(changed)
-        + """) s
-        WHERE events.event_id = s.event_id AND events.id_key = s.id_key
-          AND s.old_session IS DISTINCT FROM s.new_session"""
     )
 
 

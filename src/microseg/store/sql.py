@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable, Hashable
 from typing import Any
 
 import sqlglot
@@ -77,3 +79,19 @@ def parse_static(sql: str) -> exp.Expr:
     parsed = sqlglot.parse_one(sql, dialect=DIALECT)
     assert parsed is not None
     return parsed
+
+
+@functools.lru_cache(maxsize=512)
+def _rendered(build: Callable[..., exp.Expr], args: tuple[Hashable, ...]) -> str:
+    return render(build(*args))
+
+
+def cached(build: Callable[..., exp.Expr], *args: Hashable) -> str:
+    """``render(build(*args))``, built and rendered once per ``(build, args)`` and then reused
+    (bounded, least recently used out; thread-safe).
+
+    For statements a small import runs every time: building and rendering their trees costs
+    more CPU, holding the GIL, than DuckDB takes to run them, and sqlglot's parent links make
+    every tree a reference cycle only a stop-the-world collection frees. ``build`` must depend
+    only on its arguments (per-call values go in as placeholders, e.g. ``exp.Placeholder``)."""
+    return _rendered(build, args)
