@@ -19,7 +19,6 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -132,6 +131,7 @@ class Collector:
                 self.settings.gc_refreeze_seconds,
                 self.settings.gc_full_seconds,
                 auto_full=self.settings.gc_auto_full,
+                young_threshold=self.settings.gc_young_threshold,
             )
             self.gc_policy.activate()  # startup objects are long-lived: frozen from now
         gc.callbacks.append(self.gc_pauses)
@@ -336,10 +336,7 @@ class Collector:
             return
         for attempt in range(1, self.settings.import_retries + 1):
             try:
-                # the GC scope here, not in the nicer thread: its closing collection stops
-                # every thread, so it must not wait behind the scheduler's priorities
-                with self._gc_scope():
-                    committed = self._db.submit(self._store_segment, segment, source).result()
+                committed = self._db.submit(self._store_segment, segment, source).result()
                 break
             except Exception as exc:  # never let the importer thread die
                 self.last_error = f"{segment.name}: {type(exc).__name__}: {exc}"
@@ -373,10 +370,6 @@ class Collector:
         with self.workspace.store.lock:
             result = self.workspace.import_events(segment.path, source=source, spec=SPEC)
             return self._record_commit(segment, source, result)
-
-    def _gc_scope(self) -> AbstractContextManager[None]:
-        """The GC policy's import scope (its short-lived cycles die young), if there is one."""
-        return self.gc_policy.importing() if self.gc_policy is not None else nullcontext()
 
     def _undo(self, segment: Segment, detail: str | None) -> None:
         """The segment is not imported now: undo what its events did in the real-time state

@@ -10,13 +10,15 @@ was allocated since, and every ``full_seconds`` unfreezes and collects everythin
 reference cycles that died while frozen are still reclaimed (memory stays bounded by what
 one such period can strand). Objects freed by reference counting are freed at once either way.
 
-Freezing alone left ~45 full collections a minute (137 ms on average) in a soak: the
-importer builds sqlglot trees (parent links make every one a reference cycle), ~14,500
-objects per spool segment, and they live long enough to be promoted to the oldest generation
-before they die. So, unless ``auto_full`` is set, the policy also switches off Python's own
-full collections (its periodic pass does them) and runs each import in :meth:`importing`: the
-collector is paused for the import, so everything it allocates stays in the youngest
-generation, and one young collection right after frees its trees without a full pass.
+Freezing alone left ~45 full collections a minute (137 ms on average) in a soak: each spool
+import built ~14,500 objects of sqlglot trees (parent links make every one a reference cycle)
+that lived long enough to be promoted before they died. Imports now reuse rendered statements
+(:func:`microseg.store.sql.cached`) and leave almost no cycles. Unless ``auto_full`` is set,
+the policy switches off Python's own middle and full collections: only young collections run
+(every ``young_threshold`` net new objects), what survives one waits in the middle generation
+until the next freeze, and the periodic full pass reclaims the cycles that died meanwhile.
+Middle collections had scanned ~10 s of survivors at a time (events awaiting their import,
+new profiles' state) for up to 80 ms each while freeing almost nothing.
 """
 
 from __future__ import annotations
@@ -24,8 +26,7 @@ from __future__ import annotations
 import gc
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import Any
 
 
@@ -38,10 +39,12 @@ class GcPolicy:
         full_seconds: float,
         clock: Callable[[], float] = time.monotonic,
         auto_full: bool = True,
+        young_threshold: int = 0,
     ) -> None:
         self.refreeze_seconds = refreeze_seconds
         self.full_seconds = full_seconds
         self.auto_full = auto_full
+        self.young_threshold = young_threshold
         self._thresholds: tuple[int, int, int] | None = None
         self._clock = clock
         self._lock = threading.Lock()
@@ -52,17 +55,17 @@ class GcPolicy:
         self.full_collections = 0
         self.full_ms_max = 0.0
         self.collected = 0
-        self.young_collections = 0
-        self.young_ms_max = 0.0
-        self.young_collected = 0
 
     def activate(self) -> None:
-        """Freeze what is allocated now; without ``auto_full``, stop Python's full passes."""
+        """Freeze what is allocated now; without ``auto_full``, stop Python's full passes;
+        with ``young_threshold``, collect the youngest generation that much less often."""
         gc.freeze()
-        if not self.auto_full and self._thresholds is None:
+        if self._thresholds is None:
             self._thresholds = gc.get_threshold()
-            young, middle, _ = self._thresholds
-            gc.set_threshold(young, middle, 2**31 - 1)  # never reached: only tick() collects all
+            young, middle, oldest = self._thresholds
+            if not self.auto_full:  # never reached: only young collections and tick()'s pass
+                middle = oldest = 2**31 - 1
+            gc.set_threshold(self.young_threshold or young, middle, oldest)
 
     def deactivate(self) -> None:
         """Undo :meth:`activate` (thresholds back, heap unfrozen)."""
@@ -70,27 +73,6 @@ class GcPolicy:
             gc.set_threshold(*self._thresholds)
             self._thresholds = None
         gc.unfreeze()
-
-    @contextmanager
-    def importing(self) -> Iterator[None]:
-        """Run a block with the cyclic GC paused, then collect the youngest generation: the
-        block's short-lived cycles are freed there instead of being promoted (no-op with
-        ``auto_full``)."""
-        if self.auto_full or not gc.isenabled():
-            yield
-            return
-        gc.disable()
-        try:
-            yield
-        finally:
-            started = time.perf_counter()
-            collected = gc.collect(0)
-            gc.enable()
-            took = 1000 * (time.perf_counter() - started)
-            with self._lock:
-                self.young_collections += 1
-                self.young_collected += collected
-                self.young_ms_max = max(self.young_ms_max, took)
 
     def tick(self) -> None:
         """Freeze or fully collect when their interval has passed (cheap otherwise)."""
@@ -121,21 +103,23 @@ class GcPolicy:
             "full_collections": self.full_collections,
             "full_collection_max_ms": round(self.full_ms_max, 1),
             "cycles_collected": self.collected,
-            "import_collections": self.young_collections,
-            "import_collection_max_ms": round(self.young_ms_max, 1),
-            "import_cycles_collected": self.young_collected,
         }  # the frozen count is in GcPauses.stats
 
 
 class GcPauses:
     """Stop-the-world pauses of Python's cyclic GC by generation (a ``gc.callbacks`` hook):
     while one runs, no request is served, so a full collection of a large heap shows up
-    directly in the latency tail."""
+    directly in the latency tail. Pauses of at least ``slow_ms`` are also counted by the
+    thread that ran them: a collection runs in whichever thread allocated past the threshold,
+    and in a low-priority thread the scheduler can stall it while every thread waits."""
 
-    def __init__(self) -> None:
+    def __init__(self, slow_ms: float = 10.0) -> None:
         self.collections = [0, 0, 0]
         self.total = [0.0, 0.0, 0.0]
         self.longest = [0.0, 0.0, 0.0]
+        self.collected = [0, 0, 0]
+        self.slow_ms = slow_ms
+        self.slow_by_thread: dict[str, list[float]] = {}  # name -> [count, total ms, max ms]
         self._started = 0.0
 
     def __call__(self, phase: str, info: dict[str, int]) -> None:
@@ -144,15 +128,32 @@ class GcPauses:
             return
         gen, took = info["generation"], time.perf_counter() - self._started
         self.collections[gen] += 1
+        self.collected[gen] += info["collected"]
         self.total[gen] += took
         self.longest[gen] = max(self.longest[gen], took)
+        if 1000 * took >= self.slow_ms:
+            name = threading.current_thread().name.rstrip("0123456789_-") or "thread"
+            slow = self.slow_by_thread.setdefault(name, [0, 0.0, 0.0])
+            slow[0] += 1
+            slow[1] += 1000 * took
+            slow[2] = max(slow[2], 1000 * took)
 
     def stats(self) -> dict[str, Any]:
-        return {
-            f"gen{g}": {
-                "collections": self.collections[g],
-                "total_ms": round(1000 * self.total[g], 1),
-                "max_ms": round(1000 * self.longest[g], 1),
+        return (
+            {
+                f"gen{g}": {
+                    "collections": self.collections[g],
+                    "total_ms": round(1000 * self.total[g], 1),
+                    "max_ms": round(1000 * self.longest[g], 1),
+                    "collected": self.collected[g],
+                }
+                for g in range(3)
             }
-            for g in range(3)
-        } | {"frozen_objects": gc.get_freeze_count()}
+            | {"frozen_objects": gc.get_freeze_count()}
+            | {
+                f"slow_by_thread (>= {self.slow_ms:g} ms)": {
+                    name: {"pauses": int(n), "total_ms": round(total, 1), "max_ms": round(top, 1)}
+                    for name, (n, total, top) in sorted(self.slow_by_thread.items())
+                }
+            }
+        )

@@ -153,10 +153,19 @@ class ApiSettings(BaseSettings):
         description="with gc_refreeze_seconds: unfreeze and collect everything this often, so"
         " reference cycles that died while frozen are reclaimed (0: never)",
     )
+    gc_young_threshold: int = Field(
+        default=10_000,
+        ge=0,
+        description="with gc_freeze_at_start: Python's youngest-generation threshold (net new"
+        " container objects between young collections; 0: Python's default, 700). Objects"
+        " a request holds for a moment (events awaiting their import) mostly die before a"
+        " collection sees them: a 4-minute soak ran 83 young collections (315 ms) instead of"
+        " ~1,330 young and ~120 middle ones (1.2 s)",
+    )
     gc_auto_full: bool = Field(
         default=False,
-        description="with gc_freeze_at_start: let Python run its own full collections (each a"
-        " stop-the-world pass over everything unfrozen); off by default: the periodic full"
-        " pass of gc_full_seconds does them, and each spool import runs with the GC paused"
-        " and ends with one young collection that frees its short-lived cycles",
+        description="with gc_freeze_at_start: let Python run its own middle and full"
+        " collections (stop-the-world passes over everything unfrozen); off by default: only"
+        " young collections run, survivors are frozen every gc_refreeze_seconds and the"
+        " periodic pass of gc_full_seconds reclaims cycles that died meanwhile",
     )
