@@ -71,6 +71,10 @@ def test_without_auto_full_python_runs_no_full_pass_and_activate_is_undone() -> 
     kept.activate()
     assert gc.get_threshold() == before  # Python's own full collections stay on
     kept.deactivate()
+    never_full = GcPolicy(refreeze_seconds=60, full_seconds=0, auto_full=False)
+    never_full.activate()
+    assert gc.get_threshold() == before  # no periodic pass: Python's own collections stay on
+    never_full.deactivate()
     rarer = GcPolicy(refreeze_seconds=60, full_seconds=600, auto_full=True, young_threshold=9_000)
     rarer.activate()
     assert gc.get_threshold() == (9_000, *before[1:])

@@ -18,7 +18,8 @@ the policy switches off Python's own middle and full collections: only young col
 (every ``young_threshold`` net new objects), what survives one waits in the middle generation
 until the next freeze, and the periodic full pass reclaims the cycles that died meanwhile.
 Middle collections had scanned ~10 s of survivors at a time (events awaiting their import,
-new profiles' state) for up to 80 ms each while freeing almost nothing.
+new profiles' state) for up to 80 ms each in a soak, while the periodic full passes show how
+little garbage outlives a young collection: ~3,400 objects per 10 minutes.
 """
 
 from __future__ import annotations
@@ -57,13 +58,16 @@ class GcPolicy:
         self.collected = 0
 
     def activate(self) -> None:
-        """Freeze what is allocated now; without ``auto_full``, stop Python's full passes;
-        with ``young_threshold``, collect the youngest generation that much less often."""
+        """Freeze what is allocated now; without ``auto_full``, stop Python's middle and full
+        collections (only when :meth:`tick` will run full passes, else nothing would reclaim
+        what survives a young collection); with ``young_threshold``, collect the youngest
+        generation that much less often."""
         gc.freeze()
         if self._thresholds is None:
             self._thresholds = gc.get_threshold()
             young, middle, oldest = self._thresholds
-            if not self.auto_full:  # never reached: only young collections and tick()'s pass
+            periodic_full = self.refreeze_seconds > 0 and self.full_seconds > 0
+            if not self.auto_full and periodic_full:  # only young ones and tick()'s pass
                 middle = oldest = 2**31 - 1
             gc.set_threshold(self.young_threshold or young, middle, oldest)
 
