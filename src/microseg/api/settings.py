@@ -166,6 +166,7 @@ class ApiSettings(BaseSettings):
         default=False,
         description="with gc_freeze_at_start: let Python run its own middle and full"
         " collections (stop-the-world passes over everything unfrozen); off by default (while"
-        " gc_refreeze_seconds and gc_full_seconds are both set): only young collections run, survivors are frozen every gc_refreeze_seconds and the"
-        " periodic pass of gc_full_seconds reclaims cycles that died meanwhile",
+        " gc_refreeze_seconds and gc_full_seconds are both set): only young collections run,"
+        " survivors are frozen every gc_refreeze_seconds and the periodic pass of"
+        " gc_full_seconds reclaims cycles that died meanwhile",
     )
