@@ -144,7 +144,7 @@ class Collector:
         """Run store work in the nicer import thread and wait for its result (in the calling
         thread once the collector has stopped, or while it holds the store's lock: the import
         thread would wait for that lock, and this thread for the import thread)."""
-        if self.workspace.store.lock._is_owned():  # type: ignore[attr-defined]
+        if self.workspace.store.lock_held_here():
             return work()
         try:
             future = self._db.submit(work)

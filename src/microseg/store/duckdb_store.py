@@ -121,6 +121,11 @@ class Store:
         return added
 
     # -- execution --------------------------------------------------------------------------
+    def lock_held_here(self) -> bool:
+        """Whether the calling thread holds :attr:`lock` (work handed to another thread that
+        needs the store would wait for it, while this thread waits for that work)."""
+        return bool(self.lock._is_owned())  # type: ignore[attr-defined]
+
     @contextmanager
     def transaction(self) -> Iterator[None]:
         with self.lock:
