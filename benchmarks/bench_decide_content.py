@@ -38,9 +38,10 @@ import httpx
 import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_api import decide_asyncio, free_port, start
+from bench_api import free_port, start
 
 from microseg.api.keys import create_key
+from microseg.bench.load import decide_load
 from microseg.workspace import Workspace
 
 CONTENT = """\
@@ -324,7 +325,9 @@ def main() -> None:
                 if use_wrk:
                     res = run_wrk(port, key, refs, query, args.seconds, conns, tmp)
                 else:
-                    res = decide_asyncio(port, key, [r + query for r in refs], args.seconds, conns)
+                    res = decide_load(
+                        port, key, [r + query for r in refs], args.seconds, conns, tool="asyncio"
+                    )
                 verdict = ""
                 if query:
                     ok = res["rps"] >= 3000 and res["p99_ms"] <= 15

@@ -28,9 +28,9 @@ request = function()
 end
 done = function(summary, latency, requests)
   io.write(string.format("JSON {\\"requests\\": %%d, \\"seconds\\": %%f, \\"p50_ms\\": %%f,"
-    .. " \\"p99_ms\\": %%f, \\"non2xx\\": %%d, \\"errors\\": %%d}\\n",
+    .. " \\"p90_ms\\": %%f, \\"p99_ms\\": %%f, \\"non2xx\\": %%d, \\"errors\\": %%d}\\n",
     summary.requests, summary.duration / 1e6, latency:percentile(50) / 1e3,
-    latency:percentile(99) / 1e3, summary.errors.status,
+    latency:percentile(90) / 1e3, latency:percentile(99) / 1e3, summary.errors.status,
     summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout))
 end
 """
@@ -131,6 +131,7 @@ def _asyncio_load(
             "requests": n,
             "seconds": seconds,
             "p50_ms": lat[n // 2] * 1e3 if n else float("nan"),
+            "p90_ms": lat[min(n - 1, int(n * 0.90))] * 1e3 if n else float("nan"),
             "p99_ms": lat[min(n - 1, int(n * 0.99))] * 1e3 if n else float("nan"),
             "non2xx": len(bad),
             "errors": 0,
