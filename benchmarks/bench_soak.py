@@ -254,6 +254,9 @@ def generator(
 
 
 # -------------------------------------------------------------------------------- reader
+KEEPALIVE_SECONDS = 4.0  # reuse a pooled socket only this long (uvicorn's keep-alive: 5 s)
+
+
 class RawHttp:
     """HTTP/1.1 requests over pooled keep-alive sockets, parsed by hand. Polling every
     millisecond through httpx cost the reader most of a core on this 2-core machine, CPU taken
@@ -264,7 +267,8 @@ class RawHttp:
         self.port = port
         self.key = key
         self.timeout = timeout
-        self._idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+        # (reader, writer, when it went idle); LIFO, so a burst's extra sockets sink and age
+        self._idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter, float]] = []
         self._slots = asyncio.Semaphore(connections)
 
     async def request(self, method: str, target: str, body: bytes = b"") -> tuple[int, bytes]:
@@ -274,12 +278,7 @@ class RawHttp:
             return await self._request(method, target, body)
 
     async def _request(self, method: str, target: str, body: bytes) -> tuple[int, bytes]:
-        conn = (
-            self._idle.pop()
-            if self._idle
-            else await asyncio.open_connection("127.0.0.1", self.port)
-        )
-        reader, writer = conn
+        reader, writer = await self._connection()
         head = f"{method} {target} HTTP/1.1\r\nHost: 127.0.0.1\r\nX-API-Key: {self.key}\r\n"
         if body:
             head += f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
@@ -298,8 +297,21 @@ class RawHttp:
         except BaseException:
             writer.close()
             raise
-        self._idle.append(conn)
+        self._idle.append((reader, writer, time.monotonic()))
         return status, payload
+
+    async def _connection(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        """A pooled socket the server has not timed out, else a new one.
+
+        uvicorn closes a keep-alive socket idle for 5 s; a request written to it fails with
+        no response (a transport error that is the client's doing), so older ones are dropped.
+        """
+        while self._idle:
+            reader, writer, idle_since = self._idle.pop()
+            if time.monotonic() - idle_since < KEEPALIVE_SECONDS and not reader.at_eof():
+                return reader, writer
+            writer.close()
+        return await asyncio.open_connection("127.0.0.1", self.port)
 
     async def segments(self, user: str) -> tuple[int, list[str]]:
         """``GET /v1/decide/<user>``: status code and served segments (empty unless 200)."""
@@ -498,6 +510,11 @@ def main() -> None:
         help="store this many synthetic past events before the server starts (with"
         " --memory-limit: a database larger than the cap from the first minute)",
     )
+    ap.add_argument(
+        "--cache-budget",
+        help="the server's store_cache_budget (default: the setting's, 32MiB); 'off' keeps"
+        " DuckDB's cache up to the cap",
+    )
     ap.add_argument("--malloc-arena-max", type=int, help="MALLOC_ARENA_MAX for the server")
     ap.add_argument(
         "--duckdb-malloc-conf",
@@ -551,6 +568,10 @@ def server_env(args: argparse.Namespace) -> dict[str, str]:
     env: dict[str, str] = {}
     if args.memory_limit:
         env["MICROSEG_API_STORE_MEMORY_LIMIT"] = args.memory_limit
+    if args.cache_budget == "off":
+        env["MICROSEG_API_STORE_CACHE_SECONDS"] = "0"
+    elif args.cache_budget:
+        env["MICROSEG_API_STORE_CACHE_BUDGET"] = args.cache_budget
     if args.malloc_arena_max:
         env["MALLOC_ARENA_MAX"] = str(args.malloc_arena_max)
     if args.duckdb_malloc_conf:
@@ -705,6 +726,7 @@ def run(
         "probe_handoff_p99_ms": pct(r["handoff"], 99),
         "warmup_seconds": args.warmup,
         "duckdb_memory_limit": args.memory_limit,
+        "store_cache_budget": args.cache_budget or "default",
         "prefilled_events": args.prefill,
         "malloc_arena_max": args.malloc_arena_max,
         "duckdb_malloc_conf": args.duckdb_malloc_conf,

@@ -65,6 +65,9 @@ def main() -> None:
     trims = [r["server_trim"] for r in rows if r.get("server_trim")]
     if trims:  # the server's own malloc_trim thread (api/memory.py), at the last sample
         print(f"server malloc_trim: {json.dumps(trims[-1])}")
+    keepers = [r["cache_keeper"] for r in rows if r.get("cache_keeper")]
+    if keepers:
+        print(f"server cache keeper: {json.dumps(keepers[-1])}")
     print("plateau (MiB or thousands; slopes per minute):")
     for name, figures in summary.items():
         print(f"  {name:<20} {json.dumps(figures)}")

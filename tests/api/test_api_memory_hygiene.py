@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import ctypes
 import os
+import subprocess
+import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -14,7 +16,7 @@ import pytest
 from microseg.api import memory
 from microseg.api import server as server_module
 from microseg.api.settings import ApiSettings
-from microseg.bench.soak_diag import rss_mib
+from microseg.bench.soak_diag import mallinfo, rss_mib
 from microseg.workspace import Workspace
 
 GLIBC = memory.available()
@@ -109,6 +111,57 @@ def test_arena_max() -> None:
     assert memory.set_arena_max(0) is False  # 0: leave glibc's default
     # glibc's own default (8 per core), so the test process is unchanged
     assert memory.set_arena_max(8 * (os.cpu_count() or 1)) is GLIBC
+
+
+_MAPPED_TWICE = """
+import ctypes, sys
+from microseg.api import memory
+from microseg.bench.soak_diag import mallinfo
+libc = ctypes.CDLL("libc.so.6")
+libc.malloc.restype = ctypes.c_void_p
+libc.malloc.argtypes = [ctypes.c_size_t]
+libc.free.argtypes = [ctypes.c_void_p]
+memory.set_mmap_threshold(int(sys.argv[1]))
+mapped = []
+for _ in range(2):
+    before = mallinfo()["mmapped"]
+    block = libc.malloc(4 * memory.MIB)
+    mapped.append(mallinfo()["mmapped"] - before >= 4)
+    libc.free(block)
+print(mapped)
+"""
+
+
+@needs_glibc
+@pytest.mark.skipif(mallinfo() is None, reason="glibc without mallinfo2")
+@pytest.mark.parametrize(
+    ("threshold", "expected"), [(0, "[True, False]"), (256 * 1024, "[True, True]")]
+)
+def test_a_fixed_mmap_threshold_maps_large_blocks_every_time(threshold: int, expected: str) -> None:
+    """glibc's sliding threshold rises to 4 MiB once a mapped 4 MiB block is freed, so the next
+    one comes from the heap (where it stays resident and fragments it once freed); fixed at
+    256 KiB, every 4 MiB block is mapped on its own. Fresh processes: the threshold is global."""
+    assert memory.set_mmap_threshold(0) is False  # 0: leave glibc's default
+    done = subprocess.run(
+        [sys.executable, "-c", _MAPPED_TWICE, str(threshold)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert done.stdout.strip() == expected
+
+
+def test_serve_fixes_the_mmap_threshold(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    root = tmp_path / "proj"
+    Workspace.init(root, "mmap").close()
+    seen: dict[str, Any] = {}
+    _fake_server(seen, monkeypatch)
+    applied: list[int] = []
+    monkeypatch.setattr(memory, "set_mmap_threshold", applied.append)
+    settings = ApiSettings(dev=True, realtime=False, malloc_mmap_threshold=1024 * 1024)
+    server_module.serve(root, settings=settings, log_level="warning")
+    assert applied == [1024 * 1024]
+    assert ApiSettings().malloc_mmap_threshold == 256 * 1024
 
 
 @pytest.mark.parametrize(

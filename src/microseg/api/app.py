@@ -14,7 +14,7 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.routing import APIRoute
 from starlette.concurrency import run_in_threadpool
 
-from microseg.api import problems
+from microseg.api import cache_budget, memory, problems
 from microseg.api.auth import Authenticator, RateLimiter
 from microseg.api.collector import Collector
 from microseg.api.deps import SECURITY_SCHEMES, Services
@@ -96,6 +96,11 @@ def create_app(
         collector.start()
         if decisions is not None:
             decisions.start()
+        keeper = cache_budget.start_keeper(
+            workspace.store,
+            memory.size_bytes(settings.store_cache_budget),
+            settings.store_cache_seconds,
+        )
         app.state.services = Services(
             workspace,
             settings,
@@ -114,6 +119,7 @@ def create_app(
             if retention is not None:
                 retention.cancel()
             unhook()
+            await run_in_threadpool(cache_budget.stop_keeper, keeper)
             await run_in_threadpool(collector.stop)
             if decisions is not None:
                 await run_in_threadpool(decisions.stop)

@@ -13,7 +13,10 @@ arena (up to 8 per core), each fragmenting separately. Two remedies, both measur
   that arena's free chunks, so every call is timed (``TrimStats``) to show it does not hurt the
   request path;
 * :func:`set_arena_max`: ``mallopt(M_ARENA_MAX, n)``, applied at server start before the
-  server's threads exist (arenas are created lazily, on contention).
+  server's threads exist (arenas are created lazily, on contention);
+* :func:`set_mmap_threshold`: ``mallopt(M_MMAP_THRESHOLD, n)``, a fixed threshold above which
+  blocks are mapped on their own and unmapped when freed (glibc's sliding one moves large
+  transient buffers into the heap, where they fragment it).
 
 Everything returns False / None where glibc is not the allocator (macOS, musl, Windows).
 """
@@ -25,6 +28,7 @@ import ctypes.util
 import logging
 import os
 import platform
+import re
 import sys
 import threading
 import time
@@ -34,6 +38,7 @@ from typing import Any
 log = logging.getLogger("microseg.api.memory")
 
 M_ARENA_MAX = -8  # glibc malloc.h
+M_MMAP_THRESHOLD = -3
 
 
 def _load_glibc() -> ctypes.CDLL | None:
@@ -76,6 +81,19 @@ def set_arena_max(arenas: int) -> bool:
     if _GLIBC is None or arenas < 1:
         return False
     return bool(_GLIBC.mallopt(M_ARENA_MAX, arenas))
+
+
+def set_mmap_threshold(size: int) -> bool:
+    """glibc ``mallopt(M_MMAP_THRESHOLD, size)``: blocks of at least ``size`` bytes get their own
+    mapping, returned to the OS when freed; True when applied (False without glibc, or for
+    ``size < 1``: glibc's default).
+
+    glibc's default starts at 128 KiB and rises to the size of each mapped block that is
+    freed (up to 32 MiB), after which blocks that size are carved from the heap instead, where
+    they stay resident and fragment it once freed. Setting it fixes the threshold."""
+    if _GLIBC is None or size < 1:
+        return False
+    return bool(_GLIBC.mallopt(M_MMAP_THRESHOLD, size))
 
 
 @dataclass
@@ -207,6 +225,20 @@ def physical_memory() -> int | None:
         return int(os.sysconf("SC_PHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
     except (AttributeError, ValueError, OSError):
         return None
+
+
+_UNITS = {"KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12}
+_UNITS.update({"KiB": 2**10, "MiB": 2**20, "GiB": 2**30, "TiB": 2**40})
+_SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*(KB|MB|GB|TB|KiB|MiB|GiB|TiB)")
+
+
+def size_bytes(text: str) -> int:
+    """Bytes of a size written as DuckDB reads it: ``32MiB``, ``1.5 GB`` (KB = 1000 bytes,
+    KiB = 1024). ValueError for anything else."""
+    match = _SIZE.fullmatch(text.strip())
+    if match is None:
+        raise ValueError(f"not a size: {text!r} (use e.g. 32MiB, 1GB)")
+    return int(float(match[1]) * _UNITS[match[2]])
 
 
 def default_store_memory_limit(total: int | None = None) -> str:

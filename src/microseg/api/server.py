@@ -67,8 +67,10 @@ def serve(
 
     One worker only: the embedded DuckDB store admits a single writing process, and the
     serving state lives in that process's memory. Memory of a long-running server: the store's
-    DuckDB cap defaults to :func:`memory.default_store_memory_limit`, and glibc's free heap
-    pages are returned every ``settings.malloc_trim_seconds`` (see :mod:`microseg.api.memory`)."""
+    DuckDB cap defaults to :func:`memory.default_store_memory_limit` and its cache of table
+    blocks is held to ``settings.store_cache_budget`` (:mod:`microseg.api.cache_budget`); glibc
+    maps large blocks on their own (``settings.malloc_mmap_threshold``) and its free heap pages
+    are returned every ``settings.malloc_trim_seconds`` (see :mod:`microseg.api.memory`)."""
     if workers != 1:
         raise ConfigError(
             f"--workers {workers}: the embedded DuckDB store allows one writing process; "
@@ -80,6 +82,7 @@ def serve(
     )
     settings = settings or ApiSettings()
     memory.set_arena_max(settings.malloc_arena_max)  # before the store's and server's threads
+    memory.set_mmap_threshold(settings.malloc_mmap_threshold)
     memory_limit = settings.store_memory_limit or memory.default_store_memory_limit()
     threads = settings.store_threads or default_store_threads()
     workspace = Workspace.open(project, actor="api", memory_limit=memory_limit, threads=threads)

@@ -7,6 +7,8 @@ from pathlib import Path
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+SIZE_PATTERN = r"^\d+(\.\d+)?\s*(KB|MB|GB|TB|KiB|MiB|GiB|TiB)$"  # as DuckDB reads sizes
+
 # Values that must never guard a real deployment.
 WEAK_KEYS = frozenset(
     {
@@ -75,7 +77,7 @@ class ApiSettings(BaseSettings):
     )
     store_memory_limit: str | None = Field(
         default=None,
-        pattern=r"^\d+(\.\d+)?\s*(KB|MB|GB|TB|KiB|MiB|GiB|TiB)$",
+        pattern=SIZE_PATTERN,
         description="DuckDB memory cap for the server's store, e.g. 2GB (default: a quarter of"
         " RAM, clamped to 512 MiB-2 GiB: api.memory.default_store_memory_limit)",
     )
@@ -85,6 +87,16 @@ class ApiSettings(BaseSettings):
     traits_table: str = "traits"
     membership_table: str | None = Field(
         default=None, description="default: 'memberships', else 'segment_membership' if present"
+    )
+    store_cache_budget: str = Field(
+        default="32MiB",
+        pattern=SIZE_PATTERN,
+        description="`microseg serve`: DuckDB's cache of table blocks (already on disk, and in"
+        " the OS page cache) is cut to this size every store_cache_seconds; the store's memory"
+        " cap still bounds what queries may use in between (api.cache_budget)",
+    )
+    store_cache_seconds: float = Field(
+        default=30.0, ge=0, description="how often the cache budget is enforced (0: never)"
     )
     malloc_trim_seconds: float = Field(
         default=30.0,
@@ -97,6 +109,13 @@ class ApiSettings(BaseSettings):
         ge=0,
         description="`microseg serve`: glibc M_ARENA_MAX set at start (0: glibc's default,"
         " 8 per core)",
+    )
+    malloc_mmap_threshold: int = Field(
+        default=256 * 1024,
+        ge=0,
+        description="`microseg serve`: glibc M_MMAP_THRESHOLD in bytes, set at start: blocks at"
+        " least this large are mapped on their own and returned to the OS when freed (0: glibc's"
+        " sliding default, which moves large transient buffers into the heap)",
     )
     gil_switch_ms: float = Field(
         default=1.0,

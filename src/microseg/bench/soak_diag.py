@@ -326,6 +326,9 @@ class Sampler:
         from microseg.api import memory  # the server's own trimmer, when it runs one
 
         out["server_trim"] = memory.trim_stats()
+        from microseg.api import cache_budget  # the server's DuckDB cache keeper
+
+        out["cache_keeper"] = cache_budget.keeper_stats()
         if self.trim:
             out["malloc_trim_released"] = malloc_trim()
             out["rss_after_trim_mib"] = rss_mib()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,29 @@ def naive_utc(value: datetime) -> datetime:
     return value if value.tzinfo is None else value.astimezone(UTC).replace(tzinfo=None)
 
 
+CLEAN_MARGIN = 1024 * 1024  # bytes of reported clean blocks evict_cache leaves alone
+
+
+@dataclass(frozen=True)
+class CacheEviction:
+    """One :meth:`Store.evict_cache`: buffer bytes before and after, and whether the budget
+    was reached."""
+
+    before: int
+    after: int
+    reached: bool
+
+    @property
+    def evicted(self) -> int:
+        return max(0, self.before - self.after)
+
+
+def _set_memory_limit(value: str) -> exp.Set:
+    """``SET memory_limit = '<value>'`` as a tree."""
+    item = exp.EQ(this=exp.column("memory_limit"), expression=exp.Literal.string(value))
+    return exp.Set(expressions=[exp.SetItem(this=item)])
+
+
 class Store:
     """A DuckDB database file (or in-memory database) holding everything microseg keeps."""
 
@@ -42,6 +66,7 @@ class Store:
         read_only: bool = False,
     ) -> None:
         self.path = None if path is None or str(path) == ":memory:" else Path(path)
+        self.memory_limit = memory_limit  # the cap as configured (None: DuckDB's default)
         if self.path is not None and not read_only:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         config: dict[str, Any] = {}
@@ -125,6 +150,51 @@ class Store:
         """Whether the calling thread holds :attr:`lock` (work handed to another thread that
         needs the store would wait for it, while this thread waits for that work)."""
         return bool(self.lock._is_owned())  # type: ignore[attr-defined]
+
+    def buffer_bytes(self) -> int:
+        """Bytes DuckDB's buffer manager holds now: cached table and index blocks, temporary
+        tables and query working memory (``duckdb_memory()``)."""
+        return int(self.scalar("SELECT COALESCE(SUM(memory_usage_bytes), 0) FROM duckdb_memory()"))
+
+    def clean_block_bytes(self) -> int:
+        """Bytes of table and index blocks DuckDB could drop without writing anything: the
+        unpinned blocks of its first eviction queue (already on disk), each one block in size."""
+        live = self.scalar(
+            "SELECT COALESCE(SUM(greatest(approximate_size - dead_nodes, 0)), 0)"
+            " FROM duckdb_eviction_queues() WHERE queue_type = 'BLOCK_AND_EXTERNAL_FILE'"
+        )
+        size = self.scalar("SELECT current_setting('default_block_size')")
+        return int(live) * int(size)
+
+    def evict_cache(self, budget: int) -> CacheEviction:
+        """Drop cached table blocks until DuckDB holds at most ``budget`` bytes; the cap stays.
+
+        DuckDB keeps every block it read or wrote until its memory limit forces eviction, so
+        the process of a store that grows grows with it, up to the cap. This lowers the limit
+        just far enough to drop clean blocks (on disk already; DuckDB evicts them before any
+        other kind) and then restores the cap. It never goes below what is not clean, so
+        temporary tables and unsaved data are not written to disk to meet the budget: the
+        budget is then not reached (``reached`` False). Holds :attr:`lock` throughout, so no
+        query on this store runs under the lowered limit."""
+        with self.lock:
+            before = self.buffer_bytes()
+            if before <= budget:
+                return CacheEviction(before, before, reached=True)
+            # the queue's count is approximate: stop a few blocks short of what it reports
+            target = max(budget, before - self.clean_block_bytes() + CLEAN_MARGIN)
+            if target >= before:
+                return CacheEviction(before, before, reached=False)
+            try:
+                self.con.execute(sql.render(_set_memory_limit(f"{target}B")))
+            except duckdb.OutOfMemoryException:  # pinned since measured: partial eviction
+                pass
+            finally:  # the configured cap, or DuckDB's exact default
+                if self.memory_limit:
+                    self.con.execute(sql.render(_set_memory_limit(self.memory_limit)))
+                else:
+                    self.con.execute("RESET memory_limit")
+            after = self.buffer_bytes()
+            return CacheEviction(before, after, reached=after <= budget)
 
     @contextmanager
     def transaction(self) -> Iterator[None]:

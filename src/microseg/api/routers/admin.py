@@ -9,6 +9,7 @@ from fastapi import APIRouter
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
+from microseg.api import cache_budget, memory
 from microseg.api import keys as api_keys
 from microseg.api.deps import AdminKey, ServicesDep
 from microseg.api.routers._json import json_response
@@ -19,7 +20,7 @@ router = APIRouter(prefix="/admin", tags=["admin"])
 
 @router.get(
     "/stats",
-    summary="Collector, serving state, real-time evaluator and store counts",
+    summary="Collector, serving state, real-time evaluator, store counts and memory hygiene",
     responses=PROBLEM_RESPONSES,
 )
 def stats(_key: AdminKey, services: ServicesDep) -> Response:
@@ -32,6 +33,8 @@ def stats(_key: AdminKey, services: ServicesDep) -> Response:
         "decisions": services.decisions.stats() if services.decisions else None,
         "decisions_error": services.decisions_error,
         "started_at": services.started_at,
+        # the server's memory hygiene: glibc trims and DuckDB's cache budget (None: not running)
+        "memory": {"malloc_trim": memory.trim_stats(), "cache_keeper": cache_budget.keeper_stats()},
     }
     return json_response(body)
 

@@ -1,0 +1,146 @@
+"""Keep the server's DuckDB buffer cache within a budget, below the store's memory cap.
+
+DuckDB keeps every table block it has read or written until its memory limit forces it out.
+A server that appends 2,000 events a second therefore grows by the size of what it writes
+(~3.5 MiB a minute in the soak) until the cap (a quarter of RAM, up to 2 GiB), although it
+never reads most of those blocks again. Lowering the cap would bound the cache but also the
+working memory of the queries the server runs (segment recomputes, exports).
+
+:class:`CacheKeeper` bounds the cache alone: every ``interval`` seconds it asks the store to
+drop clean table blocks (:meth:`Store.evict_cache`) until DuckDB holds at most ``budget``
+bytes, in steps of at most ``step`` bytes with the store's lock released in between, so an
+import waits for one short step at most. Queries may still use memory up to the cap between
+runs; what they leave cached above the budget is dropped at the next run.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from microseg.store.duckdb_store import Store
+
+log = logging.getLogger("microseg.api.cache_budget")
+
+MIB = 1024 * 1024
+DEFAULT_STEP = 8 * MIB
+MAX_STEPS = 64  # per run: imports that refill the cache meanwhile cannot keep a run going
+
+
+@dataclass
+class KeeperStats:
+    """What the keeper did: runs, steps that evicted, bytes dropped, longest step."""
+
+    runs: int = 0
+    steps: int = 0
+    evicted_mib: float = 0.0
+    short_runs: int = 0  # the budget was not reached: the rest was pinned or not clean
+    last_buffer_mib: float = 0.0
+    max_step_ms: float = 0.0
+    total_ms: float = 0.0
+    last_error: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        for key in ("evicted_mib", "last_buffer_mib", "max_step_ms", "total_ms"):
+            out[key] = round(out[key], 2)
+        return out
+
+
+class CacheKeeper(threading.Thread):
+    """Daemon thread: every ``interval`` seconds, evict the store's cache down to ``budget``."""
+
+    def __init__(
+        self, store: Store, budget: int, interval: float, step: int = DEFAULT_STEP
+    ) -> None:
+        if interval <= 0:
+            raise ValueError("interval must be > 0")
+        if budget < 0 or step <= 0:
+            raise ValueError("budget must be >= 0 and step > 0")
+        super().__init__(name="microseg-cache-keeper", daemon=True)
+        self.store = store
+        self.budget = budget
+        self.interval = interval
+        self.step = step
+        self.stats = KeeperStats()
+        self._stopped = threading.Event()
+
+    def run(self) -> None:
+        while not self._stopped.wait(self.interval):
+            self.keep_once()
+
+    def keep_once(self) -> int:
+        """One run (also callable directly): bytes evicted; stops the keeper on a store error."""
+        self.stats.runs += 1
+        evicted = 0
+        try:
+            for _ in range(MAX_STEPS):
+                if self._stopped.is_set():
+                    break
+                started = time.perf_counter()
+                before = self.store.buffer_bytes()
+                result = self.store.evict_cache(max(self.budget, before - self.step))
+                elapsed_ms = 1000 * (time.perf_counter() - started)
+                self.stats.last_buffer_mib = result.after / MIB
+                if result.evicted == 0:
+                    self.stats.short_runs += int(result.after > self.budget)
+                    break
+                evicted += result.evicted
+                self.stats.steps += 1
+                self.stats.total_ms += elapsed_ms
+                self.stats.max_step_ms = max(self.stats.max_step_ms, elapsed_ms)
+                if result.after <= self.budget:
+                    break
+        except Exception as exc:  # hygiene must never take the server down
+            if self._stopped.is_set():  # the store closed under a run at shutdown
+                return evicted
+            log.exception("evicting DuckDB's cache failed; the cache keeper stops")
+            self.stats.last_error = f"{type(exc).__name__}: {exc}"
+            self._stopped.set()
+        self.stats.evicted_mib += evicted / MIB
+        return evicted
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stopped.set()
+        if self.is_alive():
+            self.join(timeout)
+
+
+_ACTIVE: CacheKeeper | None = None
+
+
+def start_keeper(store: Store, budget: int | None, interval: float) -> CacheKeeper | None:
+    """Start the process's keeper (None when there is no budget, ``interval <= 0`` or the
+    store is in memory: its blocks are not on disk, so none is clean)."""
+    global _ACTIVE
+    if budget is None or interval <= 0 or store.path is None:
+        return None
+    keeper = CacheKeeper(store, budget, interval)
+    keeper.start()
+    _ACTIVE = keeper
+    return keeper
+
+
+def stop_keeper(keeper: CacheKeeper | None) -> None:
+    """Stop a keeper started by :func:`start_keeper` (None: nothing to do)."""
+    global _ACTIVE
+    if keeper is None:
+        return
+    keeper.stop()
+    if _ACTIVE is keeper:
+        _ACTIVE = None
+
+
+def keeper_stats() -> dict[str, Any] | None:
+    """The running keeper's figures (None when none runs); read by the soak sampler."""
+    keeper = _ACTIVE
+    if keeper is None:
+        return None
+    return {
+        "budget_mib": round(keeper.budget / MIB, 1),
+        "interval_s": keeper.interval,
+        **keeper.stats.as_dict(),
+    }
