@@ -137,3 +137,25 @@ def test_the_app_lifespan_starts_and_stops_the_keeper(tmp_path: Path) -> None:
             assert cache_budget.keeper_stats() is None
     finally:
         ws.close()
+
+
+def test_waiting_for_the_lock_is_not_counted_as_holding_it(store: Store) -> None:
+    """An import holding the store's lock delays the keeper; the keeper's own hold, which is
+    what an import may have to wait for, is measured apart."""
+    import threading
+
+    held = threading.Event()
+
+    def hold() -> None:
+        with store.lock:
+            held.set()
+            threading.Event().wait(0.3)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    held.wait(5)
+    keeper = cache_budget.CacheKeeper(store, budget=MIB, interval=3600, step=64 * MIB)
+    assert keeper.keep_once() > 0
+    holder.join()
+    assert keeper.stats.max_wait_ms >= 200
+    assert 0 < keeper.stats.max_step_ms < keeper.stats.max_wait_ms

@@ -39,13 +39,14 @@ class KeeperStats:
     evicted_mib: float = 0.0
     short_runs: int = 0  # the budget was not reached: the rest was pinned or not clean
     last_buffer_mib: float = 0.0
-    max_step_ms: float = 0.0
+    max_step_ms: float = 0.0  # a step's hold of the store's lock (what an import may wait)
     total_ms: float = 0.0
+    max_wait_ms: float = 0.0  # a step's wait for that lock (an import holding it)
     last_error: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         out = asdict(self)
-        for key in ("evicted_mib", "last_buffer_mib", "max_step_ms", "total_ms"):
+        for key in ("evicted_mib", "last_buffer_mib", "max_step_ms", "total_ms", "max_wait_ms"):
             out[key] = round(out[key], 2)
         return out
 
@@ -81,17 +82,18 @@ class CacheKeeper(threading.Thread):
                 if self._stopped.is_set():
                     break
                 started = time.perf_counter()
-                before = self.store.buffer_bytes()
-                result = self.store.evict_cache(max(self.budget, before - self.step))
-                elapsed_ms = 1000 * (time.perf_counter() - started)
+                result = self.store.evict_cache(self.budget, self.step)
+                held_ms = 1000 * result.held_seconds
+                waited_ms = 1000 * (time.perf_counter() - started) - held_ms
+                self.stats.max_wait_ms = max(self.stats.max_wait_ms, waited_ms)
                 self.stats.last_buffer_mib = result.after / MIB
                 if result.evicted == 0:
                     self.stats.short_runs += int(result.after > self.budget)
                     break
                 evicted += result.evicted
                 self.stats.steps += 1
-                self.stats.total_ms += elapsed_ms
-                self.stats.max_step_ms = max(self.stats.max_step_ms, elapsed_ms)
+                self.stats.total_ms += held_ms
+                self.stats.max_step_ms = max(self.stats.max_step_ms, held_ms)
                 if result.after <= self.budget:
                     break
         except Exception as exc:  # hygiene must never take the server down

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -42,6 +43,7 @@ class CacheEviction:
     before: int
     after: int
     reached: bool
+    held_seconds: float = 0.0  # how long the store's lock was held for it
 
     @property
     def evicted(self) -> int:
@@ -166,7 +168,7 @@ class Store:
         size = self.scalar("SELECT current_setting('default_block_size')")
         return int(live) * int(size)
 
-    def evict_cache(self, budget: int) -> CacheEviction:
+    def evict_cache(self, budget: int, step: int | None = None) -> CacheEviction:
         """Drop cached table blocks until DuckDB holds at most ``budget`` bytes; the cap stays.
 
         DuckDB keeps every block it read or wrote until its memory limit forces eviction, so
@@ -174,16 +176,20 @@ class Store:
         just far enough to drop clean blocks (on disk already; DuckDB evicts them before any
         other kind) and then restores the cap. It never goes below what is not clean, so
         temporary tables and unsaved data are not written to disk to meet the budget: the
-        budget is then not reached (``reached`` False). Holds :attr:`lock` throughout, so no
-        query on this store runs under the lowered limit."""
+        budget is then not reached (``reached`` False). ``step`` bounds what one call drops, so
+        the lock is held briefly. Holds :attr:`lock` throughout, so no query on this store runs
+        under the lowered limit."""
         with self.lock:
+            started = time.perf_counter()
             before = self.buffer_bytes()
             if before <= budget:
-                return CacheEviction(before, before, reached=True)
+                return CacheEviction(before, before, True, time.perf_counter() - started)
             # the queue's count is approximate: stop a few blocks short of what it reports
             target = max(budget, before - self.clean_block_bytes() + CLEAN_MARGIN)
+            if step is not None:
+                target = max(target, before - step)
             if target >= before:
-                return CacheEviction(before, before, reached=False)
+                return CacheEviction(before, before, False, time.perf_counter() - started)
             try:
                 self.con.execute(sql.render(_set_memory_limit(f"{target}B")))
             except duckdb.OutOfMemoryException:  # pinned since measured: partial eviction
@@ -194,7 +200,7 @@ class Store:
                 else:
                     self.con.execute("RESET memory_limit")
             after = self.buffer_bytes()
-            return CacheEviction(before, after, reached=after <= budget)
+            return CacheEviction(before, after, after <= budget, time.perf_counter() - started)
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
