@@ -62,3 +62,19 @@ def test_privacy_wrappers(ws: Workspace) -> None:
     ws.erase_subject(pid, "test request", compact=False, files=False)
     with pytest.raises(NotFoundError):
         ws.profile_id(pid)
+
+
+def test_closing_an_ephemeral_workspace_deletes_its_folder_and_key_file() -> None:
+    ws = Workspace.ephemeral()
+    root = ws.project.root
+    assert ws.keys is not None  # creates the key file in the temporary folder
+    assert any(root.rglob("*")) and root.is_dir()
+    ws.close()
+    assert not root.exists()  # no key material left behind in the temp directory
+    ws.close()  # twice is harmless
+
+
+def test_closing_a_project_workspace_keeps_its_folder(tmp_path: Path) -> None:
+    ws = Workspace.init(tmp_path / "proj", "kept")
+    ws.close()
+    assert (tmp_path / "proj" / "microseg.yaml").is_file()

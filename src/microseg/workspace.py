@@ -5,6 +5,7 @@ The CLI, HTTP API and dashboard are thin shells over it.
 
 from __future__ import annotations
 
+import shutil
 import tempfile
 from datetime import datetime
 from pathlib import Path
@@ -43,6 +44,7 @@ class Workspace:
         self.progress: Progress = progress or SilentProgress()
         self.actor = actor
         self._keys: KeyRing | None = None
+        self._temporary_root: Path | None = None  # an ephemeral workspace's folder
 
     # -- opening ------------------------------------------------------------------------
     @classmethod
@@ -57,11 +59,14 @@ class Workspace:
 
     @classmethod
     def ephemeral(cls, settings: ProjectSettings | None = None, **kwargs: Any) -> Workspace:
-        """An in-memory workspace in a temporary folder (notebooks, tests)."""
+        """An in-memory workspace in a temporary folder (notebooks, tests); closing it deletes
+        the folder, with the key file made in it."""
         root = Path(tempfile.mkdtemp(prefix="microseg-"))
         settings = settings or ProjectSettings()
         project = Project(root, settings, Document(None, str(root / "microseg.yaml")))
-        return cls(project, store=Store(None), **kwargs)
+        workspace = cls(project, store=Store(None), **kwargs)
+        workspace._temporary_root = root
+        return workspace
 
     def __enter__(self) -> Workspace:
         return self
@@ -76,6 +81,9 @@ class Workspace:
 
     def close(self) -> None:
         self.store.close()
+        if self._temporary_root is not None:
+            shutil.rmtree(self._temporary_root, ignore_errors=True)
+            self._temporary_root = None
 
     @property
     def settings(self) -> ProjectSettings:
