@@ -128,7 +128,7 @@ def test_the_app_lifespan_starts_and_stops_the_keeper(tmp_path: Path) -> None:
         with TestClient(create_app(ws, settings)) as client:
             stats = cache_budget.keeper_stats()
             assert stats is not None and stats["budget_mib"] == 1.0
-            assert stats["interval_s"] == 30.0
+            assert stats["interval_s"] == 10.0
             shown = client.get("/v1/admin/stats", headers={"X-API-Key": "dev"}).json()
             assert shown["memory"]["cache_keeper"]["budget_mib"] == 1.0
         assert cache_budget.keeper_stats() is None

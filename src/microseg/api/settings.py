@@ -96,7 +96,7 @@ class ApiSettings(BaseSettings):
         " cap still bounds what queries may use in between (api.cache_budget)",
     )
     store_cache_seconds: float = Field(
-        default=30.0, ge=0, description="how often the cache budget is enforced (0: never)"
+        default=10.0, ge=0, description="how often the cache budget is enforced (0: never)"
     )
     malloc_trim_seconds: float = Field(
         default=30.0,
