@@ -78,3 +78,14 @@ def test_closing_a_project_workspace_keeps_its_folder(tmp_path: Path) -> None:
     ws = Workspace.init(tmp_path / "proj", "kept")
     ws.close()
     assert (tmp_path / "proj" / "microseg.yaml").is_file()
+
+
+def test_an_ephemeral_workspace_never_closed_leaves_no_folder_once_collected() -> None:
+    import gc
+
+    ws = Workspace.ephemeral()
+    root = ws.project.root
+    assert ws.keys is not None and root.is_dir()
+    del ws
+    gc.collect()
+    assert not root.exists()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+import weakref
 from datetime import datetime
 from pathlib import Path
 from types import TracebackType
@@ -44,7 +45,7 @@ class Workspace:
         self.progress: Progress = progress or SilentProgress()
         self.actor = actor
         self._keys: KeyRing | None = None
-        self._temporary_root: Path | None = None  # an ephemeral workspace's folder
+        self._remove_folder: weakref.finalize[Any, Any] | None = None  # ephemeral only
 
     # -- opening ------------------------------------------------------------------------
     @classmethod
@@ -59,13 +60,13 @@ class Workspace:
 
     @classmethod
     def ephemeral(cls, settings: ProjectSettings | None = None, **kwargs: Any) -> Workspace:
-        """An in-memory workspace in a temporary folder (notebooks, tests); closing it deletes
-        the folder, with the key file made in it."""
+        """An in-memory workspace in a temporary folder (notebooks, tests). The folder, with the
+        key file made in it, is deleted when the workspace is closed, collected, or at exit."""
         root = Path(tempfile.mkdtemp(prefix="microseg-"))
         settings = settings or ProjectSettings()
         project = Project(root, settings, Document(None, str(root / "microseg.yaml")))
         workspace = cls(project, store=Store(None), **kwargs)
-        workspace._temporary_root = root
+        workspace._remove_folder = weakref.finalize(workspace, shutil.rmtree, root, True)
         return workspace
 
     def __enter__(self) -> Workspace:
@@ -81,9 +82,8 @@ class Workspace:
 
     def close(self) -> None:
         self.store.close()
-        if self._temporary_root is not None:
-            shutil.rmtree(self._temporary_root, ignore_errors=True)
-            self._temporary_root = None
+        if self._remove_folder is not None:
+            self._remove_folder()  # runs once; later calls do nothing
 
     @property
     def settings(self) -> ProjectSettings:
