@@ -110,6 +110,7 @@ def create_app(
             collector,
             decisions=decisions,
             decisions_error=decisions_error,
+            cache_keeper=keeper,
         )
         try:
             yield

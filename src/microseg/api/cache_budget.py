@@ -110,6 +110,14 @@ class CacheKeeper(threading.Thread):
         if self.is_alive():
             self.join(timeout)
 
+    def as_dict(self) -> dict[str, Any]:
+        """Budget, interval and what the keeper did (JSON-able)."""
+        return {
+            "budget_mib": round(self.budget / MIB, 1),
+            "interval_s": self.interval,
+            **self.stats.as_dict(),
+        }
+
 
 _ACTIVE: CacheKeeper | None = None
 
@@ -139,10 +147,4 @@ def stop_keeper(keeper: CacheKeeper | None) -> None:
 def keeper_stats() -> dict[str, Any] | None:
     """The running keeper's figures (None when none runs); read by the soak sampler."""
     keeper = _ACTIVE
-    if keeper is None:
-        return None
-    return {
-        "budget_mib": round(keeper.budget / MIB, 1),
-        "interval_s": keeper.interval,
-        **keeper.stats.as_dict(),
-    }
+    return None if keeper is None else keeper.as_dict()

@@ -10,6 +10,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from microseg.api.auth import Authenticator, Principal, RateLimiter
+from microseg.api.cache_budget import CacheKeeper
 from microseg.api.collector import Collector
 from microseg.api.problems import ApiProblem
 from microseg.api.serving import ServingState
@@ -32,6 +33,7 @@ class Services:
     started_at: datetime = field(default_factory=utcnow)
     decisions: DecisionEngine | None = None  # None: no decisions/*.yaml (or they failed)
     decisions_error: str | None = None  # why the decision rules did not load
+    cache_keeper: CacheKeeper | None = None  # None: no cache budget (or an in-memory store)
 
 
 async def get_services(request: Request) -> Services:

@@ -9,8 +9,8 @@ from fastapi import APIRouter
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
-from microseg.api import cache_budget, memory
 from microseg.api import keys as api_keys
+from microseg.api import memory
 from microseg.api.deps import AdminKey, ServicesDep
 from microseg.api.routers._json import json_response
 from microseg.api.schemas import PROBLEM_RESPONSES, ApiKeyCreate, ApiKeyCreated, ApiKeyPublic
@@ -33,8 +33,11 @@ def stats(_key: AdminKey, services: ServicesDep) -> Response:
         "decisions": services.decisions.stats() if services.decisions else None,
         "decisions_error": services.decisions_error,
         "started_at": services.started_at,
-        # the server's memory hygiene: glibc trims and DuckDB's cache budget (None: not running)
-        "memory": {"malloc_trim": memory.trim_stats(), "cache_keeper": cache_budget.keeper_stats()},
+        # memory hygiene: the process's glibc trimmer and this app's DuckDB cache keeper
+        "memory": {
+            "malloc_trim": memory.trim_stats(),
+            "cache_keeper": keeper.as_dict() if (keeper := services.cache_keeper) else None,
+        },
     }
     return json_response(body)
 
