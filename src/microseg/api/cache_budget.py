@@ -11,6 +11,11 @@ drop clean table blocks (:meth:`Store.evict_cache`) until DuckDB holds at most `
 bytes, in steps of at most ``step`` bytes with the store's lock released in between, so an
 import waits for one short step at most. Queries may still use memory up to the cap between
 runs; what they leave cached above the budget is dropped at the next run.
+
+What it cannot bound is what the imports read again before the next run. Their dedup reads
+the whole ``event_id`` column on every import, so that working set grows with the store: in a
+30-minute soak DuckDB held ~100 MiB between runs at 3.6 M events (database 117 MiB), against
+32 MiB after the first minutes.
 """
 
 from __future__ import annotations
