@@ -4,7 +4,7 @@ the app's lifespan starts and stops it."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -21,19 +21,9 @@ MIB = 1024 * 1024
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
+def store(cached_table_store: Callable[[int], Store]) -> Store:
     """An on-disk store holding ~30 MiB of freshly written and read table blocks."""
-    store = Store(tmp_path / "keeper.duckdb", memory_limit="512MiB")
-    store.execute(
-        "CREATE TABLE t AS SELECT range AS id, random() AS v, md5(range::VARCHAR) AS h"
-        " FROM range(2000000)"
-    )
-    store.execute("CHECKPOINT")
-    store.scalar("SELECT sum(v) + sum(length(h)) FROM t")
-    try:
-        yield store
-    finally:
-        store.close()
+    return cached_table_store(2_000_000)
 
 
 def test_one_run_evicts_to_the_budget_in_bounded_steps(store: Store) -> None:
@@ -76,13 +66,13 @@ def test_the_thread_runs_on_its_interval_and_stops(store: Store) -> None:
     keeper = cache_budget.start_keeper(store, budget=MIB, interval=0.05)
     assert keeper is not None
     try:
-        stats = cache_budget.keeper_stats()
+        stats = keeper.as_dict()
         assert stats is not None and stats["budget_mib"] == 1.0 and stats["interval_s"] == 0.05
         keeper.join(0.5)  # let it run a few times
         assert keeper.stats.runs >= 2 and store.buffer_bytes() <= MIB
     finally:
         cache_budget.stop_keeper(keeper)
-    assert not keeper.is_alive() and cache_budget.keeper_stats() is None
+    assert not keeper.is_alive()
 
 
 def test_no_keeper_without_an_interval_or_for_an_in_memory_store(store: Store) -> None:
@@ -126,15 +116,17 @@ def test_the_app_lifespan_starts_and_stops_the_keeper(tmp_path: Path) -> None:
     try:
         settings = ApiSettings(dev=True, realtime=False, store_cache_budget="1MiB")
         with TestClient(create_app(ws, settings)) as client:
-            stats = cache_budget.keeper_stats()
+            keeper = client.app.state.services.cache_keeper  # type: ignore[attr-defined]
+            assert keeper is not None and keeper.is_alive()
+            stats = keeper.as_dict()
             assert stats is not None and stats["budget_mib"] == 1.0
             assert stats["interval_s"] == 10.0
             shown = client.get("/v1/admin/stats", headers={"X-API-Key": "dev"}).json()
             assert shown["memory"]["cache_keeper"]["budget_mib"] == 1.0
-        assert cache_budget.keeper_stats() is None
+        assert not keeper.is_alive()  # stopped by the lifespan
         off = ApiSettings(dev=True, realtime=False, store_cache_seconds=0)
-        with TestClient(create_app(ws, off)):
-            assert cache_budget.keeper_stats() is None
+        with TestClient(create_app(ws, off)) as client:
+            assert client.app.state.services.cache_keeper is None  # type: ignore[attr-defined]
     finally:
         ws.close()
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -15,19 +15,9 @@ MIB = 1024 * 1024
 
 
 @pytest.fixture
-def cached(tmp_path: Path) -> Iterator[Store]:
+def cached(cached_table_store: Callable[[int], Store]) -> Store:
     """An on-disk store whose 1M-row table (~15 MiB of blocks) was just written and read."""
-    store = Store(tmp_path / "cache.duckdb", memory_limit="512MiB")
-    store.execute(
-        "CREATE TABLE t AS SELECT range AS id, random() AS v, md5(range::VARCHAR) AS h"
-        " FROM range(1000000)"
-    )
-    store.execute("CHECKPOINT")
-    store.scalar("SELECT sum(v) + sum(length(h)) FROM t")
-    try:
-        yield store
-    finally:
-        store.close()
+    return cached_table_store(1_000_000)
 
 
 def _limit(store: Store) -> str:

@@ -21,11 +21,11 @@ the whole ``event_id`` column on every import, so that working set grows with th
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from microseg.api.periodic import PeriodicThread
 from microseg.store.duckdb_store import Store
 
 log = logging.getLogger("microseg.api.cache_budget")
@@ -56,27 +56,22 @@ class KeeperStats:
         return out
 
 
-class CacheKeeper(threading.Thread):
+class CacheKeeper(PeriodicThread):
     """Daemon thread: every ``interval`` seconds, evict the store's cache down to ``budget``."""
 
     def __init__(
         self, store: Store, budget: int, interval: float, step: int = DEFAULT_STEP
     ) -> None:
-        if interval <= 0:
-            raise ValueError("interval must be > 0")
         if budget < 0 or step <= 0:
             raise ValueError("budget must be >= 0 and step > 0")
-        super().__init__(name="microseg-cache-keeper", daemon=True)
+        super().__init__("microseg-cache-keeper", interval)
         self.store = store
         self.budget = budget
-        self.interval = interval
         self.step = step
         self.stats = KeeperStats()
-        self._stopped = threading.Event()
 
-    def run(self) -> None:
-        while not self._stopped.wait(self.interval):
-            self.keep_once()
+    def tick(self) -> int:
+        return self.keep_once()
 
     def keep_once(self) -> int:
         """One run (also callable directly): bytes evicted; stops the keeper on a store error."""
@@ -84,7 +79,7 @@ class CacheKeeper(threading.Thread):
         evicted = 0
         try:
             for _ in range(MAX_STEPS):
-                if self._stopped.is_set():
+                if self.stopping:
                     break
                 started = time.perf_counter()
                 result = self.store.evict_cache(self.budget, self.step)
@@ -102,18 +97,13 @@ class CacheKeeper(threading.Thread):
                 if result.after <= self.budget:
                     break
         except Exception as exc:  # hygiene must never take the server down
-            if self._stopped.is_set():  # the store closed under a run at shutdown
+            if self.stopping:  # the store closed under a run at shutdown
                 return evicted
             log.exception("evicting DuckDB's cache failed; the cache keeper stops")
             self.stats.last_error = f"{type(exc).__name__}: {exc}"
-            self._stopped.set()
+            self.halt()
         self.stats.evicted_mib += evicted / MIB
         return evicted
-
-    def stop(self, timeout: float = 5.0) -> None:
-        self._stopped.set()
-        if self.is_alive():
-            self.join(timeout)
 
     def as_dict(self) -> dict[str, Any]:
         """Budget, interval and what the keeper did (JSON-able)."""
@@ -124,32 +114,18 @@ class CacheKeeper(threading.Thread):
         }
 
 
-_ACTIVE: CacheKeeper | None = None
-
-
 def start_keeper(store: Store, budget: int | None, interval: float) -> CacheKeeper | None:
-    """Start the process's keeper (None when there is no budget, ``interval <= 0`` or the
-    store is in memory: its blocks are not on disk, so none is clean)."""
-    global _ACTIVE
+    """Start a keeper for ``store`` (None when there is no budget, ``interval <= 0`` or the
+    store is in memory: its blocks are not on disk, so none is clean). The app keeps it in
+    ``Services.cache_keeper``."""
     if budget is None or interval <= 0 or store.path is None:
         return None
     keeper = CacheKeeper(store, budget, interval)
     keeper.start()
-    _ACTIVE = keeper
     return keeper
 
 
 def stop_keeper(keeper: CacheKeeper | None) -> None:
     """Stop a keeper started by :func:`start_keeper` (None: nothing to do)."""
-    global _ACTIVE
-    if keeper is None:
-        return
-    keeper.stop()
-    if _ACTIVE is keeper:
-        _ACTIVE = None
-
-
-def keeper_stats() -> dict[str, Any] | None:
-    """The running keeper's figures (None when none runs); read by the soak sampler."""
-    keeper = _ACTIVE
-    return None if keeper is None else keeper.as_dict()
+    if keeper is not None:
+        keeper.stop()

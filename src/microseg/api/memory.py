@@ -31,10 +31,12 @@ import os
 import platform
 import re
 import sys
-import threading
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
+
+from microseg.api.periodic import PeriodicThread
+from microseg.api.settings import SIZE_PATTERN
 
 log = logging.getLogger("microseg.api.memory")
 
@@ -134,21 +136,16 @@ class TrimStats:
         return out
 
 
-class MallocTrimmer(threading.Thread):
+class MallocTrimmer(PeriodicThread):
     """Daemon thread: ``malloc_trim(0)`` every ``interval`` seconds until :meth:`stop`."""
 
     def __init__(self, interval: float, trim: Any = None) -> None:
-        if interval <= 0:
-            raise ValueError("interval must be > 0")
-        super().__init__(name="microseg-malloc-trim", daemon=True)
-        self.interval = interval
+        super().__init__("microseg-malloc-trim", interval)
         self._trim = trim or malloc_trim
         self.stats = TrimStats()
-        self._stopped = threading.Event()
 
-    def run(self) -> None:
-        while not self._stopped.wait(self.interval):
-            self.trim_once()
+    def tick(self) -> bool:
+        return self.trim_once()
 
     def trim_once(self) -> bool:
         """One timed trim (also callable directly)."""
@@ -158,16 +155,11 @@ class MallocTrimmer(threading.Thread):
             released = bool(self._trim(0))
         except Exception:  # hygiene must never take the server down
             log.exception("malloc_trim failed; the trimmer stops")
-            self._stopped.set()
+            self.halt()
             return False
         elapsed = time.perf_counter() - started
         self.stats.record(elapsed, released, before - resident_mib())
         return released
-
-    def stop(self, timeout: float = 5.0) -> None:
-        self._stopped.set()
-        if self.is_alive():
-            self.join(timeout)
 
 
 _PAGE_MIB = (os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096) / (1024 * 1024)
@@ -230,7 +222,7 @@ def physical_memory() -> int | None:
 
 _UNITS = {"KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12}
 _UNITS.update({"KiB": 2**10, "MiB": 2**20, "GiB": 2**30, "TiB": 2**40})
-_SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*(KB|MB|GB|TB|KiB|MiB|GiB|TiB)")
+_SIZE = re.compile(SIZE_PATTERN)
 
 
 def size_bytes(text: str) -> int:

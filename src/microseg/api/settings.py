@@ -7,7 +7,8 @@ from pathlib import Path
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-SIZE_PATTERN = r"^\d+(\.\d+)?\s*(KB|MB|GB|TB|KiB|MiB|GiB|TiB)$"  # as DuckDB reads sizes
+# a size as DuckDB reads it (groups: number, unit; api.memory.size_bytes converts it)
+SIZE_PATTERN = r"^(\d+(?:\.\d+)?)\s*(KB|MB|GB|TB|KiB|MiB|GiB|TiB)$"
 
 # Values that must never guard a real deployment.
 WEAK_KEYS = frozenset(

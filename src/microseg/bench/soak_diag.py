@@ -326,9 +326,8 @@ class Sampler:
         from microseg.api import memory  # the server's own trimmer, when it runs one
 
         out["server_trim"] = memory.trim_stats()
-        from microseg.api import cache_budget  # the server's DuckDB cache keeper
-
-        out["cache_keeper"] = cache_budget.keeper_stats()
+        keeper = services.cache_keeper if services is not None else None
+        out["cache_keeper"] = keeper.as_dict() if keeper is not None else None
         if self.trim:
             out["malloc_trim_released"] = malloc_trim()
             out["rss_after_trim_mib"] = rss_mib()
