@@ -23,7 +23,7 @@ from sqlglot import exp
 
 from microseg.config.models import CORE_EVENT_COLUMNS
 from microseg.ingest import identity_keys, sessions
-from microseg.store import Store
+from microseg.store import Store, event_ids
 from microseg.store import sql as q
 
 NEW = "_ms_new"
@@ -121,7 +121,7 @@ def commit(
     if reasons:  # an all-valid batch skips the (re-)reading quarantine pass
         quarantine_rows(store, batch, batch_id, source_name, props, now)
     valid = counts.get("", 0)
-    filtered = _select_new(store, batch.keys, valid, all_valid=not reasons)
+    filtered = _select_new(store, batch.keys, valid, all_valid=not reasons, now=now)
     inserted = valid if not filtered else int(store.scalar("SELECT count(*) FROM _ms_new"))
     computed = sessions.compute_sessions(store, NEW, timeout_minutes)
     _insert_events(store, batch, props, source_name, now, filtered=filtered, computed=computed)
@@ -219,22 +219,37 @@ def _rows_from(batch: Batch, alias: str) -> exp.Expr:
 
 
 # -- dedup --------------------------------------------------------------------------------------
-def _select_new(store: Store, keys: str, valid: int, *, all_valid: bool) -> bool:
+def _select_new(store: Store, keys: str, valid: int, *, all_valid: bool, now: datetime) -> bool:
     """Make ``_ms_new``: the key rows of valid events whose id is new (not stored, not
     earlier in the batch). Returns whether it differs from "every key row"."""
     # Repeated ids within the batch: a hash-distinct count proves there are none (equal
     # counts cannot hide a repeat); otherwise the exact first-occurrence window decides.
     repeats = valid and int(store.scalar(q.cached(_repeated_ids, keys)) or 0)
-    # Ids already stored: found by probing the stored ids against the batch's (the batch
-    # is the small side of the join); usually none, and then no anti-join is needed.
+    # Ids already stored: the batch's ids are claimed in the event-id index (a superset of
+    # the stored ids, see store.event_ids). Only ids it knew already are looked for in
+    # events, and only in the rows received since they were first claimed.
     hits = 0
-    if valid and store.scalar("SELECT 1 FROM events LIMIT 1") is not None:
-        store.execute(q.cached(_stored_hits, keys))
-        hits = int(store.scalar("SELECT count(*) FROM _ms_hits"))
+    if valid:
+        claim = store.event_ids.claim(store, q.cached(_batch_hashes, keys), now)
+        if claim.known:
+            store.execute(q.cached(_stored_hits, keys), [claim.confirm_since])
+            hits = int(store.scalar("SELECT count(*) FROM _ms_hits"))
     filtered = bool(repeats or hits or not all_valid)
     drop_relation(store, NEW)
     store.execute(q.cached(_new_events, keys, bool(repeats), bool(hits)))
     return filtered
+
+
+def _batch_hashes(keys: str) -> exp.Expr:
+    """The distinct index keys of the batch's valid ids, in order."""
+    h = event_ids.id_hash(q.col("event_id"))
+    return (
+        exp.select(exp.alias_(h, "h", quoted=True))
+        .distinct()
+        .from_(q.table(keys))
+        .where(exp.Is(this=q.col("_reason"), expression=exp.Null()))
+        .order_by(q.lit(1))
+    )
 
 
 def _repeated_ids(keys: str) -> exp.Expr:
@@ -254,17 +269,15 @@ def _repeated_ids(keys: str) -> exp.Expr:
 
 
 def _stored_hits(keys: str) -> exp.Expr:
-    """``_ms_hits``: the batch's event ids that are already stored."""
+    """``_ms_hits``: the batch's event ids that are stored, looked for in the rows received
+    at or after the bound parameter (DuckDB skips the row groups received before it)."""
+    recent = exp.GTE(this=q.col("received_at"), expression=exp.Placeholder())
+    batch_ids = exp.Subquery(this=exp.select(q.col("event_id")).from_(q.table(keys)))
     return q.create_temp(
         HITS,
         exp.select(q.col("event_id"))
         .from_("events")
-        .where(
-            exp.In(
-                this=q.col("event_id"),
-                query=exp.Subquery(this=exp.select(q.col("event_id")).from_(q.table(keys))),
-            )
-        )
+        .where(exp.and_(recent, exp.In(this=q.col("event_id"), query=batch_ids)))
         .distinct(),
     )
 

@@ -17,6 +17,7 @@ from sqlglot import exp
 
 from microseg.errors import ConfigError
 from microseg.store import sql
+from microseg.store.event_ids import EventIdIndex
 from microseg.store.schema import MIGRATIONS
 
 Params = Sequence[Any] | dict[str, Any] | None
@@ -85,6 +86,7 @@ class Store:
         self.con.execute("SET TimeZone = 'UTC'")
         self.con.execute("SET enable_progress_bar = false")  # ours are Rich bars, not stdout
         self.lock = threading.RLock()
+        self._event_ids: EventIdIndex | None = None
         if not read_only:
             self.migrate()
 
@@ -257,5 +259,23 @@ class Store:
             ],
         )
 
+    @property
+    def event_ids(self) -> EventIdIndex:
+        """The index of stored event ids (``<store file>.event-ids``; in memory for an
+        in-memory store), opened on first use."""
+        with self.lock:
+            if self._event_ids is None:
+                path = (
+                    None
+                    if self.path is None
+                    else self.path.with_name(self.path.name + ".event-ids")
+                )
+                self._event_ids = EventIdIndex(path)
+            return self._event_ids
+
     def close(self) -> None:
+        with self.lock:
+            if self._event_ids is not None:
+                self._event_ids.close()
+                self._event_ids = None
         self.con.close()

@@ -457,6 +457,17 @@ MIGRATIONS: tuple[Migration, ...] = (
             )""",
         ),
     ),
+    Migration(
+        14,
+        "event-id index state: the store's id and the generation its SQLite index must reach",
+        (
+            """CREATE TABLE IF NOT EXISTS event_id_index (
+                store_id VARCHAR NOT NULL,
+                generation BIGINT NOT NULL
+            )""",
+            "INSERT INTO event_id_index SELECT CAST(uuid() AS VARCHAR), 0",
+        ),
+    ),
 )
 
 
