@@ -127,6 +127,7 @@ def commit(
     _insert_events(store, batch, props, source_name, now, filtered=filtered, computed=computed)
     if computed:
         sessions.update_stored_sessions(store)
+        sessions.update_heads(store)
     identity_keys.register(store, NEW, now)
     return Committed(rows_staged, inserted, valid - inserted, reasons)
 
@@ -350,10 +351,13 @@ def _insert(
     """``INSERT INTO events`` from ``rows`` (a FROM item aliased ``r``)."""
     joined = filtered or computed
     session: exp.Expr = q.col("session_id", "r")
-    if joined:  # the row's own session id, else the name of its computed session
-        start = q.col("_start", "j")
+    if joined:  # the continued session's name, the row's own, or its computed session's
+        start, name = q.col("_start", "j"), q.col("_name", "j")
         session = exp.Case(
-            ifs=[exp.If(this=exp.Is(this=start, expression=exp.Null()), true=session)],
+            ifs=[
+                exp.If(this=exp.Not(this=exp.Is(this=name, expression=exp.Null())), true=name),
+                exp.If(this=exp.Is(this=start, expression=exp.Null()), true=session),
+            ],
             default=sessions.session_name(q.col("id_key", "r"), start),
         )
     values: list[exp.Expr] = []

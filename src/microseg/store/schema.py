@@ -468,6 +468,26 @@ MIGRATIONS: tuple[Migration, ...] = (
             "INSERT INTO event_id_index SELECT CAST(uuid() AS VARCHAR), 0",
         ),
     ),
+    Migration(
+        15,
+        "session heads: each id key's latest computed session (name, start, last event time)",
+        (
+            """CREATE TABLE IF NOT EXISTS session_heads (
+                id_key VARCHAR NOT NULL,
+                session_id VARCHAR NOT NULL,
+                start_ts TIMESTAMP NOT NULL,
+                last_ts TIMESTAMP NOT NULL
+            )""",
+            """INSERT INTO session_heads
+            WITH latest AS (
+                SELECT id_key, arg_max(session_id, ts) AS session_id, max(ts) AS last_ts
+                FROM events WHERE starts_with(session_id, 'ms-') GROUP BY id_key
+            )
+            SELECT l.id_key, l.session_id, min(e.ts), l.last_ts
+            FROM latest l JOIN events e ON e.id_key = l.id_key AND e.session_id = l.session_id
+            GROUP BY l.id_key, l.session_id, l.last_ts""",
+        ),
+    ),
 )
 
 
