@@ -46,6 +46,14 @@ def test_unknown_field_did_you_mean(tmp_path: Path) -> None:
     assert "did you mean 'last'" in str(err.value) and err.value.problems[0].line == 4
 
 
+@pytest.mark.parametrize("key", ["[", "a[0]", "rule["])
+def test_an_unknown_key_with_a_bracket_is_named_not_a_crash(key: str) -> None:
+    # found by schemathesis: {"[": null} as a preview body was a 500 (IndexError)
+    with pytest.raises(DefinitionError) as err:
+        parse_segment({"name": "s", "rule": {"event": "purchase"}, key: None})
+    assert f"unknown field '{key}'" in str(err.value)
+
+
 def test_bad_values_refused() -> None:
     for bad, msg in [
         ({"event": "purchase", "last": "30 days"}, "duration"),

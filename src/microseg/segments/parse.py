@@ -85,7 +85,11 @@ def segment_from_document(doc: Document) -> Segment:
             loc, model = _strip_tags(tuple(err["loc"]))
             loc = tuple(p for p in loc if not (isinstance(p, str) and "[" in p))
             if err["type"] == "extra_forbidden":
-                name = str(loc[-1])
+                # the unknown key is the last part of pydantic's location, whatever it is
+                # called (a key with "[" in it is not one of pydantic's tagged-union parts)
+                name = str(err["loc"][-1])
+                if not loc or loc[-1] != err["loc"][-1]:
+                    loc = (*loc, err["loc"][-1])
                 fields = [f.alias or n for n, f in getattr(model, "model_fields", {}).items()]
                 msg = f"unknown field '{name}'{did_you_mean(name, fields)}"
             else:
