@@ -12,10 +12,11 @@ bytes, in steps of at most ``step`` bytes with the store's lock released in betw
 import waits for one short step at most. Queries may still use memory up to the cap between
 runs; what they leave cached above the budget is dropped at the next run.
 
-What it cannot bound is what the imports read again before the next run. Their dedup reads
-the whole ``event_id`` column on every import, so that working set grows with the store: in a
-30-minute soak DuckDB held ~100 MiB between runs at 3.6 M events (database 117 MiB), against
-32 MiB after the first minutes.
+What it cannot bound is what queries read again before the next run. Imports used to read
+the whole ``event_id`` column (dedup) and the whole ``session_id`` column (sessions) each
+time, a working set that grew with the store (~100 MiB between runs at 3.6 M events in a
+30-minute soak); since the event-id index (:mod:`microseg.store.event_ids`) and the session
+heads (:mod:`microseg.ingest.sessions`), an in-order import reads per-key tables instead.
 """
 
 from __future__ import annotations
