@@ -118,6 +118,10 @@ def test_erase_leaves_no_trace_and_keeps_others(tmp_path: Path) -> None:
         ".microseg/spool/seg-000001.jsonl": 1,
     }
     store = ws.store  # compaction reopened the connection
+    # the erased events' ids left the event-id index: it holds exactly the stored ones
+    stored = store.rows("SELECT DISTINCT CAST(md5_number(event_id) >> 65 AS BIGINT) FROM events")
+    held = store.event_ids.con.execute("SELECT h FROM seen").fetchall()
+    assert sorted(h for (h,) in held) == sorted(h for (h,) in stored)
     # 1. every text / JSON / BLOB cell of every table
     hits = [c for c in cells(store) for n in needles(ws, victim, vpid) if n.lower() in c[2].lower()]
     assert hits == []

@@ -73,6 +73,11 @@ def test_retention_per_type_table_idempotent_and_audited(tmp_path: Path) -> None
     assert {r[0] for r in s.rows("SELECT send_key FROM sends")} == {"pending-20", "sent-1"}
     audit = json.loads(s.scalar("SELECT details FROM audit_log WHERE action = 'retention.run'"))
     assert audit["deleted"]["events"] == 30
+    # the deleted events' ids left the event-id index: it holds exactly the stored ones
+    stored = s.rows("SELECT DISTINCT CAST(md5_number(event_id) >> 65 AS BIGINT) FROM events")
+    assert sorted(h for (h,) in s.event_ids.con.execute("SELECT h FROM seen")) == sorted(
+        h for (h,) in stored
+    )
     again = run_retention(ws, now)
     assert again.total == 0
     assert s.scalar("SELECT count(*) FROM audit_log WHERE action = 'retention.run'") == 1

@@ -42,7 +42,7 @@ from microseg.privacy.subject import (
     resolve_subject,
     subject_of,
 )
-from microseg.store import Store, utcnow
+from microseg.store import Store, event_ids, utcnow
 from microseg.store import sql as q
 
 log = logging.getLogger(__name__)
@@ -209,6 +209,7 @@ def erase_subject(
     report = ErasureReport(uuid.uuid4().hex[:16], len(pids), len(subject.id_keys))
     report.linked_profiles_kept = linked
     now = utcnow()
+    erased_ids: list[int] = []
     with store.transaction():
         report.keys_shredded = shred(store, pids)
         store.con.executemany(
@@ -222,6 +223,8 @@ def erase_subject(
                     report.rows_scrubbed[table] = n
                 continue
             cond, params = _condition(table, columns, subject, values, pattern)
+            if cond is not None and table == "events":  # their ids leave the event-id index
+                erased_ids = event_ids.hashes_where(store, cond, params)
             if cond is not None:
                 row = store.execute(
                     exp.Delete(this=q.table(table), where=exp.Where(this=cond)), params
@@ -245,6 +248,8 @@ def erase_subject(
                 "keys_shredded": report.keys_shredded,
             },
         )
+    with store.lock:  # after the commit: the index stays a superset of the stored ids
+        store.event_ids.forget(erased_ids)
     if files:
         report.files_rewritten, report.files_outside_with_matches = scrub_files(
             workspace.project.root,

@@ -22,7 +22,7 @@ from typing import Any
 from sqlglot import exp
 
 from microseg.config.models import RETENTION_TABLES
-from microseg.store import Store, utcnow
+from microseg.store import Store, event_ids, utcnow
 from microseg.store import sql as q
 
 log = logging.getLogger(__name__)
@@ -101,12 +101,15 @@ def run_retention(
     for key, days in retention.items():
         report.cutoffs[key] = now - timedelta(days=days)
     rules = [r for r in _rules(retention, now) if store.table_exists(r[1])]
+    expired_ids: list[int] = []
     with store.transaction():
         for key, table, where in rules:
             if dry_run:
                 count = exp.select(exp.Count(this=exp.Star())).from_(q.table(table)).where(where)
                 report.deleted[key] = int(store.scalar(count) or 0)
                 continue
+            if table == "events":  # their ids leave the event-id index after the commit
+                expired_ids += event_ids.hashes_where(store, where)
             row = store.execute(
                 exp.Delete(this=q.table(table), where=exp.Where(this=where))
             ).fetchone()
@@ -118,6 +121,8 @@ def run_retention(
                 None,
                 {"now": now, "deleted": {k: v for k, v in report.deleted.items() if v}},
             )
+    with store.lock:
+        store.event_ids.forget(expired_ids)
     return report
 
 

@@ -31,7 +31,7 @@ import sqlite3
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from sqlglot import exp
 
@@ -217,8 +217,9 @@ class EventIdIndex:
         return Claim(new, known, None if confirm is None else confirm - CONFIRM_MARGIN)
 
     def forget(self, hashes: list[int]) -> None:
-        """Drop hashes of events deleted for good (after their deletion committed)."""
-        if not hashes or self.generation < 0:
+        """Drop the hashes of events deleted for good, after their deletion committed (an
+        index that lacks a stored id would let a retry in; one with extra hashes cannot)."""
+        if not hashes:
             return
         self.con.execute("BEGIN")
         for start in range(0, len(hashes), CHUNK):
@@ -237,6 +238,12 @@ class EventIdIndex:
                 self._write_meta(open=0)
                 self.con.execute("COMMIT")
             self.con.close()
+
+
+def hashes_where(store: Store, where: exp.Expr, params: list[Any] | None = None) -> list[int]:
+    """The hashes of the stored events matching ``where`` (before deleting them)."""
+    select = exp.select(id_hash(q.col("event_id"))).distinct().from_(q.table("events")).where(where)
+    return [int(r[0]) for r in store.rows(select, params)]
 
 
 def _store_state(store: Store) -> tuple[str, int]:
