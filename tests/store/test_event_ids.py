@@ -50,6 +50,10 @@ def _import(ws: Workspace, path: Path, now: datetime = NOW) -> ImportResult:
     return import_events(ws.store, ws.settings, ws.keys, path, source_name=path.stem, now=now)
 
 
+def _crash(*args: object, **kwargs: object) -> bool:
+    raise RuntimeError("crash after the claim")
+
+
 def _stored(ws: Workspace) -> tuple[int, int]:
     return ws.store.scalar("SELECT (count(*), count(DISTINCT event_id)) FROM events")
 
@@ -197,11 +201,7 @@ def test_a_rolled_back_import_leaves_extra_hashes_that_cost_nothing_but_a_check(
     ws: Workspace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     path = _csv(tmp_path, "a", [f"a{k}" for k in range(25)])
-
-    def fail(*args: object, **kwargs: object) -> bool:
-        raise RuntimeError("crash after the claim")
-
-    monkeypatch.setattr(sessions, "compute_sessions", fail)
+    monkeypatch.setattr(sessions, "compute_sessions", _crash)
     with pytest.raises(RuntimeError):
         _import(ws, path)
     monkeypatch.undo()
@@ -209,6 +209,20 @@ def test_a_rolled_back_import_leaves_extra_hashes_that_cost_nothing_but_a_check(
     result = _import(ws, path)
     assert (result.inserted, result.duplicates) == (25, 0)  # confirmed absent, stored
     assert _stored(ws) == (25, 25)
+
+
+def test_a_claim_rolled_back_then_stored_with_an_earlier_time_is_still_found(
+    ws: Workspace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = _csv(tmp_path, "a", ["a1", "a2"])
+    monkeypatch.setattr(sessions, "compute_sessions", _crash)
+    with pytest.raises(RuntimeError):
+        _import(ws, path, NOW + timedelta(days=60))  # claimed at day 60, rolled back
+    monkeypatch.undo()
+    assert _import(ws, path, NOW).inserted == 2  # stored as received on day 0
+    again = _import(ws, path, NOW + timedelta(days=90))
+    assert (again.inserted, again.duplicates) == (0, 2)
+    assert _stored(ws) == (2, 2)
 
 
 def test_deleted_events_come_back_when_sent_again(ws: Workspace, tmp_path: Path) -> None:

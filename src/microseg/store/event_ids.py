@@ -55,6 +55,7 @@ _SCHEMA = (
 )
 _CLAIM = "INSERT OR IGNORE INTO seen (h, since) SELECT value, ? FROM json_each(?)"
 _EARLIEST = "SELECT min(since) FROM seen WHERE h IN (SELECT value FROM json_each(?))"
+_BACKDATE = "UPDATE seen SET since = ? WHERE h IN (SELECT value FROM json_each(?)) AND since > ?"
 _FORGET = "DELETE FROM seen WHERE h IN (SELECT value FROM json_each(?))"
 _SET_META = "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)"
 
@@ -206,6 +207,9 @@ class EventIdIndex:
                     known += len(chunk) - added
                     first = self.con.execute(_EARLIEST, (text,)).fetchone()[0]
                     earliest = first if earliest is None else min(earliest, first)
+                    # a claim that was rolled back may be later than the row that gets
+                    # stored (an import given an earlier ``now``): keep the earliest time
+                    self.con.execute(_BACKDATE, (since, text, since))
             self._write_meta(generation=generation)
             self.con.execute("COMMIT")
         except BaseException:
