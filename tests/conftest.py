@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from microseg.store import Store
+from microseg.store.sql import render
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = (REPO / ".." / "shared" / "data").resolve()
@@ -19,6 +21,21 @@ def data_dir() -> Path:
     if not DATA.exists():
         pytest.skip(f"shared datasets not found at {DATA}")
     return DATA
+
+
+@pytest.fixture
+def executed_sql(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every statement any Store runs through ``execute`` from now on, as SQL text (trees
+    rendered); clear it to start recording afresh."""
+    seen: list[str] = []
+    execute = Store.execute
+
+    def record(self: Store, query: Any, params: Any = None) -> Any:
+        seen.append(query if isinstance(query, str) else render(query))
+        return execute(self, query, params)
+
+    monkeypatch.setattr(Store, "execute", record)
+    return seen
 
 
 @pytest.fixture

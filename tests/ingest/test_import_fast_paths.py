@@ -31,7 +31,6 @@ from import_paths_support import (
 
 from microseg.config.sources import SourceSpec
 from microseg.ingest import commit, pipeline, reader
-from microseg.store import Store
 
 START = datetime(2024, 5, 1)
 PRODUCT_EVENTS = ("product_view", "add_to_cart", "purchase")
@@ -106,18 +105,11 @@ def test_all_valid_file_into_empty_store(tmp_path: Path, monkeypatch: pytest.Mon
 
 
 def test_streamed_path_keeps_only_the_key_table(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, executed_sql: list[str]
 ) -> None:
     """The fast path is really taken: no wide stage, and the file is read by the INSERT."""
     path = write_parquet(tmp_path / "a.parquet", make_rows(5, 4))
-    seen: list[str] = []
-    execute = Store.execute
-
-    def spy(self: Store, query: Any, params: Any = None) -> Any:
-        seen.append(query if isinstance(query, str) else query.sql(dialect="duckdb"))
-        return execute(self, query, params)
-
-    monkeypatch.setattr(Store, "execute", spy)
+    seen = executed_sql
     with workspaces(1) as (ws,):
         run(ws, KEYS, path, streamed=True, monkeypatch=monkeypatch)
     created = [s for s in seen if s.startswith("CREATE OR REPLACE TEMPORARY TABLE")]

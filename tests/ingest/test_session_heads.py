@@ -100,19 +100,11 @@ def test_batches_give_the_sessions_of_one_import_and_heads_stay_exact(
     assert len(computed) > 12  # several sessions per user: the gaps split them
 
 
-def test_in_order_batches_read_no_stored_event(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    seen: list[str] = []
-    execute = Store.execute
-
-    def spy(self: Store, query: object, params: object = None) -> object:
-        seen.append(query if isinstance(query, str) else "")
-        return execute(self, query, params)  # type: ignore[arg-type]
-
+def test_in_order_batches_read_no_stored_event(tmp_path: Path, executed_sql: list[str]) -> None:
+    seen = executed_sql
     rows = [(f"e{k}", f"u{k % 3}", START + timedelta(minutes=10 * k), "") for k in range(60)]
     with Workspace.ephemeral(settings(30)) as ws:
-        monkeypatch.setattr(Store, "execute", spy)
+        seen.clear()
         for k in range(6):
             _import(ws, tmp_path, f"b{k}", rows[10 * k : 10 * k + 10])
         assert not [s for s in seen if "_ms_sess" in s and "FROM events e" in s]

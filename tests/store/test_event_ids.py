@@ -14,10 +14,12 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
+from sqlglot import exp
 
 from microseg.ingest import sessions
 from microseg.ingest.pipeline import ImportResult
 from microseg.store import Store, event_ids
+from microseg.store.sql import render
 from microseg.workspace import Workspace
 
 NOW = datetime(2024, 6, 2, 12, 0)
@@ -68,24 +70,15 @@ def test_the_hash_is_the_same_in_duckdb_and_python() -> None:
     ids = ["e1", "s1234-7", "ünïcödé-✓", "x" * 300, ""]
     select = "SELECT CAST(md5_number(i) >> 65 AS BIGINT) FROM unnest(?) AS t(i)"
     assert [r[0] for r in store.rows(select, [ids])] == [event_ids.py_id_hash(i) for i in ids]
-    rendered = store.rows(
-        "SELECT " + event_ids.id_hash(__import__("sqlglot").exp.Literal.string("e1")).sql("duckdb")
-    )
+    rendered = store.rows("SELECT " + render(event_ids.id_hash(exp.Literal.string("e1"))))
     assert rendered[0][0] == event_ids.py_id_hash("e1")
     assert all(0 <= event_ids.py_id_hash(i) < 2**63 for i in ids)
 
 
 def test_new_ids_are_not_looked_up_in_events_and_repeats_are(
-    ws: Workspace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ws: Workspace, tmp_path: Path, executed_sql: list[str]
 ) -> None:
-    seen: list[str] = []
-    execute = Store.execute
-
-    def spy(self: Store, query: object, params: object = None) -> object:
-        seen.append(query if isinstance(query, str) else "")
-        return execute(self, query, params)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(Store, "execute", spy)
+    seen = executed_sql
     first = _import(ws, _csv(tmp_path, "a", [f"a{k}" for k in range(50)]))
     second = _import(ws, _csv(tmp_path, "b", [f"b{k}" for k in range(50)]), NOW + timedelta(1))
     assert (first.inserted, second.inserted) == (50, 50)

@@ -158,11 +158,7 @@ def drop_relation(store: Store, name: str) -> None:
     )
     if kind is not None:
         what = "VIEW" if "VIEW" in str(kind).upper() else "TABLE"
-        store.execute(q.cached(_drop, name, what))
-
-
-def _drop(name: str, kind: str) -> exp.Expr:
-    return exp.Drop(tables=[q.table(name)], kind=kind, exists=True)
+        store.execute(q.cached(q.drop, name, what))
 
 
 # -- quarantine -------------------------------------------------------------------------------

@@ -249,8 +249,4 @@ def _changed_sessions() -> exp.Expr:
 
 def drop(store: Store) -> None:
     for name in (SESS, HEADS, NEW_HEADS):
-        store.execute(q.cached(_drop_table, name))
-
-
-def _drop_table(name: str) -> exp.Expr:
-    return exp.Drop(tables=[q.table(name)], kind="TABLE", exists=True)
+        store.execute(q.cached(q.drop, name))

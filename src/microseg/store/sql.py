@@ -46,6 +46,11 @@ def create_temp(
     )
 
 
+def drop(name: str, kind: str = "TABLE") -> exp.Drop:
+    """DROP TABLE (or VIEW) IF EXISTS ``name``."""
+    return exp.Drop(tables=[table(name)], kind=kind, exists=True)
+
+
 def lit(value: Any) -> exp.Expr:
     """A literal built by the AST: strings are escaped by sqlglot, never interpolated."""
     if value is None:
